@@ -1,0 +1,20 @@
+"""Networks: building from registry architectures, safe checkpoint reading, architecture detection."""
+
+from samkit.nn.build import build, build_network
+from samkit.nn.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, read_checkpoint
+from samkit.nn.detect import ArchitectureError, detect_architecture
+from samkit.nn.registry import Architecture, ModelEntry, registry
+
+__all__ = [
+    "Architecture",
+    "ArchitectureError",
+    "CheckpointError",
+    "ModelEntry",
+    "UnsafeCheckpointError",
+    "build",
+    "build_network",
+    "detect_architecture",
+    "load_checkpoint",
+    "read_checkpoint",
+    "registry",
+]

@@ -1,0 +1,54 @@
+"""Choosing the torch device from what a user types."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+_FORMS = "'' (automatic), 'cpu', 'cuda', 'cuda:N', 'N' (a CUDA index) or 'mps'"
+
+
+def select_device(device: str | int | torch.device | None = "") -> torch.device:
+    """Turn a device request into a ``torch.device`` that exists on this machine.
+
+    Args:
+        device: ``""`` or ``None`` picks ``cuda:0`` when CUDA is available, else the CPU; ``"cpu"``; ``"cuda"``
+            (``cuda:0``); ``"cuda:N"``; ``N`` or ``"N"`` (``cuda:N``, as in Ultralytics); ``"mps"``; or a
+            ``torch.device``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: The request is not one of the forms above, or names a device this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        spec = str(device)
+    elif device is None:
+        spec = ""
+    elif isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise ValueError(f"device {device!r} is not understood; expected {_FORMS}")
+    else:
+        spec = str(device).strip().lower()
+    if spec == "":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' was requested but Apple MPS is not available on this machine")
+        return torch.device("mps")
+    m = re.fullmatch(r"(?:cuda)?:?(\d+)?", spec) if spec.startswith("cuda") or spec.isdigit() else None
+    if m is None:
+        raise ValueError(f"device {device!r} is not understood; expected {_FORMS}")
+    index = int(m.group(1) or 0)
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} was requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}); use device='cpu'"
+        )
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"device {device!r} was requested but this machine has {count} CUDA device(s): 0..{count - 1}")
+    return torch.device(f"cuda:{index}")

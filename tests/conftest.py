@@ -1,0 +1,126 @@
+"""Shared fixtures: random-weight checkpoints built on the fly and a local HTTP server for downloads."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from samkit.nn import build_network
+
+
+def save_random(path: Path, arch: str, version: str | None = None, layout: str = "model", seed: int = 0) -> dict:
+    """Build ``arch`` with random weights (seeded), save it to ``path`` and return the saved state dict.
+
+    layout: ``"model"`` for ``{"model": sd}`` (Meta's and Ultralytics' files), ``"bare"`` for the state dict itself.
+    """
+    torch.manual_seed(seed)
+    sd = build_network(arch, version).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": sd} if layout == "model" else sd, path)
+    return sd
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A SAM 2.1 checkpoint of the tiny test architecture (256 px input) with random weights."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-sam2.1.pt"
+    save_random(path, "sam2_test", "2.1")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights(tmp_path, monkeypatch):
+    """Never touch the user's cache or network during tests: weights folders point into tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SAMKIT_WEIGHTS_DIR", raising=False)
+    monkeypatch.delenv("SAMKIT_WEIGHTS_URL", raising=False)
+    monkeypatch.delenv("SAMKIT_OFFLINE", raising=False)
+
+
+class FileServer:
+    """A tiny HTTP server on 127.0.0.1 serving in-memory files with Range support and scripted failures.
+
+    Attributes:
+        files: URL path (``"/a.pt"``) -> bytes.
+        status: URL path -> HTTP status to answer with instead of the file.
+        cut_after: URL path -> number of body bytes after which the next response is cut (once).
+        ignore_range: answer 200 with the whole body even when a Range is asked for.
+        requests: ``(path, range header or None)`` for every request received.
+    """
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.status: dict[str, int] = {}
+        self.cut_after: dict[str, int] = {}
+        self.ignore_range = False
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                if self.path in server.status:
+                    self.send_error(server.status[self.path])
+                    return
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if rng and not server.ignore_range:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(body):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                chunk = body[start:]
+                self.send_header("Content-Length", str(len(chunk)))
+                self.end_headers()
+                cut = server.cut_after.pop(self.path, None)
+                if cut is not None:
+                    self.wfile.write(chunk[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server():
+    with FileServer() as server:
+        yield server
+
+
+def hardlink_or_copy(src: Path, dst: Path) -> Path:
+    """``dst`` with the same bytes as ``src`` (a hard link when the file system allows it)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, dst)
+    return dst
