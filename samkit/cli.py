@@ -84,11 +84,11 @@ def run_checks() -> list[str]:
 
 
 def _registry_lines() -> list[str]:
-    from samkit.nn.registry import registry
+    from samkit.nn.registry import model_registry
     from samkit.utils.downloads import find_local
 
     lines = []
-    for entry in registry().models.values():
+    for entry in model_registry().models.values():
         local = find_local(entry.names)
         also = f" (also {', '.join(entry.files)})" if entry.files else ""
         lines.append(

@@ -12,7 +12,7 @@ from torch import nn
 from samkit.nn.checkpoint import load_state_dict_strict, read_checkpoint
 from samkit.nn.build import build_network
 from samkit.nn.detect import detect_architecture
-from samkit.nn.registry import registry
+from samkit.nn.registry import model_registry
 from samkit.utils import LOGGER
 from samkit.utils.devices import select_device
 from samkit.utils.downloads import resolve_weights
@@ -63,7 +63,7 @@ class SAM:
             LOGGER.info("loaded %s", self._summary())
 
     def _warn_if_name_disagrees(self, name: str) -> None:
-        entry = registry().find_model(name)
+        entry = model_registry().find_model(name)
         if entry is not None and (entry.arch.name, entry.version) != (self.arch.name, self.version):
             LOGGER.warning(
                 "%s is named like %s (%s %s) but its weights are %s %s; using what the weights say",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from samkit.nn.registry import _build_registry, registry
+from samkit.nn.registry import _build_registry, model_registry
 
 ULTRALYTICS_NAMES = [f"sam2.1_{s}.pt" for s in "tsbl"] + [f"sam2_{s}.pt" for s in "tsbl"] + [
     "sam_b.pt", "sam_l.pt", "sam_h.pt", "mobile_sam.pt"]
@@ -18,7 +18,7 @@ META_NAMES = {
 
 
 def test_every_published_checkpoint_is_registered():
-    reg = registry()
+    reg = model_registry()
     assert sorted(reg.models) == sorted(ULTRALYTICS_NAMES)
     for name, meta in META_NAMES.items():
         assert reg.find_model(meta).name == name
@@ -42,18 +42,18 @@ def test_every_published_checkpoint_is_registered():
     ],
 )
 def test_find_model_by_any_name(name, arch, version):
-    entry = registry().find_model(name)
+    entry = model_registry().find_model(name)
     assert (entry.arch.name, entry.version) == (arch, version)
 
 
 def test_unknown_model_suggests_close_names():
     with pytest.raises(ValueError, match=r"unknown model 'sam2\.1_x\.pt'.*did you mean 'sam2\.1_"):
-        registry().model("sam2.1_x.pt")
-    assert registry().find_model("yolo11n.pt") is None
+        model_registry().model("sam2.1_x.pt")
+    assert model_registry().find_model("yolo11n.pt") is None
 
 
 def test_sizes_differ_in_hiera_width_and_depth():
-    archs = registry().architectures
+    archs = model_registry().architectures
     sigs = {a.signature for a in archs.values()}
     assert len(sigs) == len(archs)
     assert archs["sam2_t"].signature == ("sam2", 96, (1, 2, 7, 2))

@@ -3,7 +3,7 @@
 from samkit.nn.build import build, build_network
 from samkit.nn.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, read_checkpoint
 from samkit.nn.detect import ArchitectureError, detect_architecture
-from samkit.nn.registry import Architecture, ModelEntry, registry
+from samkit.nn.registry import Architecture, ModelEntry, model_registry
 
 __all__ = [
     "Architecture",
@@ -16,5 +16,5 @@ __all__ = [
     "detect_architecture",
     "load_checkpoint",
     "read_checkpoint",
-    "registry",
+    "model_registry",
 ]

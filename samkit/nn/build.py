@@ -13,7 +13,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from samkit.nn.registry import Architecture, registry
+from samkit.nn.registry import Architecture, model_registry
 
 
 def _sam2_flags(version: str) -> dict:
@@ -170,7 +170,7 @@ def build_network(arch: Architecture | str, version: str | None = None) -> nn.Mo
         ultralytics ``SAM2Model`` (SAM 2 family) or ``SAMModel`` (SAM, MobileSAM).
     """
     if isinstance(arch, str):
-        arch = registry().architecture(arch)
+        arch = model_registry().architecture(arch)
     if arch.family == "sam2":
         version = "2.1" if version is None else str(version)
         if version not in ("2.0", "2.1"):
@@ -210,7 +210,7 @@ def build(name: str, checkpoint: str | None = None, device: str | torch.device =
 
 def resolve_name(name: str) -> tuple[Architecture, str]:
     """Architecture and version for a model name, a Meta file name or an architecture name."""
-    reg = registry()
+    reg = model_registry()
     entry = reg.find_model(name)
     if entry is not None:
         return entry.arch, entry.version

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
-from samkit.nn.registry import Architecture, registry
+from samkit.nn.registry import Architecture, model_registry
 
 
 class ArchitectureError(ValueError):
@@ -91,10 +91,10 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "s
         ArchitectureError: Not a SAM-family checkpoint, or a shape no registered architecture has.
     """
     sig, version = signature_of(state_dict, source)
-    for arch in registry().architectures.values():
+    for arch in model_registry().architectures.values():
         if arch.signature == sig:
             return arch, version
-    known = "; ".join(f"{a.name} {a.signature[1:]}" for a in registry().architectures.values() if a.family == sig[0])
+    known = "; ".join(f"{a.name} {a.signature[1:]}" for a in model_registry().architectures.values() if a.family == sig[0])
     raise ArchitectureError(
         f"{source}: a {sig[0]} checkpoint with encoder shape {sig[1:]} matches no registered architecture "
         f"(known {sig[0]} shapes: {known}). Register it in samkit/cfg/models.yaml."

@@ -161,7 +161,7 @@ def _build_registry(data: dict) -> Registry:
 
 
 @lru_cache(maxsize=1)
-def registry() -> Registry:
+def model_registry() -> Registry:
     """The registry read from ``samkit/cfg/models.yaml`` (read once)."""
     with open(REGISTRY_FILE, encoding="utf-8") as f:
         return _build_registry(yaml.safe_load(f))

@@ -176,21 +176,21 @@ def resolve_weights(model: str | os.PathLike, progress: bool = True) -> Path:
             folder to put it in.
         ValueError: The name is neither an existing file nor a registry model.
     """
-    from samkit.nn.registry import registry
+    from samkit.nn.registry import model_registry
 
     path = Path(model).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
         raise ValueError(f"model {str(model)!r} is a folder; pass a checkpoint file or a model name")
-    entry = registry().find_model(path.name)
+    entry = model_registry().find_model(path.name)
     if len(path.parts) > 1 and entry is None:
         raise WeightsNotFoundError(f"checkpoint {str(model)!r} does not exist")
     if entry is None:
         found = find_local([path.name])
         if found:
             return found
-        registry().model(path.name)  # raises: unknown name, with close matches
+        model_registry().model(path.name)  # raises: unknown name, with close matches
     names = [path.name] + [n for n in entry.names if n != path.name]
     found = find_local(names)
     if found:
