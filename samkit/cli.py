@@ -78,6 +78,9 @@ def run_checks() -> list[str]:
                         ("progress bars", "tqdm")):
         v = _version(dist)
         lines.append(f"optional {dist} ({extra}): {v if v else 'not installed'}")
+    from ultralytics import ASSETS
+
+    lines.append(f"sample images: {ASSETS}")
     lines.append(f"offline mode: {'on' if offline() else 'off'} (SAMKIT_OFFLINE)")
     lines.append("weights folders: " + ", ".join(str(d) for d in weights_dirs()))
     return lines

@@ -34,7 +34,7 @@ def test_info_lists_registry():
 def test_checks():
     r = run("checks")
     assert r.returncode == 0, r.stderr
-    for word in ("samkit 0.", "torch ", "ultralytics ", "pycocotools", "weights folders"):
+    for word in ("samkit 0.", "torch ", "ultralytics ", "pycocotools", "weights folders", "sample images"):
         assert word in r.stdout
 
 
