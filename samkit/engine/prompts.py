@@ -1,0 +1,343 @@
+"""Every prompt form, normalised into per-object prompts for one image.
+
+Forms accepted (coordinates are xyxy / xy pixels of the original image):
+
+- Ultralytics semantics, so existing code works unchanged:
+  ``bboxes`` one box ``[x1, y1, x2, y2]`` or many ``[[...], ...]``; ``points`` + ``labels`` where a flat list
+  of points is one point per object and nesting (``[[[x, y], [x, y]], ...]``) gives several points per object;
+  ``labels`` default to 1 (positive); ``masks`` one HxW mask or NxHxW. Given together, ``bboxes`` and
+  ``points`` pair up object by object.
+- The explicit ragged form: ``prompts=[{"points": [[x, y], ...], "labels": [1, 0]}, {"box": [...],
+  "points": [...], "labels": [...]}, {"mask": HxW}]``, any number of clicks per object.
+- Ultralytics ``Boxes`` or ``Results`` from a YOLO model as ``bboxes``: class ids, names, confidences and track
+  ids carry over to the output.
+
+Mask prompts are either binary masks at image size (bool / uint8 / 0-1 values) or the low-resolution logits a
+previous prediction returned (float, ``low_res x low_res``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from samkit.utils import LOGGER
+
+PROMPT_KEYS = ("points", "labels", "box", "mask", "cls", "id")
+
+
+@dataclass
+class ObjectPrompts:
+    """Prompts of N objects on one image (struct of arrays).
+
+    Attributes:
+        points: (N, P, 2) float32 xy pixels; objects with fewer than P clicks are padded (label -1).
+        labels: (N, P) int32: 1 positive, 0 negative, -1 padding.
+        boxes: (N, 4) float32 xyxy pixels; NaN rows for objects without a box.
+        masks: (N, h, w) float32 or None. Each object's mask prompt, or NaN-filled when it has none; h, w are the
+            image size (binary masks) or the model's low-resolution mask size (logits), per ``mask_is_logits``.
+        mask_is_logits: True when ``masks`` are low-resolution logits rather than binary image-size masks.
+        cls: (N,) int64 class ids (0 when not given).
+        conf: (N,) float32 confidences (1 when not given).
+        track_id: (N,) int64 tracker ids, -1 when not given.
+        names: class id -> name.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    masks: np.ndarray | None = None
+    mask_is_logits: bool = False
+    cls: np.ndarray = field(default=None)  # type: ignore[assignment]
+    conf: np.ndarray = field(default=None)  # type: ignore[assignment]
+    track_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    names: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.points)
+        if self.points.shape[1:] and self.points.shape[-1] != 2:
+            raise ValueError(f"points must be (N, P, 2), got {self.points.shape}")
+        if self.labels.shape != self.points.shape[:2]:
+            raise ValueError(f"labels shape {self.labels.shape} does not match points {self.points.shape[:2]}")
+        if self.boxes.shape != (n, 4):
+            raise ValueError(f"boxes must be ({n}, 4), got {self.boxes.shape}")
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"{len(self.masks)} mask prompts for {n} objects")
+        self.cls = np.zeros(n, np.int64) if self.cls is None else np.asarray(self.cls, np.int64).reshape(n)
+        self.conf = np.ones(n, np.float32) if self.conf is None else np.asarray(self.conf, np.float32).reshape(n)
+        self.track_id = (
+            np.full(n, -1, np.int64) if self.track_id is None else np.asarray(self.track_id, np.int64).reshape(n)
+        )
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def has_box(self) -> np.ndarray:
+        """(N,) bool: which objects have a box."""
+        return ~np.isnan(self.boxes).any(1)
+
+    @property
+    def has_mask(self) -> np.ndarray:
+        """(N,) bool: which objects have a mask prompt."""
+        if self.masks is None:
+            return np.zeros(len(self), bool)
+        return ~np.isnan(self.masks.reshape(len(self), -1)[:, 0])
+
+    @property
+    def num_points(self) -> np.ndarray:
+        """(N,) int: clicks per object (padding excluded)."""
+        return (self.labels >= 0).sum(1)
+
+    def object_points(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Object ``i``'s real clicks: (P_i, 2) xy and (P_i,) labels."""
+        keep = self.labels[i] >= 0
+        return self.points[i][keep], self.labels[i][keep]
+
+
+def _as_array(value, name: str, dtype=np.float32) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} {_short(value)} is not a regular array of numbers (ragged or non-numeric)") from None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} {_short(value)} contains NaN or infinite values")
+    return arr
+
+
+def _short(value) -> str:
+    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def _check_box(box: np.ndarray, name: str) -> None:
+    bad = (box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}] = {box[i].tolist()} has x2 < x1 or y2 < y1; boxes are [x1, y1, x2, y2]")
+
+
+def _boxes_from(value, name="bboxes") -> tuple[np.ndarray, dict]:
+    """Boxes from a list / array / tensor, or from Ultralytics Boxes / Results (keeping their metadata)."""
+    meta: dict = {}
+    if hasattr(value, "boxes") and hasattr(value, "names"):  # ultralytics Results
+        meta["names"] = dict(value.names)
+        value = value.boxes
+        if value is None:
+            raise ValueError(f"{name}: the YOLO Results has no boxes (is it a classification result?)")
+    if hasattr(value, "xyxy") and hasattr(value, "cls"):  # ultralytics Boxes
+        meta["cls"] = _as_array(value.cls, "cls", np.int64)
+        meta["conf"] = _as_array(value.conf, "conf")
+        if getattr(value, "id", None) is not None:
+            meta["track_id"] = _as_array(value.id, "id", np.int64)
+        value = value.xyxy
+    arr = _as_array(value, name)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{name} must be [x1, y1, x2, y2] or a list of them (N, 4), got shape {arr.shape}")
+    _check_box(arr, name)
+    return arr, meta
+
+
+def _check_labels(labels: np.ndarray, name: str = "labels") -> None:
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        raise ValueError(f"{name} must be 1 (positive) or 0 (negative), got {labels[bad][0]!r}")
+
+
+def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
+    pts = _as_array(points, "points")
+    if pts.ndim == 1:
+        pts = pts[None, None]
+    elif pts.ndim == 2:
+        pts = pts[:, None]
+    if pts.ndim != 3 or pts.shape[-1] != 2:
+        raise ValueError(f"points must be [x, y], a list of [x, y] (one per object) or (N, P, 2); got {pts.shape}")
+    if labels is None:
+        lab = np.ones(pts.shape[:2], np.int32)
+    else:
+        lab = _as_array(labels, "labels", np.float64)
+        if lab.ndim == 0:
+            lab = lab[None]
+        if lab.ndim == 1:
+            lab = lab[:, None] if pts.shape[1] == 1 else lab[None]
+        if lab.shape != pts.shape[:2]:
+            raise ValueError(
+                f"{lab.size} labels do not match {pts.shape[0] * pts.shape[1]} points "
+                f"(points {tuple(pts.shape[:2])} objects x clicks, labels {tuple(lab.shape)})"
+            )
+        _check_labels(lab)
+        lab = lab.astype(np.int32)
+    return pts, lab
+
+
+def _mask_stack(masks, image_hw: tuple[int, int], low_res: int, name="masks") -> tuple[np.ndarray, bool]:
+    arr = masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be HxW or NxHxW, got shape {arr.shape}")
+    h, w = image_hw
+    is_binary_dtype = arr.dtype == np.bool_ or arr.dtype.kind in "ui"
+    if arr.shape[1:] == (low_res, low_res) and not is_binary_dtype and (arr.shape[1:] != (h, w) or arr.min() < 0):
+        out = arr.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{name}: mask logits contain NaN or infinite values")
+        return out, True
+    if arr.shape[1:] != (h, w):
+        raise ValueError(
+            f"{name} of size {arr.shape[1:]} match neither the image ({h}, {w}) nor the low-resolution "
+            f"logits ({low_res}, {low_res})"
+        )
+    out = arr.astype(np.float32)
+    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
+        raise ValueError(f"{name}: binary masks at image size must hold 0/1 (or bool) values")
+    return out, False
+
+
+def normalize_prompts(
+    image_hw: tuple[int, int],
+    bboxes=None,
+    points=None,
+    labels=None,
+    masks=None,
+    prompts: list[dict] | None = None,
+    low_res: int = 256,
+) -> ObjectPrompts | None:
+    """Turn any accepted prompt form into :class:`ObjectPrompts`, or None when no prompt is given.
+
+    Args:
+        image_hw: (height, width) of the image the prompts refer to; coordinates outside it are clipped with a
+            warning.
+        bboxes, points, labels, masks: Ultralytics-style prompts (see the module docstring).
+        prompts: The explicit per-object form; exclusive with the others.
+        low_res: Side of the model's low-resolution mask logits (256 for 1024-px models).
+
+    Raises:
+        ValueError: A malformed prompt, naming the problem and the bad value.
+    """
+    if prompts is not None:
+        if any(v is not None for v in (bboxes, points, labels, masks)):
+            raise ValueError("give either prompts=[...] or bboxes/points/labels/masks, not both")
+        out = _from_dicts(prompts, image_hw, low_res)
+    else:
+        if labels is not None and points is None:
+            raise ValueError("labels were given without points")
+        if bboxes is None and points is None and masks is None:
+            return None
+        meta: dict = {}
+        boxes = None
+        if bboxes is not None:
+            boxes, meta = _boxes_from(bboxes)
+        pts = lab = None
+        if points is not None:
+            pts, lab = _points_ultralytics(points, labels)
+        mstack, is_logits = (None, False)
+        if masks is not None:
+            mstack, is_logits = _mask_stack(masks, image_hw, low_res)
+        counts = {k: len(v) for k, v in (("bboxes", boxes), ("points", pts), ("masks", mstack)) if v is not None}
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                "bboxes, points and masks pair up object by object, but their counts differ: "
+                + ", ".join(f"{k}={v}" for k, v in counts.items())
+            )
+        n = next(iter(counts.values()))
+        if pts is None:
+            pts, lab = np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.int32)
+        if boxes is None:
+            boxes = np.full((n, 4), np.nan, np.float32)
+        out = ObjectPrompts(points=pts, labels=lab, boxes=boxes, masks=mstack, mask_is_logits=is_logits, **meta)
+    _clip(out, image_hw)
+    return out
+
+
+def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
+    if isinstance(prompts, dict):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError(f"prompts must be a non-empty list of dicts, got {_short(prompts)}")
+    pts_list, lab_list, boxes, masks, cls, ids = [], [], [], [], [], []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, dict):
+            raise ValueError(f"prompts[{i}] must be a dict with keys {PROMPT_KEYS}, got {type(p).__name__}")
+        for k in p:
+            if k not in PROMPT_KEYS:
+                close = difflib.get_close_matches(str(k), PROMPT_KEYS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"prompts[{i}] has unknown key {k!r}{hint}; keys are {', '.join(PROMPT_KEYS)}")
+        if not any(p.get(k) is not None for k in ("points", "box", "mask")):
+            raise ValueError(f"prompts[{i}] has no points, box or mask")
+        if p.get("points") is not None:
+            pt = _as_array(p["points"], f"prompts[{i}]['points']").reshape(-1, 2) if np.size(p["points"]) else None
+            if pt is None or np.asarray(p["points"]).shape[-1] != 2:
+                raise ValueError(f"prompts[{i}]['points'] must be [[x, y], ...], got {_short(p['points'])}")
+            lb = np.ones(len(pt)) if p.get("labels") is None else _as_array(p["labels"], "labels", np.float64).ravel()
+            if len(lb) != len(pt):
+                raise ValueError(f"prompts[{i}]: {len(lb)} labels for {len(pt)} points")
+            _check_labels(lb, f"prompts[{i}]['labels']")
+        elif p.get("labels") is not None:
+            raise ValueError(f"prompts[{i}] has labels but no points")
+        else:
+            pt, lb = np.zeros((0, 2), np.float32), np.zeros(0)
+        pts_list.append(pt)
+        lab_list.append(lb.astype(np.int32))
+        if p.get("box") is not None:
+            b, _ = _boxes_from(p["box"], f"prompts[{i}]['box']")
+            if len(b) != 1:
+                raise ValueError(f"prompts[{i}]['box'] must be one [x1, y1, x2, y2], got {len(b)} boxes")
+            boxes.append(b[0])
+        else:
+            boxes.append(np.full(4, np.nan, np.float32))
+        masks.append(p.get("mask"))
+        cls.append(int(p.get("cls", 0)))
+        ids.append(int(p.get("id", -1)))
+    n, pmax = len(prompts), max(len(p) for p in pts_list)
+    points = np.zeros((n, pmax, 2), np.float32)
+    labels = np.full((n, pmax), -1, np.int32)
+    for i, (pt, lb) in enumerate(zip(pts_list, lab_list)):
+        points[i, : len(pt)], labels[i, : len(lb)] = pt, lb
+    mstack, is_logits = None, False
+    given = [m for m in masks if m is not None]
+    if given:
+        stacks = [_mask_stack(m, image_hw, low_res, f"prompts[{i}]['mask']") for i, m in enumerate(masks) if m is not None]
+        kinds = {s[1] for s in stacks}
+        if len(kinds) > 1:
+            raise ValueError("mask prompts mix image-size binary masks and low-resolution logits")
+        is_logits = kinds.pop()
+        shape = stacks[0][0].shape[1:]
+        mstack = np.full((n, *shape), np.nan, np.float32)
+        it = iter(stacks)
+        for i, m in enumerate(masks):
+            if m is not None:
+                s = next(it)[0]
+                if len(s) != 1:
+                    raise ValueError(f"prompts[{i}]['mask'] must be one HxW mask, got {len(s)}")
+                mstack[i] = s[0]
+    return ObjectPrompts(points=points, labels=labels, boxes=np.stack(boxes).astype(np.float32), masks=mstack,
+                         mask_is_logits=is_logits, cls=np.array(cls), track_id=np.array(ids))
+
+
+def _clip(p: ObjectPrompts, image_hw: tuple[int, int]) -> None:
+    h, w = image_hw
+    real = p.labels >= 0
+    px, py = p.points[..., 0], p.points[..., 1]
+    outside_pts = real & ((px < 0) | (px > w) | (py < 0) | (py > h))
+    b = p.boxes
+    has = p.has_box
+    outside_box = has & ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h))
+    if outside_pts.any() or outside_box.any():
+        LOGGER.warning(
+            "%d point(s) and %d box(es) reach outside the %dx%d image; clipped to it",
+            int(outside_pts.sum()), int(outside_box.sum()), w, h,
+        )
+        np.clip(p.points[..., 0], 0, w, out=p.points[..., 0])
+        np.clip(p.points[..., 1], 0, h, out=p.points[..., 1])
+        b[has, 0::2] = np.clip(b[has, 0::2], 0, w)
+        b[has, 1::2] = np.clip(b[has, 1::2], 0, h)
