@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import time
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,7 +48,13 @@ class SAM:
         'SAM 2.1'
     """
 
-    def __init__(self, model: str | os.PathLike = "sam2.1_b.pt", device: str | int | torch.device = "", verbose: bool = True):
+    def __init__(
+        self,
+        model: str | os.PathLike = "sam2.1_b.pt",
+        device: str | int | torch.device = "",
+        verbose: bool = True,
+        cache: int = 8,
+    ):
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a checkpoint path or registry name (str or Path), got {type(model).__name__}")
         self.verbose = verbose
@@ -59,6 +68,10 @@ class SAM:
         self.net: nn.Module = net
         self.device = torch.device("cpu")
         self.to(device)
+        from samkit.engine.image import ImageEngine
+
+        self.engine = ImageEngine(self.net, self.arch, cache_size=cache)
+        self._image: tuple[np.ndarray, str] | None = None
         if verbose:
             LOGGER.info("loaded %s", self._summary())
 
@@ -82,6 +95,96 @@ class SAM:
     def dtype(self) -> torch.dtype:
         """Parameter dtype of the network."""
         return next(self.net.parameters()).dtype
+
+    # ------------------------------------------------------------------ images
+    def __call__(self, source=None, **kwargs) -> list:
+        """Segment the image(s) of ``source`` with prompts; see :meth:`predict`."""
+        return self.predict(source, **kwargs)
+
+    def set_image(self, image) -> SAM:
+        """Encode one image (any single-image source) and keep it for :meth:`predict` calls without a source."""
+        from samkit.data.sources import iter_images, load_frame
+
+        items = iter_images(image)
+        if len(items) != 1:
+            raise ValueError(f"set_image takes one image, the source gave {len(items)}")
+        frame = load_frame(items[0])
+        self.engine.encode([frame.image])
+        self._image = (frame.image, frame.path)
+        return self
+
+    def predict(
+        self,
+        source=None,
+        bboxes=None,
+        points=None,
+        labels=None,
+        masks=None,
+        prompts: list[dict] | None = None,
+        multimask: bool = False,
+        batch: int = 1,
+    ) -> list:
+        """Segment objects on images.
+
+        Args:
+            source: Image(s): a path, folder, glob, URL, numpy array (HWC BGR), PIL image (RGB), torch tensor
+                (BCHW RGB 0-1) or a list of these. ``None`` uses the image given to :meth:`set_image`.
+            bboxes: xyxy pixel box(es), an (N, 4) array, or Ultralytics ``Boxes`` / ``Results`` (their classes,
+                names, confidences and track ids carry over).
+            points: xy pixel click(s): a flat list is one click per object, (N, P, 2) is P clicks per object.
+            labels: 1 (positive) / 0 (negative) per click; default all positive.
+            masks: Mask prompt(s): HxW / NxHxW binary at image size, or low-resolution logits.
+            prompts: The explicit per-object form ``[{"points": ..., "labels": ..., "box": ..., "mask": ...}]``.
+            multimask: Return the three candidate masks per object (object-major), with their predicted IoU.
+            batch: Images per encoder batch.
+
+        Returns:
+            One :class:`~samkit.results.Results` per image. The same prompts apply to every image.
+        """
+        from samkit.data.sources import is_video_path, iter_images, load_frame
+        from samkit.engine.prompts import normalize_prompts
+        from samkit.results import Results
+
+        if source is None:
+            if self._image is None:
+                raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
+            frames = [self._image]
+        else:
+            if is_video_path(source):
+                raise ValueError(f"{source!r} is a video; video sources are not supported by predict()")
+            frames = [(f.image, f.path) for f in (load_frame(it, i) for i, it in enumerate(iter_images(source)))]
+        given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
+        if all(v is None for v in given.values()):
+            raise ValueError(
+                "no prompt given: pass bboxes=, points= (with labels=), masks= or prompts=; "
+                "automatic segmentation of everything is not available yet"
+            )
+        results = []
+        t0 = time.perf_counter()
+        embeddings = self.engine.encode([im for im, _ in frames], batch=batch)
+        t_encode = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
+        for (image, path), emb in zip(frames, embeddings):
+            t1 = time.perf_counter()
+            obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **given)
+            dec = self.engine.decode(emb, obj, multimask=multimask)
+            n, k = dec.scores.shape
+            ids = torch.as_tensor(np.where(obj.track_id >= 0, obj.track_id, np.arange(n)))
+            results.append(
+                Results(
+                    image,
+                    path=path,
+                    masks=dec.masks.reshape(n * k, *dec.masks.shape[2:]),
+                    iou=dec.scores.reshape(-1),
+                    obj_ids=ids.repeat_interleave(k),
+                    cls=torch.as_tensor(obj.cls).repeat_interleave(k),
+                    conf=torch.as_tensor(obj.conf).repeat_interleave(k) if obj.names else None,
+                    names=obj.names or None,
+                    prompts=obj,
+                    low_res_logits=dec.low_res_logits.reshape(n * k, *dec.low_res_logits.shape[2:]),
+                    speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
+                )
+            )
+        return results
 
     # ------------------------------------------------------------------ description
     @property

@@ -1,0 +1,166 @@
+"""The image engine gives the reference's masks, encodes each image once and batches prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import save_random
+from ultralytics import ASSETS
+
+from samkit import SAM
+
+
+@pytest.fixture(scope="module")
+def real_tiny(tmp_path_factory):
+    """SAM 2.1 tiny at its real size (1024 px) with random weights, loaded in samkit and in Meta's reference."""
+    from sam2.build_sam import build_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    path = tmp_path_factory.mktemp("fidelity") / "sam2.1_hiera_tiny.pt"
+    save_random(path, "sam2_t", "2.1", seed=3)
+    ref = SAM2ImagePredictor(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu"))
+    return SAM(path, device="cpu", verbose=False), ref
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, ours, theirs",
+    [
+        ("box", {"bboxes": [100, 200, 500, 800]}, {"box": np.array([100, 200, 500, 800])}),
+        ("clicks with a negative", {"prompts": [{"points": [[300, 400], [600, 500]], "labels": [1, 0]}]},
+         {"point_coords": np.array([[300, 400], [600, 500]]), "point_labels": np.array([1, 0])}),
+        ("box plus click", {"prompts": [{"box": [50, 300, 700, 900], "points": [[300, 600]], "labels": [0]}]},
+         {"box": np.array([50, 300, 700, 900]), "point_coords": np.array([[300, 600]]), "point_labels": np.array([0])}),
+    ],
+)
+def test_masks_match_reference(real_tiny, name, ours, theirs):
+    model, ref = real_tiny
+    image = ASSETS / "bus.jpg"
+    import cv2
+
+    ref.set_image(cv2.imread(str(image))[..., ::-1].copy())
+    for multimask in (False, True):
+        r = model(image, multimask=multimask, **ours)[0]
+        m_ref, s_ref, low_ref = ref.predict(multimask_output=multimask, **theirs)
+        got = r.masks.data.numpy() > 0.5
+        assert got.shape == m_ref.shape
+        for k in range(len(got)):
+            assert 0.01 < m_ref[k].mean() < 0.99, "degenerate reference mask: the comparison would prove nothing"
+            assert _iou(got[k], m_ref[k] > 0) >= 0.99, (name, multimask, k)
+        np.testing.assert_allclose(r.iou.numpy(), s_ref, atol=1e-4)
+        np.testing.assert_allclose(r.low_res_logits.numpy(), low_ref, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_batched_objects_equal_one_by_one(real_tiny):
+    model, _ = real_tiny
+    boxes = [[100, 200, 500, 800], [10, 10, 300, 300], [400, 100, 800, 700]]
+    together = model(ASSETS / "bus.jpg", bboxes=boxes)[0]
+    for i, b in enumerate(boxes):
+        alone = model(ASSETS / "bus.jpg", bboxes=b)[0]
+        assert torch.equal(alone.masks.data[0] > 0.5, together.masks.data[i] > 0.5)
+    # Objects of different structure (a box, two clicks, a box with a click) in one call.
+    mixed = model(ASSETS / "bus.jpg", prompts=[{"box": boxes[0]}, {"points": [[300, 400], [600, 500]],
+                                                                       "labels": [1, 0]},
+                                                {"box": boxes[1], "points": [[50, 50]]}])[0]
+    alone = model(ASSETS / "bus.jpg", prompts=[{"points": [[300, 400], [600, 500]], "labels": [1, 0]}])[0]
+    assert torch.equal(alone.masks.data[0], mixed.masks.data[1])
+    assert mixed.obj_ids.tolist() == [0, 1, 2]
+
+
+def test_encoder_runs_once_per_image(tiny_ckpt):
+    model = SAM(tiny_ckpt, verbose=False)
+    img = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    model(img, bboxes=[10, 10, 80, 80])
+    model(img.copy(), points=[[50, 50]], labels=[1])
+    assert model.engine.images_encoded == 1
+    model.set_image(img)
+    r = model.predict(bboxes=[[0, 0, 40, 40], [50, 50, 100, 100]])
+    assert model.engine.images_encoded == 1 and len(r[0]) == 2
+    other = img.copy()
+    other[0, 0, 0] ^= 1  # one changed byte is another image
+    model(other, bboxes=[10, 10, 80, 80])
+    assert model.engine.images_encoded == 2
+
+
+def test_cache_off_and_lru(tiny_ckpt):
+    model = SAM(tiny_ckpt, verbose=False, cache=0)
+    img = np.zeros((64, 64, 3), np.uint8)
+    model(img, bboxes=[1, 1, 30, 30])
+    model(img, bboxes=[1, 1, 30, 30])
+    assert model.engine.images_encoded == 2
+    lru = SAM(tiny_ckpt, verbose=False, cache=2)
+    imgs = [np.full((32, 32, 3), v, np.uint8) for v in range(3)]
+    for im in imgs:
+        lru(im, bboxes=[1, 1, 20, 20])
+    lru(imgs[2], bboxes=[1, 1, 20, 20])
+    assert lru.engine.images_encoded == 3
+    lru(imgs[0], bboxes=[1, 1, 20, 20])  # the oldest was dropped
+    assert lru.engine.images_encoded == 4
+    with pytest.raises(ValueError, match="cache=-1"):
+        SAM(tiny_ckpt, verbose=False, cache=-1)
+
+
+def test_batched_encoder_matches_single(tiny_ckpt):
+    model = SAM(tiny_ckpt, verbose=False, cache=0)
+    rng = np.random.default_rng(1)
+    imgs = [(rng.random((100 + 10 * i, 90, 3)) * 255).astype(np.uint8) for i in range(3)]
+    single = [model(im, bboxes=[5, 5, 60, 60])[0] for im in imgs]
+    batched = model(imgs, bboxes=[5, 5, 60, 60], batch=3)
+    assert model.engine.images_encoded == 6
+    for a, b in zip(single, batched):
+        assert _iou(a.masks.data[0].numpy() > 0.5, b.masks.data[0].numpy() > 0.5) >= 0.99
+
+
+def test_sam1_family_decodes(tmp_path):
+    path = tmp_path / "sam_test.pt"
+    save_random(path, "sam_test")
+    model = SAM(path, verbose=False)
+    img = (np.random.default_rng(2).random((90, 200, 3)) * 255).astype(np.uint8)  # wide: padded at the bottom
+    r = model(img, prompts=[{"box": [10, 10, 100, 80]}, {"points": [[50, 40], [150, 20]], "labels": [1, 0]}],
+              multimask=True)[0]
+    assert r.masks.data.shape == (6, 90, 200) and r.iou.shape == (6,)
+    assert model.engine.input_hw((90, 200)) == (115, 256)
+
+
+def test_results_are_ultralytics_compatible(tiny_ckpt, tmp_path):
+    model = SAM(tiny_ckpt, verbose=False)
+    img = (np.random.default_rng(3).random((100, 120, 3)) * 255).astype(np.uint8)
+    r = model(img, bboxes=[[10, 10, 60, 60], [30, 30, 110, 90]])[0]
+    assert r.masks.data.shape == (2, 100, 120) and r.boxes.xyxy.shape == (2, 4)
+    assert r.boxes.id.tolist() == [0, 1] and r.names == {0: "object"}
+    assert r.orig_img is img or np.array_equal(r.orig_img, img)
+    for i in range(2):
+        m = r.masks.data[i] > 0.5
+        if m.any():
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            assert r.boxes.xyxy[i].tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1,
+                                                ys.max().item() + 1]
+    plotted = r.plot()
+    assert plotted.shape == img.shape
+    txt = tmp_path / "labels" / "a.txt"
+    r.save_txt(txt)
+    first = txt.read_text()
+    r.save_txt(txt)
+    assert txt.read_text() == first, "save_txt must overwrite, not append"
+    rows = [line.split() for line in first.splitlines()]
+    nonempty = [i for i in range(2) if (r.masks.data[i] > 0.5).sum() > 4]
+    assert len(rows) == len(nonempty)
+    for row in rows:
+        vals = list(map(float, row[1:]))
+        assert row[0] == "0" and len(vals) % 2 == 0 and all(0 <= v <= 1 for v in vals)
+    assert not list(txt.parent.glob(".*tmp"))
+
+
+def test_predict_without_prompt_or_image(tiny_ckpt):
+    model = SAM(tiny_ckpt, verbose=False)
+    with pytest.raises(ValueError, match="no source given and no image set"):
+        model.predict(bboxes=[1, 1, 5, 5])
+    with pytest.raises(ValueError, match="no prompt given"):
+        model(np.zeros((32, 32, 3), np.uint8))
