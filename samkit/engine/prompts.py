@@ -147,7 +147,8 @@ def _boxes_from(value, name="bboxes") -> tuple[np.ndarray, dict]:
 def _check_labels(labels: np.ndarray, name: str = "labels") -> None:
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
-        raise ValueError(f"{name} must be 1 (positive) or 0 (negative), got {labels[bad][0]!r}")
+        v = float(labels[bad][0])
+        raise ValueError(f"{name} must be 1 (positive) or 0 (negative), got {int(v) if v.is_integer() else v}")
 
 
 def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
