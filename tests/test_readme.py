@@ -37,14 +37,15 @@ def test_readme_has_examples():
 
 
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
-def test_python_examples(code, weights):
+def test_python_examples(code, weights, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...)
     exec(compile(code, str(README), "exec"), {})
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_cli_examples(command, weights):
+def test_cli_examples(command, weights, tmp_path):
     args = shlex.split(command)
     r = subprocess.run([shutil.which(args[0]) or args[0], *args[1:]], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ))
+                       env=dict(os.environ), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
