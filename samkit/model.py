@@ -73,7 +73,7 @@ class SAM:
         self.engine = ImageEngine(self.net, self.arch, cache_size=cache)
         self._image: tuple[np.ndarray, str] | None = None
         if verbose:
-            LOGGER.info("loaded %s", self._summary())
+            LOGGER.info("loaded %s", self._summary(self._describe()))
 
     def _warn_if_name_disagrees(self, name: str) -> None:
         entry = model_registry().find_model(name)
@@ -195,14 +195,20 @@ class SAM:
         return _FAMILY_NAMES[self.arch.family]
 
     def info(self) -> dict[str, Any]:
-        """Describe the loaded model.
+        """Describe the loaded model (and log it when verbose).
 
         Returns:
             ``family`` (e.g. ``"SAM 2.1"``), ``size`` (``"tiny"``, ``"base_plus"``, ``"vit_h"``...), ``version``,
             ``architecture`` (registry key), ``parameters`` (count), ``device``, ``dtype``, ``image_size`` (network
             input side in pixels) and ``checkpoint`` (path).
         """
-        info = {
+        info = self._describe()
+        if self.verbose:
+            LOGGER.info(self._summary(info))
+        return info
+
+    def _describe(self) -> dict[str, Any]:
+        return {
             "family": self.family,
             "size": self.arch.size,
             "version": self.version,
@@ -213,16 +219,9 @@ class SAM:
             "image_size": self.arch.image_size,
             "checkpoint": str(self.ckpt_path),
         }
-        if self.verbose:
-            LOGGER.info(self._summary(info))
-        return info
 
-    def _summary(self, info: dict[str, Any] | None = None) -> str:
-        i = info or {
-            "family": self.family, "size": self.arch.size, "checkpoint": self.ckpt_path, "device": self.device,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "parameters": sum(p.numel() for p in self.net.parameters()),
-        }
+    @staticmethod
+    def _summary(i: dict[str, Any]) -> str:
         return (
             f"{i['family']} {i['size']} from {i['checkpoint']}: {i['parameters'] / 1e6:.1f}M parameters, "
             f"{i['device']}, {i['dtype']}"
