@@ -18,11 +18,11 @@ previous prediction returned (float, ``low_res x low_res``).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from samkit.cfg import suggest
 from samkit.utils import LOGGER
 
 PROMPT_KEYS = ("points", "labels", "box", "mask", "cls", "id")
@@ -270,9 +270,9 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
             raise ValueError(f"prompts[{i}] must be a dict with keys {PROMPT_KEYS}, got {type(p).__name__}")
         for k in p:
             if k not in PROMPT_KEYS:
-                close = difflib.get_close_matches(str(k), PROMPT_KEYS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"prompts[{i}] has unknown key {k!r}{hint}; keys are {', '.join(PROMPT_KEYS)}")
+                raise ValueError(
+                    f"prompts[{i}] has unknown key {k!r}{suggest(str(k), PROMPT_KEYS)}; keys are {', '.join(PROMPT_KEYS)}"
+                )
         if not any(p.get(k) is not None for k in ("points", "box", "mask")):
             raise ValueError(f"prompts[{i}] has no points, box or mask")
         if p.get("points") is not None:

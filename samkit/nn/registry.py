@@ -5,13 +5,14 @@ Both are read from ``samkit/cfg/models.yaml``; nothing here hard-codes a model.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from samkit.cfg import suggest
 
 REGISTRY_FILE = Path(__file__).resolve().parent.parent / "cfg" / "models.yaml"
 
@@ -118,20 +119,15 @@ class Registry:
         entry = self.find_model(name)
         if entry is None:
             known = sorted(n for e in self.models.values() for n in e.names)
-            raise ValueError(f"unknown model {name!r}{_suggest(Path(str(name)).name, known)}; known: {', '.join(known)}")
+            raise ValueError(f"unknown model {name!r}{suggest(Path(str(name)).name, known)}; known: {', '.join(known)}")
         return entry
 
     def architecture(self, name: str) -> Architecture:
         """The architecture called ``name``; ``ValueError`` with close matches when unknown."""
         if name not in self.architectures:
             known = sorted(self.architectures)
-            raise ValueError(f"unknown architecture {name!r}{_suggest(name, known)}; known: {', '.join(known)}")
+            raise ValueError(f"unknown architecture {name!r}{suggest(name, known)}; known: {', '.join(known)}")
         return self.architectures[name]
-
-
-def _suggest(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def _build_registry(data: dict) -> Registry:
