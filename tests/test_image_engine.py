@@ -164,3 +164,17 @@ def test_predict_without_prompt_or_image(tiny_ckpt):
         model.predict(bboxes=[1, 1, 5, 5])
     with pytest.raises(ValueError, match="no prompt given"):
         model(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_mask_prompts_decode_binary_and_logits(tiny_ckpt):
+    model = SAM(tiny_ckpt, verbose=False)
+    img = (np.random.default_rng(4).random((80, 90, 3)) * 255).astype(np.uint8)
+    binary = np.zeros((2, 80, 90), bool)
+    binary[0, 10:40, 10:40] = True
+    binary[1, 50:70, 50:80] = True
+    first = model(img, masks=binary)[0]
+    assert first.masks.data.shape == (2, 80, 90) and first.low_res_logits.shape == (2, 64, 64)
+    # The low-resolution logits of a prediction feed back as mask prompts (refinement).
+    again = model(img, masks=first.low_res_logits.numpy())[0]
+    assert again.masks.data.shape == (2, 80, 90)
+    assert model.engine.images_encoded == 1

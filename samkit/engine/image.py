@@ -251,9 +251,6 @@ class ImageEngine:
         if points is None and mask_in is None:
             raise ValueError("an object without points, box or mask cannot be decoded")
         sparse, dense = net.sam_prompt_encoder(points=points, boxes=None, masks=mask_in)
-        if points is None:
-            # Mask-only objects: the prompt encoder makes one sparse set; give every object its own.
-            sparse = sparse.expand(m, -1, -1) if sparse.shape[0] == 1 else sparse
         low_res, iou, _, _ = net.sam_mask_decoder(
             image_embeddings=emb.image_embed,
             image_pe=net.sam_prompt_encoder.get_dense_pe(),
