@@ -121,10 +121,11 @@ class SAM:
         labels=None,
         masks=None,
         prompts: list[dict] | None = None,
-        multimask: bool = False,
+        multimask: bool | None = None,
         batch: int = 1,
+        **everything,
     ) -> list:
-        """Segment objects on images.
+        """Segment objects on images: the prompted objects, or everything when no prompt is given.
 
         Args:
             source: Image(s): a path, folder, glob, URL, numpy array (HWC BGR), PIL image (RGB), torch tensor
@@ -136,10 +137,18 @@ class SAM:
             masks: Mask prompt(s): HxW / NxHxW binary at image size, or low-resolution logits.
             prompts: The explicit per-object form ``[{"points": ..., "labels": ..., "box": ..., "mask": ...}]``.
             multimask: Return the three candidate masks per object (object-major), with their predicted IoU.
+                Default: False with prompts; True for segment-everything (the reference's default there).
             batch: Images per encoder batch.
+            **everything: Without prompts, the automatic mask generator's settings (``points_per_side``,
+                ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``, ``stability_score_offset``,
+                ``box_nms_thresh``, ``crop_n_layers``, ``crop_nms_thresh``, ``crop_overlap_ratio``,
+                ``crop_n_points_downscale_factor``, ``point_grids``, ``min_mask_region_area``); see
+                :class:`~samkit.engine.everything.EverythingConfig`.
 
         Returns:
-            One :class:`~samkit.results.Results` per image. The same prompts apply to every image.
+            One :class:`~samkit.results.Results` per image. The same prompts apply to every image. Without
+            prompts, each Results holds every mask found, best first per crop, with ``stability_score``,
+            ``point_coords`` and ``crop_boxes`` besides the predicted ``iou``.
         """
         from samkit.data.sources import is_video_path, iter_images, load_frame
         from samkit.engine.prompts import normalize_prompts
@@ -154,17 +163,17 @@ class SAM:
                 raise ValueError(f"{source!r} is a video; video sources are not supported by predict()")
             frames = [(f.image, f.path) for f in (load_frame(it, i) for i, it in enumerate(iter_images(source)))]
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
-        if all(v is None for v in given.values()):
-            raise ValueError(
-                "no prompt given: pass bboxes=, points= (with labels=), masks= or prompts=; "
-                "automatic segmentation of everything is not available yet"
-            )
+        everything_cfg = self._everything_cfg(everything, multimask, prompted=any(v is not None for v in given.values()))
+        multimask = bool(multimask)
         results = []
         t0 = time.perf_counter()
         embeddings = self.engine.encode([im for im, _ in frames], batch=batch)
         t_encode = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
         for (image, path), emb in zip(frames, embeddings):
             t1 = time.perf_counter()
+            if everything_cfg is not None:
+                results.append(self._everything_results(image, path, emb, everything_cfg, t_encode))
+                continue
             obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **given)
             dec = self.engine.decode(emb, obj, multimask=multimask)
             n, k = dec.scores.shape
@@ -185,6 +194,40 @@ class SAM:
                 )
             )
         return results
+
+    @staticmethod
+    def _everything_cfg(options: dict, multimask: bool | None, prompted: bool):
+        """The automatic mask generator's settings, or None when prompts were given."""
+        from samkit.cfg import suggest
+        from samkit.engine.everything import EverythingConfig
+
+        known = EverythingConfig.keys()
+        for key in options:
+            if key not in known or key == "multimask":
+                raise TypeError(f"predict() got an unknown keyword argument {key!r}{suggest(key, known)}")
+        if prompted:
+            if options:
+                raise ValueError(f"{', '.join(options)} only apply to segment-everything (no prompt), but prompts "
+                                 "were given")
+            return None
+        return EverythingConfig(**options, multimask=True if multimask is None else multimask)
+
+    def _everything_results(self, image: np.ndarray, path: str, emb, cfg, t_encode: float):
+        from samkit.engine.everything import segment_everything
+        from samkit.results import Results
+
+        t1 = time.perf_counter()
+        found = segment_everything(self.engine, image, cfg, embedding=emb)
+        return Results(
+            image,
+            path=path,
+            masks=found.masks,
+            iou=found.iou,
+            stability_score=found.stability_score,
+            point_coords=found.point_coords,
+            crop_boxes=found.crop_boxes,
+            speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
+        )
 
     # ------------------------------------------------------------------ description
     @property

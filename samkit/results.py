@@ -55,6 +55,9 @@ class Results(_UltralyticsResults):
         obj_ids: (N,) int object ids (the prompt's ``id`` / YOLO track id, else the object's index).
         prompts: The :class:`~samkit.engine.prompts.ObjectPrompts` that produced the masks (None without prompts).
         low_res_logits: (N, r, r) mask logits, reusable as a mask prompt for refinement.
+        stability_score: (N,) float, segment-everything only (None otherwise).
+        point_coords: (N, 2) float xy pixels of the grid click behind each mask, segment-everything only.
+        crop_boxes: (N, 4) int xyxy pixels of the crop each mask came from, segment-everything only.
     """
 
     def __init__(
@@ -70,6 +73,9 @@ class Results(_UltralyticsResults):
         prompts: ObjectPrompts | None = None,
         low_res_logits: torch.Tensor | None = None,
         speed: dict[str, float] | None = None,
+        stability_score: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        crop_boxes: torch.Tensor | None = None,
     ):
         n = masks.shape[0]
         obj_ids = torch.arange(n) if obj_ids is None else torch.as_tensor(obj_ids).long()
@@ -82,6 +88,9 @@ class Results(_UltralyticsResults):
         self.obj_ids = obj_ids
         self.prompts = prompts
         self.low_res_logits = low_res_logits
+        self.stability_score = stability_score
+        self.point_coords = point_coords
+        self.crop_boxes = crop_boxes
 
     def __len__(self) -> int:
         return 0 if self.masks is None else len(self.masks)

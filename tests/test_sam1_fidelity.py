@@ -1,0 +1,109 @@
+"""SAM and MobileSAM give the masks of Meta's ``segment_anything`` predictor and mask generator for the same weights.
+
+MobileSAM's published code is ``segment_anything`` with a TinyViT image encoder, so the MobileSAM oracle is
+``segment_anything``'s ``Sam`` holding the same TinyViT.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import save_random
+from ultralytics import ASSETS
+
+from samkit import SAM
+
+pytestmark = pytest.mark.slow
+
+
+def _reference(model: SAM, sd: dict):
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    ref = Sam(
+        image_encoder=copy.deepcopy(model.net.image_encoder),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                                     mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3,
+                                 iou_head_hidden_dim=256,
+                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
+    )
+    ref.load_state_dict(sd)
+    return ref.eval()
+
+
+@pytest.fixture(scope="module", params=["sam_b", "mobile_sam"])
+def pair(request, tmp_path_factory):
+    """samkit and the reference holding the same random weights; for SAM ViT-B the reference's own builder."""
+    path = tmp_path_factory.mktemp("sam1") / f"{request.param}.pt"
+    sd = save_random(path, request.param, seed=11)
+    model = SAM(path, device="cpu", verbose=False)
+    if request.param == "sam_b":
+        from segment_anything import sam_model_registry
+
+        bare = path.with_name("bare.pth")
+        torch.save(sd, bare)
+        ref = sam_model_registry["vit_b"](checkpoint=str(bare)).eval()
+    else:
+        ref = _reference(model, sd)
+    return model, ref
+
+
+def _iou(a, b):
+    u = (a | b).sum()
+    return float((a & b).sum() / u) if u else 1.0
+
+
+PROMPTS = [
+    ("box", {"bboxes": [100, 200, 500, 800]}, {"box": np.array([100, 200, 500, 800])}),
+    ("clicks with a negative", {"prompts": [{"points": [[300, 400], [600, 500]], "labels": [1, 0]}]},
+     {"point_coords": np.array([[300, 400], [600, 500]]), "point_labels": np.array([1, 0])}),
+    ("box plus click", {"prompts": [{"box": [50, 300, 700, 900], "points": [[300, 600]], "labels": [0]}]},
+     {"box": np.array([50, 300, 700, 900]), "point_coords": np.array([[300, 600]]), "point_labels": np.array([0])}),
+]
+
+
+def test_prompted_masks_match_reference(pair):
+    from segment_anything import SamPredictor
+
+    model, ref = pair
+    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    predictor = SamPredictor(ref)
+    predictor.set_image(image[..., ::-1].copy())
+    for name, ours, theirs in PROMPTS:
+        for multimask in (False, True):
+            r = model(image, multimask=multimask, **ours)[0]
+            m_ref, s_ref, low_ref = predictor.predict(multimask_output=multimask, **theirs)
+            got = r.masks.data.numpy() > 0.5
+            assert got.shape == m_ref.shape
+            for k in range(len(got)):
+                assert 0.01 < m_ref[k].mean() < 0.99, "degenerate reference mask: the comparison would prove nothing"
+                assert _iou(got[k], m_ref[k]) >= 0.99, (name, multimask, k)
+            np.testing.assert_allclose(r.iou.numpy(), s_ref, atol=1e-4)
+            np.testing.assert_allclose(r.low_res_logits.numpy(), np.clip(low_ref, -32, 32), atol=1e-3)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0),
+    dict(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0,
+         min_mask_region_area=300),
+])
+def test_generator_matches_reference(pair, settings):
+    """MobileSAM only: the generator's logic is the same for every SAM 1 encoder, and ViT-B costs a minute here."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    model, ref = pair
+    if model.arch.family != "mobile_sam":
+        pytest.skip("the generator comparison runs on MobileSAM (same decoder and logic as ViT-B, 6x faster)")
+    image = cv2.imread(str(ASSETS / "zidane.jpg"))
+    anns = SamAutomaticMaskGenerator(ref, **settings).generate(image[..., ::-1].copy())
+    r = model(image, **settings)[0]
+    assert len(anns) >= 2 and len(r) == len(anns)
+    got = r.masks.data.numpy() > 0.5
+    for i, a in enumerate(anns):
+        assert _iou(got[i], a["segmentation"]) >= 0.999, i
+        assert r.iou[i].item() == pytest.approx(a["predicted_iou"], abs=1e-4)
+        assert r.stability_score[i].item() == pytest.approx(a["stability_score"], abs=1e-3)
