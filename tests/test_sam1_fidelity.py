@@ -86,6 +86,7 @@ def test_prompted_masks_match_reference(pair):
             np.testing.assert_allclose(r.low_res_logits.numpy(), np.clip(low_ref, -32, 32), atol=1e-3)
 
 
+@pytest.mark.parametrize("pair", ["mobile_sam"], indirect=True)
 @pytest.mark.parametrize("settings", [
     dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0),
     dict(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0,
@@ -96,8 +97,6 @@ def test_generator_matches_reference(pair, settings):
     from segment_anything import SamAutomaticMaskGenerator
 
     model, ref = pair
-    if model.arch.family != "mobile_sam":
-        pytest.skip("the generator comparison runs on MobileSAM (same decoder and logic as ViT-B, 6x faster)")
     image = cv2.imread(str(ASSETS / "zidane.jpg"))
     anns = SamAutomaticMaskGenerator(ref, **settings).generate(image[..., ::-1].copy())
     r = model(image, **settings)[0]
