@@ -2,44 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from ultralytics.engine.results import Results as _UltralyticsResults
 
 from samkit.engine.prompts import ObjectPrompts
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from samkit.export.atomic import atomic_write_bytes
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) float xyxy pixel boxes enclosing each mask (zeros for empty masks)."""
-    n = masks.shape[0]
-    out = torch.zeros((n, 4))
+    """(N, H, W) bool -> (N, 4) float xyxy pixel boxes enclosing each mask (right/bottom exclusive; zeros for an
+    empty mask)."""
+    n, h, w = masks.shape
     if n == 0:
-        return out
+        return torch.zeros((0, 4))
     rows, cols = masks.any(2), masks.any(1)
-    for i in range(n):
-        ys, xs = torch.nonzero(rows[i]).flatten(), torch.nonzero(cols[i]).flatten()
-        if len(ys):
-            out[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
-    return out
+    ar_h, ar_w = torch.arange(h), torch.arange(w)
+    y0 = torch.where(rows, ar_h, h).amin(1)
+    y1 = torch.where(rows, ar_h + 1, 0).amax(1)
+    x0 = torch.where(cols, ar_w, w).amin(1)
+    x1 = torch.where(cols, ar_w + 1, 0).amax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1).float()
+    return torch.where(rows.any(1)[:, None], boxes, torch.zeros_like(boxes))
 
 
 class Results(_UltralyticsResults):
@@ -95,21 +82,126 @@ class Results(_UltralyticsResults):
     def __len__(self) -> int:
         return 0 if self.masks is None else len(self.masks)
 
+    # ------------------------------------------------------------------ writers
     def save_txt(self, txt_file: str | Path, save_conf: bool = False) -> str:
         """Write YOLO-seg polygon rows (``cls x1 y1 x2 y2 ...`` normalised), replacing any existing file.
 
         Ultralytics' own ``save_txt`` appends, so a re-run doubles the labels; this one overwrites atomically.
-        Empty masks have no polygon and write no row.
+        Empty masks have no polygon and write no row (logged); the other rows keep their own class ids.
         """
-        lines = []
-        cls = self.boxes.cls.int().tolist()
-        conf = self.boxes.conf.tolist()
-        for i, poly in enumerate(self.masks.xyn):
-            if len(poly) < 3:
-                continue
-            row = [str(cls[i]), *(f"{v:.6g}" for v in np.asarray(poly).reshape(-1))]
-            if save_conf:
-                row.append(f"{conf[i]:.6g}")
-            lines.append(" ".join(row))
-        atomic_write_bytes(txt_file, ("\n".join(lines) + ("\n" if lines else "")).encode())
+        from samkit.export.yolo import write_yolo_seg
+
+        polys = self.masks.xyn if len(self) else []
+        write_yolo_seg(txt_file, polys, self.boxes.cls.int().tolist(), self.boxes.conf.tolist() if save_conf else None)
         return str(txt_file)
+
+    def to_coco(self, rle: bool = False, image_id: int = 1, first_id: int = 1) -> dict:
+        """This image as a COCO instances document.
+
+        Args:
+            rle: Compressed RLE segmentations (pycocotools) instead of polygons.
+            image_id: The image's id.
+            first_id: The first annotation's id (the others follow).
+
+        Returns:
+            ``{"images": [...], "annotations": [...], "categories": [...]}``: one annotation per non-empty mask with
+            ``category_id`` = the class id (unshifted), ``bbox`` xywh pixels, ``area`` in pixels, ``iscrowd`` 0,
+            ``score`` (the detector's confidence, else the predicted IoU) and ``track_id`` (the object id).
+        """
+        from samkit.export.coco import coco_annotations, coco_document
+
+        h, w = self.orig_shape
+        image = {"id": image_id, "file_name": Path(self.path).name, "height": int(h), "width": int(w)}
+        if not len(self):
+            return coco_document([image], [], self.names)
+        anns = coco_annotations(
+            self.masks.data.cpu().numpy() > 0.5,
+            self.boxes.cls.int().tolist(),
+            self.boxes.conf.tolist(),
+            image_id=image_id,
+            first_id=first_id,
+            rle=rle,
+            track_ids=self.obj_ids.tolist(),
+        )
+        return coco_document([image], anns, self.names)
+
+    def save_coco(self, path: str | Path, rle: bool = False) -> str:
+        """Write :meth:`to_coco` as JSON to ``path`` (atomically, replacing it)."""
+        from samkit.export.coco import write_coco
+
+        write_coco(path, self.to_coco(rle=rle))
+        return str(path)
+
+    def save_masks(self, folder: str | Path) -> list[str]:
+        """Write one PNG per mask (0 / 255, image size) to ``folder/<image stem>_<object id>.png``.
+
+        With several masks per object (``multimask=True``) files are numbered by mask index instead.
+        """
+        from samkit.export.masks import save_mask_pngs
+
+        if not len(self):
+            return []
+        masks = self.masks.data.cpu().numpy() > 0.5
+        return [str(p) for p in save_mask_pngs(masks, folder, Path(self.path).stem or "image", self.obj_ids.tolist())]
+
+    # ------------------------------------------------------------------ plotting
+    def plot(self, *args, prompts: bool = True, color_mode: str = "instance", show: bool = False,
+             save: bool = False, filename: str | None = None, pil: bool = False, **kwargs):
+        """Ultralytics' plot (masks, boxes, labels) plus the prompts: positive clicks as green dots, negative clicks
+        as red dots, prompt boxes as white rectangles. Colours follow object ids (``color_mode="instance"``), so an
+        object keeps its colour from frame to frame.
+
+        Returns:
+            The annotated image, BGR HxWx3 uint8 (a PIL image with ``pil=True``).
+        """
+        img = super().plot(*args, color_mode=color_mode, pil=False, **kwargs)
+        if isinstance(img, np.ndarray) and prompts and self.prompts is not None:
+            img = draw_prompts(img, self.prompts, kwargs.get("line_width"))
+        if show:
+            from ultralytics.utils.plotting import Annotator
+
+            Annotator(img).show(self.path)
+        if save:
+            self._save_image(img, filename or f"results_{Path(self.path).name}")
+        if pil:
+            from PIL import Image
+
+            return Image.fromarray(img[..., ::-1])
+        return img
+
+    def save(self, filename: str | None = None, *args, **kwargs) -> str:
+        """Write the plotted image (masks, boxes, prompts) to ``filename`` atomically; returns the file name."""
+        filename = str(filename or f"results_{Path(self.path).name}")
+        self.plot(*args, save=True, filename=filename, **kwargs)
+        return filename
+
+    @staticmethod
+    def _save_image(img: np.ndarray, filename: str | Path) -> None:
+        suffix = Path(filename).suffix.lower() or ".jpg"
+        try:
+            ok, buf = cv2.imencode(suffix, img)
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise ValueError(f"cannot write an image as {suffix!r} ({filename}); use .jpg, .png, .bmp or .webp")
+        atomic_write_bytes(filename, buf.tobytes())
+
+
+def draw_prompts(img: np.ndarray, prompts: ObjectPrompts, line_width: int | None = None) -> np.ndarray:
+    """Draw clicks (positive green, negative red, white outline) and prompt boxes (white) on a BGR image copy."""
+    img = np.ascontiguousarray(img).copy()
+    lw = line_width or max(round(sum(img.shape[:2]) / 2 * 0.003), 2)
+    radius = max(3, 2 * lw)
+    for i in range(len(prompts)):
+        box = prompts.boxes[i]
+        if not np.isnan(box).any():
+            p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
+            cv2.rectangle(img, p1, p2, (0, 0, 0), lw + 2, cv2.LINE_AA)
+            cv2.rectangle(img, p1, p2, (255, 255, 255), lw, cv2.LINE_AA)
+        for (x, y), lab in zip(prompts.points[i], prompts.labels[i]):
+            if lab < 0:
+                continue
+            centre = (int(round(x)), int(round(y)))
+            cv2.circle(img, centre, radius + 2, (255, 255, 255), -1, cv2.LINE_AA)
+            cv2.circle(img, centre, radius, (0, 200, 0) if lab == 1 else (0, 0, 230), -1, cv2.LINE_AA)
+    return img

@@ -158,12 +158,14 @@ def test_results_are_ultralytics_compatible(tiny_ckpt, tmp_path):
     assert not list(txt.parent.glob(".*tmp"))
 
 
-def test_predict_without_prompt_or_image(tiny_ckpt):
+def test_predict_without_image(tiny_ckpt):
     model = SAM(tiny_ckpt, verbose=False)
     with pytest.raises(ValueError, match="no source given and no image set"):
         model.predict(bboxes=[1, 1, 5, 5])
-    with pytest.raises(ValueError, match="no prompt given"):
-        model(np.zeros((32, 32, 3), np.uint8))
+    # With an image set, no source and no prompt segments everything on it.
+    model.set_image(np.full((32, 48, 3), 128, np.uint8))
+    r = model.predict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    assert r[0].masks.data.shape[1:] == (32, 48) and r[0].stability_score is not None
 
 
 def test_mask_prompts_decode_binary_and_logits(tiny_ckpt):

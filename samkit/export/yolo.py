@@ -1,0 +1,38 @@
+"""YOLO-seg labels: one ``class x1 y1 x2 y2 ...`` row per mask, coordinates normalised to 0-1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samkit.export.atomic import atomic_write_text
+from samkit.utils import LOGGER
+
+
+def yolo_seg_rows(polygons: list[np.ndarray], cls: list[int], conf: list[float] | None = None) -> list[str]:
+    """Rows for normalised (K, 2) polygons; a polygon of fewer than 3 points (an empty mask) has no row.
+
+    Args:
+        polygons: One (K, 2) float array of xy in 0-1 per mask.
+        cls: Class id per mask, written as is (never shifted, also when earlier masks have no row).
+        conf: Confidence per mask, appended to the row when given.
+    """
+    rows = []
+    for i, poly in enumerate(polygons):
+        poly = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if len(poly) < 3:
+            continue
+        row = [str(int(cls[i])), *(f"{v:.6g}" for v in poly.reshape(-1))]
+        if conf is not None:
+            row.append(f"{conf[i]:.6g}")
+        rows.append(" ".join(row))
+    return rows
+
+
+def write_yolo_seg(path: str | Path, polygons, cls, conf=None) -> Path:
+    """Write (replace) a YOLO-seg label file atomically; logs how many empty masks had no row."""
+    rows = yolo_seg_rows(polygons, cls, conf)
+    if len(rows) < len(polygons):
+        LOGGER.warning("%s: %d empty mask(s) have no polygon and no row", path, len(polygons) - len(rows))
+    return atomic_write_text(path, "".join(r + "\n" for r in rows))
