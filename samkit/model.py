@@ -35,6 +35,9 @@ class SAM:
             disk are downloaded (see ``samkit.utils.downloads``).
         device: ``""`` (cuda:0 when available, else cpu), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``N`` or ``"mps"``.
         verbose: Log the loaded model and show download progress.
+        cache: Image embeddings kept for prompting the same image again (LRU, keyed by content); 0 disables.
+        half: Run under bf16 / fp16 autocast where the device supports it (CUDA; CPUs with native bf16); the
+            weights stay fp32. Where it is not supported a warning says why and fp32 is used.
 
     Attributes:
         net: The underlying ultralytics ``SAM2Model`` / ``SAMModel`` (eval mode).
@@ -54,6 +57,7 @@ class SAM:
         device: str | int | torch.device = "",
         verbose: bool = True,
         cache: int = 8,
+        half: bool = False,
     ):
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a checkpoint path or registry name (str or Path), got {type(model).__name__}")
@@ -71,6 +75,7 @@ class SAM:
         from samkit.engine.image import ImageEngine
 
         self.engine = ImageEngine(self.net, self.arch, cache_size=cache)
+        self.half = half
         self._image: tuple[np.ndarray, str] | None = None
         if verbose:
             LOGGER.info("loaded %s", self._summary(self._describe()))
@@ -89,7 +94,29 @@ class SAM:
         dev = select_device(device)
         self.net.to(dev)
         self.device = dev
+        if hasattr(self, "engine"):  # cached embeddings live on the old device; half support may differ here
+            self.engine.clear_cache()
+            self.half = self._half_requested
         return self
+
+    @property
+    def half(self) -> bool:
+        """Whether the network runs under half-precision autocast (set it to switch; the cache is cleared)."""
+        return self.engine.half_dtype is not None
+
+    @half.setter
+    def half(self, value: bool) -> None:
+        from samkit.utils.devices import half_dtype
+
+        if not isinstance(value, bool):
+            raise TypeError(f"half={value!r} must be True or False")
+        self._half_requested = value
+        dtype = None
+        if value:
+            dtype, why = half_dtype(self.device)
+            if dtype is None:
+                LOGGER.warning("half=True is not used on %s: %s; running in fp32", self.device, why)
+        self.engine.set_half(dtype)
 
     @property
     def dtype(self) -> torch.dtype:

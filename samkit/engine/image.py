@@ -90,6 +90,19 @@ class ImageEngine:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, ImageEmbedding] = OrderedDict()
         self.images_encoded = 0  # how many images went through the encoder (cache misses)
+        self.half_dtype: torch.dtype | None = None  # autocast dtype of half precision, None for fp32
+
+    def set_half(self, dtype: torch.dtype | None) -> None:
+        """Run the network under autocast to ``dtype`` (bf16 / fp16), or in fp32 with None; clears the cache."""
+        if dtype != self.half_dtype:
+            self.half_dtype = dtype
+            self.clear_cache()
+
+    def autocast(self):
+        """The precision context every network call runs in."""
+        if self.half_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.half_dtype)
 
     @property
     def device(self) -> torch.device:
@@ -144,7 +157,8 @@ class ImageEngine:
         for start in range(0, len(todo), max(1, batch)):
             idx = todo[start : start + max(1, batch)]
             x = torch.stack([self.preprocess(images[i]) for i in idx]).to(self.device)
-            feats = self._run_encoder(x)
+            with self.autocast():
+                feats = self._run_encoder(x)
             self.images_encoded += len(idx)
             for j, i in enumerate(idx):
                 emb = ImageEmbedding(
@@ -225,7 +239,8 @@ class ImageEngine:
         for i in range(n):
             groups.setdefault((int(npts[i]), bool(has_box[i]), bool(has_mask[i])), []).append(i)
         for (p, box, mask), idx in groups.items():
-            lr, sc = self._decode_group(emb, prompts, idx, p, box, mask, multimask)
+            with self.autocast():
+                lr, sc = self._decode_group(emb, prompts, idx, p, box, mask, multimask)
             masks[idx] = self.postprocess(lr, emb).cpu()
             scores[idx] = sc.float().cpu()
             low[idx] = torch.clamp(lr, -32.0, 32.0).float().cpu()
@@ -317,9 +332,10 @@ class ImageEngine:
         # On the CPU the decoder is memory-bound: a few objects at a time keep its (objects, 4096, 256) activations
         # in cache, about 1.5x faster than 64 at once. Objects are independent, so the masks do not change.
         step = CPU_DECODE_CHUNK if self.device.type == "cpu" else b
-        parts = [decode(emb, coords[i : i + step], labels[i : i + step], None, None, len(coords[i : i + step]),
-                        multimask) for i in range(0, b, step)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        with self.autocast():
+            parts = [decode(emb, coords[i : i + step], labels[i : i + step], None, None, len(coords[i : i + step]),
+                            multimask) for i in range(0, b, step)]
+        return torch.cat([p[0] for p in parts]).float(), torch.cat([p[1] for p in parts]).float()
 
     def upsample(self, low_res: torch.Tensor, emb: ImageEmbedding) -> torch.Tensor:
         """(n, k, r, r) logits -> (n, k, H, W) float32 logits at the original image size, as each reference."""

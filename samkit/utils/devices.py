@@ -52,3 +52,27 @@ def select_device(device: str | int | torch.device | None = "") -> torch.device:
     if index >= count:
         raise ValueError(f"device {device!r} was requested but this machine has {count} CUDA device(s): 0..{count - 1}")
     return torch.device(f"cuda:{index}")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, c)()) for c in checks if hasattr(cpu, c))
+
+
+def half_dtype(device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype ``half=True`` uses on ``device``, or None with the reason it cannot be used.
+
+    CUDA: bf16 where the GPU supports it (Ampere and newer), else fp16. CPU: bf16 when the CPU has native bf16.
+    MPS: fp16.
+    """
+    if device.type == "cuda":
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), ""
+    if device.type == "cpu":
+        if cpu_has_bf16():
+            return torch.bfloat16, ""
+        return None, "this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 would be slower than fp32"
+    if device.type == "mps":
+        return torch.float16, ""
+    return None, f"no half precision autocast is known for device type {device.type!r}"

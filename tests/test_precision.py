@@ -1,0 +1,65 @@
+"""half=True: bf16 autocast where the device computes bf16 natively, a warning and fp32 elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from ultralytics import ASSETS
+
+from samkit import SAM
+from samkit.utils import devices
+
+
+def test_fp32_by_default(tiny_ckpt):
+    model = SAM(tiny_ckpt, device="cpu", verbose=False)
+    assert not model.half and model.dtype == torch.float32
+    emb = model.engine.encode([np.zeros((40, 40, 3), np.uint8)])[0]
+    assert emb.image_embed.dtype == torch.float32
+
+
+def test_half_on_cpu(tiny_ckpt, caplog):
+    model = SAM(tiny_ckpt, device="cpu", verbose=False)
+    import cv2
+
+    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    boxes = [[100, 200, 500, 800], [0, 0, 400, 400], [300, 100, 800, 900]]
+    full = model(image, bboxes=boxes)[0]
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        model.half = True
+    if not devices.cpu_has_bf16():
+        assert not model.half and "no native bf16" in caplog.text
+        return
+    assert model.half and model.dtype == torch.float32, "weights stay fp32 under autocast"
+    seen = []
+    for module in (model.net.image_encoder, model.net.sam_mask_decoder):
+        module.register_forward_hook(lambda m, i, o: seen.append(torch.get_autocast_dtype("cpu")
+                                                                 if torch.is_autocast_enabled("cpu") else None))
+    half = model(image, bboxes=boxes)[0]
+    assert seen and set(seen) == {torch.bfloat16}, "the encoder and decoder did not run under bf16 autocast"
+    a, b = full.low_res_logits.flatten(1), half.low_res_logits.flatten(1)
+    for i in range(len(boxes)):
+        assert torch.corrcoef(torch.stack([a[i], b[i]]))[0, 1] > 0.99
+        # The random model's logits hover near 0; the pixels it is most sure about must keep their side.
+        sure = a[i].abs() > a[i].abs().quantile(0.5)
+        assert ((a[i] > 0) == (b[i] > 0))[sure].float().mean() > 0.99
+    model.half = False
+    again = model(image, bboxes=boxes)[0]
+    assert torch.equal(again.masks.data, full.masks.data), "switching back did not restore fp32"
+
+
+def test_half_dtype_choice(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    dtype, why = devices.half_dtype(torch.device("cpu"))
+    assert dtype is None and "bf16" in why
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert devices.half_dtype(torch.device("cpu")) == (torch.bfloat16, "")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert devices.half_dtype(torch.device("cuda:0"))[0] == torch.float16
+
+
+def test_half_must_be_bool(tiny_ckpt):
+    with pytest.raises(TypeError, match="half='yes' must be True or False"):
+        SAM(tiny_ckpt, device="cpu", verbose=False, half="yes")
