@@ -20,7 +20,7 @@ from torch import nn
 
 from samkit.engine.prompts import ObjectPrompts
 from samkit.nn.registry import Architecture
-from samkit.nn.shared_decoder import shared_image
+from samkit.nn.shared_decoder import can_share, decode_shared
 
 SAM2_MEAN, SAM2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CPU_DECODE_CHUNK = 4  # objects per mask-decoder call on the CPU (see ImageEngine.decode_clicks)
@@ -226,7 +226,7 @@ class ImageEngine:
         """Masks for every object of ``prompts`` on the embedded image.
 
         Objects whose prompts have the same structure (number of clicks, box or not, mask or not) are decoded in
-        one batched call; the structures are kept apart so that no object gets padding tokens the reference
+        batched calls (a few objects a call on the CPU, see :meth:`decode_clicks`); the structures are kept apart so that no object gets padding tokens the reference
         would not give it, which keeps masks identical to one-object-at-a-time decoding.
         """
         n = len(prompts)
@@ -238,12 +238,15 @@ class ImageEngine:
         has_box, has_mask, npts = prompts.has_box, prompts.has_mask, prompts.num_points
         for i in range(n):
             groups.setdefault((int(npts[i]), bool(has_box[i]), bool(has_mask[i])), []).append(i)
-        for (p, box, mask), idx in groups.items():
-            with self.autocast():
-                lr, sc = self._decode_group(emb, prompts, idx, p, box, mask, multimask)
-            masks[idx] = self.postprocess(lr, emb).cpu()
-            scores[idx] = sc.float().cpu()
-            low[idx] = torch.clamp(lr, -32.0, 32.0).float().cpu()
+        step = CPU_DECODE_CHUNK if self.device.type == "cpu" else n
+        for (p, box, mask), group in groups.items():
+            for start in range(0, len(group), step):
+                idx = group[start : start + step]
+                with self.autocast():
+                    lr, sc = self._decode_group(emb, prompts, idx, p, box, mask, multimask)
+                masks[idx] = self.postprocess(lr, emb).cpu()
+                scores[idx] = sc.float().cpu()
+                low[idx] = torch.clamp(lr, -32.0, 32.0).float().cpu()
         return Decoded(masks=masks, scores=scores, low_res_logits=low)
 
     def _decode_group(self, emb, prompts: ObjectPrompts, idx, p, box, mask, multimask):
@@ -279,36 +282,36 @@ class ImageEngine:
         if points is None and mask_in is None:
             raise ValueError("an object without points, box or mask cannot be decoded")
         sparse, dense = net.sam_prompt_encoder(points=points, boxes=None, masks=mask_in)
-        with self._shared_image(net.sam_mask_decoder, mask_in, m):
-            low_res, iou, _, _ = net.sam_mask_decoder(
+        image_pe = net.sam_prompt_encoder.get_dense_pe()
+        if mask_in is None and can_share(net.sam_mask_decoder):
+            return decode_shared(net.sam_mask_decoder, emb.image_embed, image_pe, sparse, dense, multimask,
+                                 emb.high_res_feats)
+        low_res, iou, _, _ = net.sam_mask_decoder(
             image_embeddings=emb.image_embed,
-            image_pe=net.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-                repeat_image=m > 1,
-                high_res_features=emb.high_res_feats,
-            )
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=m > 1,
+            high_res_features=emb.high_res_feats,
+        )
         return low_res, iou
-
-    @staticmethod
-    def _shared_image(decoder, mask_in, m):
-        """Share the decoder's first-layer image work across objects when they all see the same dense input."""
-        return shared_image(decoder) if mask_in is None and m > 1 else contextlib.nullcontext()
 
     def _decode_sam1(self, emb, coords, labels, boxes, mask_in, m, multimask):
         net = self.net
         points = (coords, labels) if coords is not None else None
         sparse, dense = net.prompt_encoder(points=points, boxes=None if boxes is None else boxes.reshape(-1, 4),
                                            masks=mask_in)
-        with self._shared_image(net.mask_decoder, mask_in, m):
-            low_res, iou = net.mask_decoder(
-                image_embeddings=emb.image_embed,
-                image_pe=net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
+        image_pe = net.prompt_encoder.get_dense_pe()
+        if mask_in is None and can_share(net.mask_decoder):
+            return decode_shared(net.mask_decoder, emb.image_embed, image_pe, sparse, dense, multimask)
+        low_res, iou = net.mask_decoder(
+            image_embeddings=emb.image_embed,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
         return low_res, iou
 
     @torch.inference_mode()

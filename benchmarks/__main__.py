@@ -1,0 +1,50 @@
+"""``python -m benchmarks``: samkit against ultralytics.SAM and Meta's reference, in one process, same weights.
+
+Prints a markdown table of medians with reference/samkit and ultralytics/samkit ratios (above 1: samkit is
+faster) and writes it, with the machine, versions and this command, to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks import image
+from benchmarks.common import Table, command, machine
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--models", default="t", help="comma-separated SAM 2.1 sizes: t, b+ (default t)")
+    p.add_argument("--everything", default="16", help="segment-everything grids, e.g. 16,32 ('' to skip)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
+    p.add_argument("--half", action="store_true", help="also run every case under bf16 autocast")
+    p.add_argument("--compile", action="store_true", help="also run samkit with torch.compile (CUDA)")
+    p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("ultralytics").setLevel(logging.ERROR)
+    grids = [int(v) for v in args.everything.split(",") if v.strip()]
+    table = Table(["samkit", "reference", "ultralytics"])
+    variants = [(False, False)] + ([(True, False)] if args.half else []) + ([(True, True)] if args.compile else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.models.split(","):
+            for half, comp in variants:
+                print(f"sam2.1 {size} on {args.device}{' bf16' if half else ''}{' compiled' if comp else ''}")
+                image.run(table, Path(tmp), size.strip(), args.device, half, args.repeats, grids, compile_=comp)
+    text = (f"Machine: {machine()}\n\nCommand: `{command()}`\n\nMedians in milliseconds; ratios above 1 mean samkit "
+            f"is faster.\n\n{table.markdown()}\n")
+    print("\n" + text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()

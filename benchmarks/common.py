@@ -1,0 +1,109 @@
+"""Timing, machine description and the random-weight checkpoints every system loads."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# samkit registry size -> (Meta config, Ultralytics file name, Meta file name)
+MODELS = {
+    "t": ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_t.pt", "sam2.1_hiera_tiny.pt", "sam2_t"),
+    "b+": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_b.pt", "sam2.1_hiera_base_plus.pt", "sam2_b"),
+}
+
+
+def make_checkpoint(folder: Path, size: str, seed: int = 0) -> Path:
+    """Random SAM 2.1 weights saved as ``{"model": state_dict}`` under Ultralytics' file name (all three load it)."""
+    from samkit.nn import build_network
+
+    _, ul_name, _, arch = MODELS[size]
+    path = folder / ul_name
+    if not path.exists():
+        torch.manual_seed(seed)
+        torch.save({"model": build_network(arch, "2.1").state_dict()}, path)
+    return path
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device: str, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in milliseconds (after ``warmup`` untimed calls)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+@dataclass
+class Table:
+    """Rows of ``(section, case, {system: ms})``, printed as markdown with samkit/other ratios."""
+
+    systems: list[str]
+    rows: list[tuple[str, str, dict[str, float | None]]] = field(default_factory=list)
+
+    def add(self, section: str, case: str, **times: float | None) -> None:
+        self.rows.append((section, case, times))
+        cells = ", ".join(f"{k} {v:.1f} ms" for k, v in times.items() if v is not None)
+        print(f"  {section} | {case}: {cells}", flush=True)
+
+    def markdown(self) -> str:
+        others = [s for s in self.systems if s != "samkit"]
+        head = ["section", "case", *(f"{s} (ms)" for s in self.systems), *(f"{o} / samkit" for o in others)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for section, case, t in self.rows:
+            cells = [section, case, *(f"{t[s]:.1f}" if t.get(s) is not None else "-" for s in self.systems)]
+            for o in others:
+                ok = t.get(o) is not None and t.get("samkit")
+                cells.append(f"**{t[o] / t['samkit']:.2f}x**" if ok else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def machine() -> str:
+    """One paragraph naming the hardware and the versions that were measured."""
+    import ultralytics
+
+    import samkit
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"CPU {cpu} ({torch.get_num_threads()} threads)"]
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+    try:
+        import sam2  # noqa: F401
+        from importlib.metadata import version
+
+        ref = f"sam2 {version('sam2')}"
+    except Exception:  # noqa: BLE001 - the reference is optional for this description
+        ref = "sam2 not installed"
+    parts.append(
+        f"Python {platform.python_version()}, torch {torch.__version__}, samkit {samkit.__version__}, "
+        f"ultralytics {ultralytics.__version__}, {ref}"
+    )
+    return "; ".join(parts)
+
+
+def command() -> str:
+    return "python -m benchmarks " + " ".join(sys.argv[1:])
