@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import cv2
@@ -18,9 +19,9 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     empty mask)."""
     n, h, w = masks.shape
     if n == 0:
-        return torch.zeros((0, 4))
+        return torch.zeros((0, 4), device=masks.device)
     rows, cols = masks.any(2), masks.any(1)
-    ar_h, ar_w = torch.arange(h), torch.arange(w)
+    ar_h, ar_w = torch.arange(h, device=masks.device), torch.arange(w, device=masks.device)
     y0 = torch.where(rows, ar_h, h).amin(1)
     y1 = torch.where(rows, ar_h + 1, 0).amax(1)
     x0 = torch.where(cols, ar_w, w).amin(1)
@@ -32,10 +33,13 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 class Results(_UltralyticsResults):
     """Segmentation of one image, readable by any code that reads Ultralytics results.
 
-    Ultralytics attributes: ``masks.data`` (N, H, W), ``masks.xy`` (polygons), ``boxes.xyxy`` (boxes enclosing
+    Ultralytics attributes: ``masks.data`` (N, H, W) bool, ``masks.xy`` (polygons), ``boxes.xyxy`` (boxes enclosing
     each mask, pixels), ``boxes.conf`` (the detector's confidence when prompts came from YOLO, else the
     predicted IoU), ``boxes.cls``, ``boxes.id`` (object ids), ``names``, ``orig_img`` (BGR), ``plot()``,
     ``show()``, ``save()``, ``to_json()``.
+
+    ``masks`` and ``boxes`` live on the model's device (``cpu()`` moves them, as in Ultralytics); the extras below
+    are small and always on the CPU.
 
     Extras:
         iou: (N,) float predicted IoU of each mask.
@@ -64,20 +68,29 @@ class Results(_UltralyticsResults):
         point_coords: torch.Tensor | None = None,
         crop_boxes: torch.Tensor | None = None,
     ):
-        n = masks.shape[0]
-        obj_ids = torch.arange(n) if obj_ids is None else torch.as_tensor(obj_ids).long()
-        cls = torch.zeros(n) if cls is None else torch.as_tensor(cls).float()
-        conf = iou.float() if conf is None else torch.as_tensor(conf).float()
+        n, dev = masks.shape[0], masks.device
+        obj_ids = torch.arange(n) if obj_ids is None else torch.as_tensor(obj_ids).long().cpu()
+        cls = torch.zeros(n) if cls is None else torch.as_tensor(cls).float().cpu()
+        iou = torch.as_tensor(iou).float().cpu()
+        conf = iou if conf is None else torch.as_tensor(conf).float().cpu()
         names = names or {0: "object"}
-        boxes = torch.cat([masks_to_boxes(masks), obj_ids[:, None].float(), conf[:, None], cls[:, None]], 1)
-        super().__init__(orig_img, path=path, names=names, boxes=boxes, masks=masks.float(), speed=speed)
-        self.iou = iou.float()
+        extra = torch.stack([obj_ids.float(), conf, cls], 1).to(dev)
+        boxes = torch.cat([masks_to_boxes(masks).to(dev), extra], 1)
+        super().__init__(orig_img, path=path, names=names, boxes=boxes, masks=masks.bool(), speed=speed)
+        self.iou = iou
         self.obj_ids = obj_ids
         self.prompts = prompts
-        self.low_res_logits = low_res_logits
-        self.stability_score = stability_score
-        self.point_coords = point_coords
-        self.crop_boxes = crop_boxes
+        self.low_res_logits = None if low_res_logits is None else low_res_logits.cpu()
+        self.stability_score = None if stability_score is None else stability_score.cpu()
+        self.point_coords = None if point_coords is None else point_coords.cpu()
+        self.crop_boxes = None if crop_boxes is None else crop_boxes.cpu()
+
+    def new(self) -> Results:
+        """An empty copy keeping the SAM extras (used by ``cpu()``, ``cuda()``, ``to()``, ``numpy()``)."""
+        r = copy.copy(self)
+        for k in self._keys:
+            setattr(r, k, None)
+        return r
 
     def __len__(self) -> int:
         return 0 if self.masks is None else len(self.masks)

@@ -145,3 +145,12 @@ def test_empty_results_write_empty_outputs(tmp_path):
     assert (tmp_path / "e.txt").read_text() == ""
     assert r.to_coco()["annotations"] == [] and r.save_masks(tmp_path / "m") == []
     assert r.plot().shape == (H, W, 3)
+
+
+def test_device_moves_keep_sam_extras(result):
+    c = result.cpu()
+    assert isinstance(c, Results) and c is not result
+    assert torch.equal(c.iou, result.iou) and torch.equal(c.obj_ids, result.obj_ids) and c.prompts is result.prompts
+    assert c.masks.data.dtype == torch.bool and torch.equal(c.masks.data, result.masks.data)
+    n = result.numpy()
+    assert isinstance(n.masks.data, np.ndarray) and n.iou is result.iou

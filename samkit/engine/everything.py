@@ -139,7 +139,7 @@ class EverythingMasks:
     """What the automatic mask generator found on one image (struct of arrays, N masks).
 
     Attributes:
-        masks: (N, H, W) bool at the image size.
+        masks: (N, H, W) bool at the image size. All tensors are on the model's device.
         iou: (N,) float predicted IoU.
         stability_score: (N,) float.
         boxes: (N, 4) int xyxy pixel boxes with inclusive right/bottom edges (the reference's convention).
@@ -159,6 +159,12 @@ class EverythingMasks:
 
     def select(self, keep: torch.Tensor) -> EverythingMasks:
         return EverythingMasks(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    def to(self, device) -> EverythingMasks:
+        return EverythingMasks(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def to_cpu(self) -> EverythingMasks:
+        return self.to("cpu")
 
 
 def point_grid(n: int) -> np.ndarray:
@@ -299,23 +305,24 @@ def segment_everything(
         lr, sc, st, bx, p = (torch.cat(v) for v in zip(*found))
         keep = batched_nms(bx.float(), sc, torch.zeros(len(bx), device=dev), cfg.box_nms_thresh)
         lr, sc, st, bx, p = lr[keep], sc[keep], st[keep], bx[keep], p[keep]
-        masks = torch.zeros((len(lr), h, w), dtype=torch.bool)
+        masks = torch.zeros((len(lr), h, w), dtype=torch.bool, device=dev)
         for c in range(0, len(lr), _UPSAMPLE_CHUNK):
             part = engine.upsample(lr[c : c + _UPSAMPLE_CHUNK, None], emb)[:, 0] > 0
-            masks[c : c + len(part), y0:y1, x0:x1] = part.cpu()
+            masks[c : c + len(part), y0:y1, x0:x1] = part
         per_crop.append(EverythingMasks(
             masks=masks,
-            iou=sc.cpu(),
-            stability_score=st.float().cpu(),
-            boxes=bx.cpu() + torch.tensor([x0, y0, x0, y0]),
-            point_coords=p.float().cpu() + torch.tensor([x0, y0], dtype=torch.float32),
-            crop_boxes=torch.tensor([crop] * len(lr), dtype=torch.int64).reshape(-1, 4),
+            iou=sc,
+            stability_score=st.float(),
+            boxes=bx + torch.tensor([x0, y0, x0, y0], device=dev),
+            point_coords=p.float() + torch.tensor([x0, y0], dtype=torch.float32, device=dev),
+            crop_boxes=torch.tensor([crop] * len(lr), dtype=torch.int64, device=dev).reshape(-1, 4),
         ))
     out = EverythingMasks(*(torch.cat([getattr(m, f.name) for m in per_crop]) for f in fields(EverythingMasks)))
     if len(crops) > 1 and len(out):
         cb = out.crop_boxes
         scores = 1 / ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1]))
-        out = out.select(batched_nms(out.boxes.float(), scores, torch.zeros(len(out)), cfg.crop_nms_thresh))
+        out = out.select(batched_nms(out.boxes.float(), scores, torch.zeros(len(out), device=cb.device),
+                                     cfg.crop_nms_thresh))
     if cfg.min_mask_region_area > 0 and len(out) and not engine.is_sam2:
         out = _clean_small_regions(out, cfg.min_mask_region_area, max(cfg.box_nms_thresh, cfg.crop_nms_thresh))
     return out
@@ -324,6 +331,8 @@ def segment_everything(
 def _clean_small_regions(found: EverythingMasks, min_area: float, nms_thresh: float) -> EverythingMasks:
     """Fill small holes and drop small islands of every mask, then drop new duplicates, preferring masks that
     needed no change (the reference's post-processing)."""
+    dev = found.masks.device
+    found = found.select(torch.arange(len(found), device=dev)).to_cpu()
     new_masks, unchanged = [], []
     for m in found.masks.numpy():
         m, c1 = remove_small_regions(m, min_area, holes=True)
@@ -337,4 +346,4 @@ def _clean_small_regions(found: EverythingMasks, min_area: float, nms_thresh: fl
     changed = ~scores.bool()
     found.masks = torch.where(changed[:, None, None], masks, found.masks)
     found.boxes = torch.where(changed[:, None], boxes, found.boxes)
-    return found.select(keep)
+    return found.select(keep).to(dev)

@@ -55,6 +55,8 @@ class Decoded:
         masks: (N, K, H, W) bool at the original image size.
         scores: (N, K) float predicted IoU.
         low_res_logits: (N, K, r, r) float mask logits (clamped to +-32), reusable as mask prompts.
+
+    All on the model's device.
     """
 
     masks: torch.Tensor
@@ -118,21 +120,25 @@ class ImageEngine:
         return int(h * scale + 0.5), int(w * scale + 0.5)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """BGR uint8 HxWx3 -> normalised (3, S, S) float32 network input (on the CPU)."""
+        """BGR uint8 HxWx3 -> normalised (3, S, S) float32 network input on the model's device.
+
+        SAM 2 uploads the uint8 image first and resizes on the device (on a GPU that is several times faster than
+        resizing on the CPU); SAM 1 resizes through PIL on the CPU, as its reference does.
+        """
         from torchvision.transforms import functional as TF
 
         rgb = np.ascontiguousarray(image[..., ::-1])
         if self.is_sam2:
-            x = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0)
+            x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float().div(255.0)
             x = TF.resize(x, [self.size, self.size], antialias=True)
             return TF.normalize(x, SAM2_MEAN, SAM2_STD)
         from PIL import Image
 
         h, w = self.input_hw(rgb.shape[:2])
         resized = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float()
-        mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
-        std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+        x = torch.from_numpy(resized.copy()).to(self.device).permute(2, 0, 1).float()
+        mean = torch.tensor([123.675, 116.28, 103.53], device=x.device).view(3, 1, 1)
+        std = torch.tensor([58.395, 57.12, 57.375], device=x.device).view(3, 1, 1)
         x = (x - mean) / std
         return F.pad(x, (0, self.size - w, 0, self.size - h))
 
@@ -156,7 +162,7 @@ class ImageEngine:
                 todo.append(i)
         for start in range(0, len(todo), max(1, batch)):
             idx = todo[start : start + max(1, batch)]
-            x = torch.stack([self.preprocess(images[i]) for i in idx]).to(self.device)
+            x = torch.stack([self.preprocess(images[i]) for i in idx])
             with self.autocast():
                 feats = self._run_encoder(x)
             self.images_encoded += len(idx)
@@ -231,9 +237,10 @@ class ImageEngine:
         """
         n = len(prompts)
         k = 3 if multimask else 1
-        masks = torch.zeros((n, k, *emb.orig_hw), dtype=torch.bool)
-        scores = torch.zeros((n, k))
-        low = torch.zeros((n, k, self.low_res, self.low_res))
+        dev = self.device
+        masks = torch.zeros((n, k, *emb.orig_hw), dtype=torch.bool, device=dev)
+        scores = torch.zeros((n, k), device=dev)
+        low = torch.zeros((n, k, self.low_res, self.low_res), device=dev)
         groups: dict[tuple, list[int]] = {}
         has_box, has_mask, npts = prompts.has_box, prompts.has_mask, prompts.num_points
         for i in range(n):
@@ -244,9 +251,9 @@ class ImageEngine:
                 idx = group[start : start + step]
                 with self.autocast():
                     lr, sc = self._decode_group(emb, prompts, idx, p, box, mask, multimask)
-                masks[idx] = self.postprocess(lr, emb).cpu()
-                scores[idx] = sc.float().cpu()
-                low[idx] = torch.clamp(lr, -32.0, 32.0).float().cpu()
+                masks[idx] = self.postprocess(lr, emb)
+                scores[idx] = sc.float()
+                low[idx] = torch.clamp(lr, -32.0, 32.0).float()
         return Decoded(masks=masks, scores=scores, low_res_logits=low)
 
     def _decode_group(self, emb, prompts: ObjectPrompts, idx, p, box, mask, multimask):

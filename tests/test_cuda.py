@@ -1,0 +1,92 @@
+"""The CUDA path: reference masks on the GPU in fp32, bf16 autocast close to fp32, segment everything on the GPU.
+
+These need a CUDA device; machines without one (CI) skip them, and the CPU tests cover the same code in fp32.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import save_random
+from ultralytics import ASSETS
+
+from samkit import SAM
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from sam2.build_sam import build_sam2
+
+    path = tmp_path_factory.mktemp("cuda") / "sam2.1_hiera_tiny.pt"
+    save_random(path, "sam2_t", "2.1", seed=3)
+    ref = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cuda")
+    return SAM(path, device="cuda", verbose=False), ref
+
+
+def _iou(a, b):
+    u = (a | b).sum()
+    return float((a & b).sum() / u) if u else 1.0
+
+
+def test_prompted_masks_match_reference_on_gpu(pair):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    model, ref = pair
+    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    pred = SAM2ImagePredictor(ref)
+    pred.set_image(image[..., ::-1].copy())
+    boxes = np.array([[100, 200, 500, 800], [0, 0, 400, 400]])
+    for multimask in (False, True):
+        r = model(image, bboxes=boxes, multimask=multimask)[0]
+        m_ref, s_ref, _ = pred.predict(box=boxes, multimask_output=multimask)
+        got = r.masks.data.cpu().numpy().reshape(m_ref.shape) > 0.5
+        for i in range(len(boxes)):
+            for k in range(m_ref.shape[1]):
+                assert _iou(got[i, k], m_ref[i, k] > 0) >= 0.99
+        np.testing.assert_allclose(r.iou.numpy().reshape(s_ref.shape), s_ref, atol=1e-3)
+    assert model.engine.images_encoded == 1
+
+
+def test_bf16_close_to_fp32_on_gpu(pair):
+    model, _ = pair
+    image = cv2.imread(str(ASSETS / "zidane.jpg"))
+    boxes = [[100, 100, 600, 700], [500, 50, 1200, 700]]
+    model.half = False
+    full = model(image, bboxes=boxes)[0]
+    model.half = True
+    assert model.engine.half_dtype == torch.bfloat16
+    try:
+        half = model(image, bboxes=boxes)[0]
+    finally:
+        model.half = False
+    a, b = full.low_res_logits.flatten(1), half.low_res_logits.flatten(1)
+    for i in range(len(boxes)):
+        assert torch.corrcoef(torch.stack([a[i], b[i]]))[0, 1] > 0.99
+        sure = a[i].abs() > a[i].abs().quantile(0.5)
+        assert ((a[i] > 0) == (b[i] > 0))[sure].float().mean() > 0.99
+
+
+def test_everything_matches_reference_on_gpu(pair):
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    model, ref = pair
+    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    settings = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    anns = SAM2AutomaticMaskGenerator(ref, **settings).generate(image[..., ::-1].copy())
+    r = model(image, **settings)[0]
+    assert len(r) == len(anns) == 192
+    got = r.masks.data.cpu().numpy() > 0.5
+    # Same candidates; ties in predicted IoU may order differently on the GPU, so match by click and IoU.
+    key = lambda pt, s: (round(pt[0], 2), round(pt[1], 2), round(s, 4))  # noqa: E731
+    ours = {key(r.point_coords[i].tolist(), r.iou[i].item()): got[i] for i in range(len(r))}
+    matched = 0
+    for a in anns:
+        k = key(a["point_coords"][0], a["predicted_iou"])
+        if k in ours:
+            matched += 1
+            assert (ours[k] != a["segmentation"]).sum() <= 10
+    assert matched >= 0.95 * len(anns)
