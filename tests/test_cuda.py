@@ -80,13 +80,15 @@ def test_everything_matches_reference_on_gpu(pair):
     r = model(image, **settings)[0]
     assert len(r) == len(anns) == 192
     got = r.masks.data.cpu().numpy() > 0.5
-    # Same candidates; ties in predicted IoU may order differently on the GPU, so match by click and IoU.
-    key = lambda pt, s: (round(pt[0], 2), round(pt[1], 2), round(s, 4))  # noqa: E731
-    ours = {key(r.point_coords[i].tolist(), r.iou[i].item()): got[i] for i in range(len(r))}
-    matched = 0
+    # GPU convolutions round differently (TF32), so candidates with near-equal predicted IoU may swap places:
+    # match each reference mask to the best of our masks from the same click.
+    by_click: dict[tuple, list[int]] = {}
+    for i, pt in enumerate(r.point_coords.tolist()):
+        by_click.setdefault((round(pt[0], 1), round(pt[1], 1)), []).append(i)
+    good = 0
     for a in anns:
-        k = key(a["point_coords"][0], a["predicted_iou"])
-        if k in ours:
-            matched += 1
-            assert (ours[k] != a["segmentation"]).sum() <= 10
-    assert matched >= 0.95 * len(anns)
+        pt = a["point_coords"][0]
+        cands = by_click.get((round(pt[0], 1), round(pt[1], 1)), [])
+        best = max((_iou(got[i], a["segmentation"]) for i in cands), default=0.0)
+        good += best >= 0.99
+    assert good >= 0.95 * len(anns), f"only {good} of {len(anns)} reference masks found"
