@@ -1,0 +1,24 @@
+"""The benchmark script's plumbing: ratio table and prompt generation (timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.common import Table
+from benchmarks.image import random_boxes
+
+
+def test_table_ratios_are_other_over_samkit():
+    t = Table(["samkit", "reference", "ultralytics"])
+    t.add("m", "case a", samkit=10.0, reference=25.0, ultralytics=None)
+    md = t.markdown().splitlines()
+    assert md[0].startswith("| section | case | samkit (ms) | reference (ms) | ultralytics (ms)")
+    assert md[2] == "| m | case a | 10.0 | 25.0 | - | **2.50x** | - |"
+
+
+def test_random_boxes_are_valid_xyxy_inside_the_image():
+    b = random_boxes(100, (1080, 810))
+    assert b.shape == (100, 4)
+    assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+    assert (b >= 0).all() and (b[:, [0, 2]] < 810).all() and (b[:, [1, 3]] < 1080).all()
+    assert np.array_equal(b, random_boxes(100, (1080, 810))), "boxes must be the same for every system and run"
