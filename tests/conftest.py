@@ -124,3 +124,31 @@ def hardlink_or_copy(src: Path, dst: Path) -> Path:
 
         shutil.copyfile(src, dst)
     return dst
+
+
+def moving_square_frames(n: int, hw: tuple[int, int] = (96, 128), side: int = 24) -> list:
+    """``n`` BGR frames of a white square moving right over a dark background (the frame index is readable
+    back from the square's position: x = 2 * index)."""
+    import numpy as np
+
+    h, w = hw
+    frames = []
+    for i in range(n):
+        f = np.full((h, w, 3), 20, np.uint8)
+        x = (2 * i) % (w - side)
+        f[30 : 30 + side, x : x + side] = 255
+        frames.append(f)
+    return frames
+
+
+def write_video(path: Path, frames: list, fps: float = 10.0, codec: str = "mp4v") -> Path:
+    """Write BGR frames as a video file with OpenCV."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+    assert out.isOpened(), f"OpenCV cannot write {path}"
+    for f in frames:
+        out.write(f)
+    out.release()
+    return path
