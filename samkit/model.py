@@ -256,6 +256,14 @@ class SAM:
             speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
         )
 
+    # ------------------------------------------------------------------ video
+    def video(self, source, **kwargs):
+        """An interactive :class:`~samkit.engine.video.VideoSession` on ``source`` (a video file, a folder of
+        frames, a list of arrays, a webcam index or a stream URL); use it as a context manager."""
+        from samkit.engine.video import VideoSession
+
+        return VideoSession(self, source, **kwargs)
+
     # ------------------------------------------------------------------ description
     @property
     def family(self) -> str:

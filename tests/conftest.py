@@ -152,3 +152,18 @@ def write_video(path: Path, frames: list, fps: float = 10.0, codec: str = "mp4v"
         out.write(f)
     out.release()
     return path
+
+
+def cpu_connected_components(mask: torch.Tensor):
+    """What the reference's CUDA kernel returns (8-connected labels and per-pixel component areas), on the CPU."""
+    import cv2
+    import numpy as np
+
+    m = mask.to(torch.uint8).numpy()
+    labels, counts = np.zeros(m.shape, np.int32), np.zeros(m.shape, np.int32)
+    for i in range(m.shape[0]):
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(m[i, 0], connectivity=8)
+        area = stats[:, cv2.CC_STAT_AREA].copy()
+        area[0] = 0
+        labels[i, 0], counts[i, 0] = lab, area[lab]
+    return torch.from_numpy(labels), torch.from_numpy(counts)

@@ -6,23 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import cpu_connected_components as _cpu_connected_components
 from conftest import save_random
 from ultralytics import ASSETS
 
 from samkit import SAM
 from samkit.engine import everything as ev
-
-
-def _cpu_connected_components(mask: torch.Tensor):
-    """What the reference's CUDA kernel returns (8-connected labels and per-pixel component areas), on the CPU."""
-    m = mask.to(torch.uint8).numpy()
-    labels, counts = np.zeros(m.shape, np.int32), np.zeros(m.shape, np.int32)
-    for i in range(m.shape[0]):
-        _, lab, stats, _ = cv2.connectedComponentsWithStats(m[i, 0], connectivity=8)
-        area = stats[:, cv2.CC_STAT_AREA].copy()
-        area[0] = 0
-        labels[i, 0], counts[i, 0] = lab, area[lab]
-    return torch.from_numpy(labels), torch.from_numpy(counts)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,229 @@
+"""Video sessions: the reference video predictor's masks, prompts on any frame, every source, bounded memory."""
+
+from __future__ import annotations
+
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import cpu_connected_components, moving_square_frames, save_random, write_video
+from ultralytics import ASSETS
+
+from samkit import SAM
+from samkit.data.sources import SourceError
+from samkit.data.video import VideoSource
+
+
+def _present(path, arch, seed):
+    """Random weights whose object-presence head always says "present" (random heads mostly say absent, which
+    would leave every mask empty and the comparison empty too)."""
+    sd = save_random(path, arch, "2.1", seed=seed)
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 20.0
+    torch.save({"model": sd}, path)
+    return path
+
+
+def _iou(a, b):
+    u = (a | b).sum()
+    return float((a & b).sum() / u) if u else 1.0
+
+
+@pytest.fixture(scope="module")
+def frames_dir(tmp_path_factory):
+    """Four JPEG frames (the only kind of folder the reference reads): bus.jpg sliding to the right."""
+    d = tmp_path_factory.mktemp("frames")
+    base = cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (320, 240))
+    for i in range(4):
+        cv2.imwrite(str(d / f"{i:05d}.jpg"), np.roll(base, 6 * i, axis=1))
+    return d
+
+
+@pytest.mark.slow
+def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch):
+    import sam2.sam2_video_predictor as svp
+    from sam2.build_sam import build_sam2_video_predictor
+    from sam2.utils import misc
+
+    path = _present(tmp_path / "sam2.1_hiera_tiny.pt", "sam2_t", seed=3)
+    # The reference on the CPU: keep its memories in fp32 (it casts them to bf16, which fp32 attention rejects)
+    # and give its hole filling the CPU labelling its CUDA kernel would compute.
+    proxy = types.ModuleType("torch_fp32_memories")
+    proxy.__dict__.update(torch.__dict__)
+    proxy.bfloat16 = torch.float32
+    monkeypatch.setattr(svp, "torch", proxy)
+    monkeypatch.setattr(misc, "get_connected_components", cpu_connected_components)
+    ref = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu")
+    state = ref.init_state(str(frames_dir))
+    ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array([40, 60, 200, 200], np.float32))
+    ref.add_new_points_or_box(state, frame_idx=0, obj_id=2, points=np.array([[250, 100], [280, 150]], np.float32),
+                              labels=np.array([1, 0], np.int32))
+    ref_fwd = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state)}
+    _, _, m3 = ref.add_new_points_or_box(state, frame_idx=2, obj_id=1, points=np.array([[100, 100]], np.float32),
+                                         labels=np.array([0], np.int32), clear_old_points=False)
+    ref_refined = (m3 > 0).numpy()[:, 0]
+    ref_rev = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state, start_frame_idx=3, reverse=True)}
+
+    model = SAM(path, device="cpu", verbose=False)
+    with model.video(frames_dir) as v:
+        v.add(frame=0, obj_id=1, box=[40, 60, 200, 200])
+        v.add(frame=0, obj_id=2, points=[[250, 100], [280, 150]], labels=[1, 0])
+        fwd = {r.frame: r for r in v.propagate()}
+        refined = v.add(frame=2, obj_id=1, points=[[100, 100]], labels=[0])
+        rev = {r.frame: r for r in v.propagate(start=3, reverse=True)}
+    assert sorted(fwd) == sorted(ref_fwd) == list(range(4)) and sorted(rev) == sorted(ref_rev)
+    for name, ours, theirs in [("forward", fwd, ref_fwd), ("reverse", rev, ref_rev)]:
+        for t, r in ours.items():
+            assert r.boxes.id.tolist() == [1, 2]
+            got = r.masks.data.numpy()
+            for k in range(2):
+                assert 0.01 < theirs[t][k].mean() < 0.99, "degenerate reference mask"
+                assert _iou(got[k], theirs[t][k]) >= 0.97, (name, t, k)
+    got = refined.masks.data.numpy()
+    assert (ref_refined[0] != ref_fwd[2][0]).mean() > 0.01, "the refinement changed nothing to compare"
+    for k in range(2):
+        assert _iou(got[k], ref_refined[k]) >= 0.97
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = _present(tmp_path_factory.mktemp("vt") / "tiny.pt", "sam2_test", seed=1)
+    return SAM(path, device="cpu", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clip_frames():
+    return moving_square_frames(12)
+
+
+def _track(model, source, **kw):
+    with model.video(source) as v:
+        v.add(frame=0, obj_id=5, box=[20, 20, 60, 60])
+        return [r for r in v.propagate(**kw)]
+
+
+def test_every_source_gives_the_same_tracks(tiny, clip_frames, tmp_path):
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, f in enumerate(clip_frames):
+        cv2.imwrite(str(folder / f"f{i}.png"), f)
+    from_arrays = _track(tiny, clip_frames)
+    from_folder = _track(tiny, folder)
+    assert len(from_arrays) == 12 and [r.frame for r in from_arrays] == list(range(12))
+    for a, b in zip(from_arrays, from_folder):
+        assert torch.equal(a.masks.data, b.masks.data)
+    avi = write_video(tmp_path / "clip.avi", clip_frames, codec="MJPG")  # lossy: compare shapes and ids only
+    from_file = _track(tiny, avi)
+    assert [r.frame for r in from_file] == list(range(12))
+    assert from_file[3].masks.data.shape == (1, 96, 128) and from_file[3].boxes.id.tolist() == [5]
+
+
+def test_each_frame_is_encoded_once(tiny, clip_frames):
+    with tiny.video(clip_frames) as v:
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        v.add(frame=0, obj_id=2, points=[[80, 40]])
+        assert v.frames_encoded == 1
+        list(v.propagate())
+        assert v.frames_encoded == 12, "the prompted frame was encoded again, or a frame twice"
+
+
+def test_new_object_mid_video_remove_and_reset(tiny, clip_frames):
+    with tiny.video(clip_frames) as v:
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        first = list(v.propagate(max_frames=4))
+        assert [r.frame for r in first] == [0, 1, 2, 3, 4]
+        r = v.add(frame=6, obj_id=9, points=[[100, 80]], labels=[1])
+        assert r.boxes.id.tolist() == [1, 9]
+        later = list(v.propagate(start=6))
+        assert [r.frame for r in later] == list(range(6, 12))
+        assert all(r.boxes.id.tolist() == [1, 9] for r in later)
+        back = list(v.propagate(start=6, reverse=True))
+        assert [r.frame for r in back] == [6, 5, 4, 3, 2, 1, 0]
+        v.remove(1)
+        assert [r.boxes.id.tolist() for r in v.propagate(start=6, max_frames=1)] == [[9], [9]]
+        with pytest.raises(KeyError, match="no object with id 1; known ids: \\[9\\]"):
+            v.remove(1)
+        v.reset()
+        with pytest.raises(ValueError, match="no objects to track"):
+            next(v.propagate())
+
+
+def test_memory_window_is_bounded(tiny):
+    frames = moving_square_frames(60)
+    with tiny.video(frames) as v:
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        kept = []
+        for _ in v.propagate():
+            kept.append(len(v.objects[1].outputs["non_cond_frame_outputs"]))
+        assert max(kept) <= v.window + 1 and kept[-1] == v.window + 1
+        assert list(v.objects[1].outputs["cond_frame_outputs"]) == [0]
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda v: v.add(frame=12, obj_id=1, box=[1, 1, 5, 5]), IndexError, "frame 12 is out of range"),
+        (lambda v: v.add(frame=0, obj_id="a", box=[1, 1, 5, 5]), TypeError, "obj_id 'a' must be an integer"),
+        (lambda v: v.add(frame=0, obj_id=1), ValueError, "needs points="),
+        (lambda v: v.add(frame=0, obj_id=1, points=[[1, 2], [3, 4]], labels=[1]), ValueError, "1 labels for 2"),
+        (lambda v: v.add(frame=0, obj_id=1, box=[10, 10, 5, 50]), ValueError, "x2 >= x1"),
+        (lambda v: v.add(frame=0, obj_id=1, points=[[np.nan, 2]]), ValueError, "finite"),
+        (lambda v: v.add(frame=0, obj_id=1, box=[1, 1, 5, 5]) and next(v.propagate(start=-1)), IndexError,
+         "frame -1 is out of range"),
+    ],
+)
+def test_bad_input(tiny, clip_frames, call, error, match):
+    with tiny.video(clip_frames) as v, pytest.raises(error, match=match):
+        call(v)
+
+
+def test_bad_sources_and_models(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="holds no images"):
+        tiny.video(tmp_path / "empty")
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 1000)
+    with pytest.raises(SourceError, match="cannot be opened as a video"):
+        tiny.video(tmp_path / "bad.mp4")
+    sam1 = SAM(save_random(tmp_path / "s1.pt", "sam_test") and tmp_path / "s1.pt", device="cpu", verbose=False)
+    with pytest.raises(ValueError, match="needs a SAM 2"):
+        sam1.video(moving_square_frames(2))
+
+
+class _Synthetic(VideoSource):
+    """A long video rendered on demand, so that the source itself holds no frames."""
+
+    def __init__(self, n):
+        super().__init__("<synthetic>")
+        self.n = n
+        self.height, self.width = 64, 64
+
+    def __len__(self):
+        return self.n
+
+    def read(self, index):
+        index = self.check_index(index)
+        f = np.full((64, 64, 3), 30, np.uint8)
+        x = 5 + (index % 40)
+        f[20:40, x : x + 16] = 230
+        return f
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_resident_memory_is_flat_over_a_long_video(tiny):
+    with tiny.video(_Synthetic(2000)) as v:
+        v.add(frame=0, obj_id=1, box=[5, 20, 21, 40])
+        rss = {}
+        for r in v.propagate():
+            if r.frame in (200, 2000 - 1):
+                rss[r.frame] = _rss_mb()
+    grown = rss[1999] - rss[200]
+    assert grown < 20, f"resident memory grew {grown:.1f} MB between frame 200 and frame 2000"
