@@ -23,6 +23,26 @@ from samkit.utils.downloads import resolve_weights
 _FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM"}
 
 
+def _is_live(source) -> bool:
+    """A webcam index or a streaming URL (rtsp, rtmp, ...); http(s) URLs count as video only with a video suffix."""
+    import urllib.parse
+
+    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+        return True
+    return isinstance(source, str) and urllib.parse.urlparse(source).scheme.lower() in (
+        "rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp")
+
+
+def _track_through(session, frame: int, max_frames: int | None):
+    """Forward from ``frame``, then backward from ``frame - 1``; closes the session at the end."""
+    try:
+        yield from session.propagate(start=frame, max_frames=max_frames)
+        if frame > 0 and not session.video.live:
+            yield from session.propagate(start=frame - 1, reverse=True, max_frames=max_frames)
+    finally:
+        session.close()
+
+
 class SAM:
     """A Segment Anything model (SAM 2.1, SAM 2, SAM or MobileSAM) ready for inference.
 
@@ -186,8 +206,11 @@ class SAM:
                 raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
             frames = [self._image]
         else:
-            if is_video_path(source):
-                raise ValueError(f"{source!r} is a video; video sources are not supported by predict()")
+            if is_video_path(source) or _is_live(source):
+                if everything or multimask or masks is not None:
+                    raise ValueError("a video takes bboxes=, points= / labels= or prompts= (tracked from frame 0); "
+                                     "segment-everything, multimask and mask prompts are for images")
+                return self.track(source, bboxes=bboxes, points=points, labels=labels, prompts=prompts)
             frames = [(f.image, f.path) for f in (load_frame(it, i) for i, it in enumerate(iter_images(source)))]
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
         everything_cfg = self._everything_cfg(everything, multimask, prompted=any(v is not None for v in given.values()))
@@ -257,6 +280,45 @@ class SAM:
         )
 
     # ------------------------------------------------------------------ video
+    def track(self, source, bboxes=None, points=None, labels=None, prompts: list[dict] | None = None,
+              frame: int = 0, stream: bool = False, max_frames: int | None = None):
+        """Prompt frame ``frame`` of a video and track the objects through it.
+
+        Prompts take the image forms of :meth:`predict` (boxes, clicks, the ``prompts=[...]`` form, YOLO boxes),
+        in pixels of the video's frames. Frames from ``frame`` to the end come first, then (when ``frame`` > 0)
+        frames ``frame - 1`` down to 0; each Results says its frame index in ``frame``.
+
+        Args:
+            source: A video file, a folder of frames, a list of arrays, a webcam index or a stream URL.
+            frame: The frame the prompts are on.
+            stream: Return a generator instead of a list (for long videos: results are not kept).
+            max_frames: Track at most this many frames after ``frame`` in each direction.
+
+        Returns:
+            One :class:`~samkit.results.Results` per frame (object ids in ``boxes.id``), or a generator of them.
+        """
+        from samkit.engine.prompts import normalize_prompts
+        from samkit.engine.video import VideoSession
+
+        session = VideoSession(self, source)
+        try:
+            obj = normalize_prompts((session.video.height, session.video.width), bboxes=bboxes, points=points,
+                                    labels=labels, prompts=prompts, low_res=self.engine.low_res)
+            if obj is None:
+                raise ValueError("tracking needs prompts: bboxes=, points= (with labels=) or prompts=")
+            if obj.has_mask.any():
+                raise ValueError("mask prompts are not supported for videos yet; give boxes or clicks")
+            ids = np.where(obj.track_id >= 0, obj.track_id, np.arange(len(obj)))
+            for i in range(len(obj)):
+                pts, labs = obj.object_points(i)
+                session.add(frame, int(ids[i]), points=pts if len(pts) else None, labels=labs if len(pts) else None,
+                            box=obj.boxes[i] if obj.has_box[i] else None)
+        except BaseException:
+            session.close()
+            raise
+        gen = _track_through(session, frame, max_frames)
+        return gen if stream else list(gen)
+
     def video(self, source, **kwargs):
         """An interactive :class:`~samkit.engine.video.VideoSession` on ``source`` (a video file, a folder of
         frames, a list of arrays, a webcam index or a stream URL); use it as a context manager."""

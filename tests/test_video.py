@@ -156,7 +156,9 @@ def test_memory_window_is_bounded(tiny):
         kept = []
         for _ in v.propagate():
             kept.append(len(v.objects[1].outputs["non_cond_frame_outputs"]))
-        assert max(kept) <= v.window + 1 and kept[-1] == v.window + 1
+        # Frames near the prompted frame 0 stay (a reverse pass would start from them), then a sliding window.
+        assert max(kept) == kept[-1] == 2 * v.window + 1
+        assert sorted(v.objects[1].outputs["non_cond_frame_outputs"])[: v.window] == list(range(1, v.window + 1))
         assert list(v.objects[1].outputs["cond_frame_outputs"]) == [0]
 
 
@@ -227,3 +229,17 @@ def test_resident_memory_is_flat_over_a_long_video(tiny):
                 rss[r.frame] = _rss_mb()
     grown = rss[1999] - rss[200]
     assert grown < 20, f"resident memory grew {grown:.1f} MB between frame 200 and frame 2000"
+
+
+def test_one_line_tracking(tiny, clip_frames, tmp_path):
+    avi = write_video(tmp_path / "clip.avi", clip_frames, codec="MJPG")
+    results = tiny(str(avi), bboxes=[[20, 20, 60, 60], [70, 10, 120, 50]])
+    assert [r.frame for r in results] == list(range(12)) and results[0].boxes.id.tolist() == [0, 1]
+    gen = tiny.track(clip_frames, points=[[40, 40]], labels=[1], frame=5, stream=True)
+    assert not isinstance(gen, list)
+    order = [r.frame for r in gen]
+    assert order == list(range(5, 12)) + [4, 3, 2, 1, 0]
+    with pytest.raises(ValueError, match="tracking needs prompts"):
+        tiny.track(clip_frames)
+    with pytest.raises(ValueError, match="segment-everything, multimask and mask prompts are for images"):
+        tiny(str(avi), points_per_side=4)

@@ -12,7 +12,10 @@ pointers, temporal encodings); the session feeds it the same inputs as Meta's ``
 
 Unlike the reference, frames are decoded from the source on demand and the session keeps only what the model
 can attend to: every prompted frame's output, and the outputs of the frames within ``window`` frames of the
-frame being tracked (the memory and object-pointer reach). Memory therefore stays flat with video length.
+frame being tracked or of a prompted frame (the memory and object-pointer reach). Memory therefore stays flat
+with video length. A refinement click on a frame whose output was dropped is decoded without the previous mask
+logits of that frame (the reference would feed them in); clicks near prompted frames or near the current frame
+are unaffected.
 """
 
 from __future__ import annotations
@@ -265,8 +268,14 @@ class VideoSession:
             yield self._results(t)
 
     def _forget_far(self, obj: _Object, t: int) -> None:
-        """Drop non-prompted outputs farther than ``window`` frames from ``t``: the model cannot reach them."""
-        far = [f for f in obj.outputs["non_cond_frame_outputs"] if abs(f - t) > self.window]
+        """Drop non-prompted outputs farther than ``window`` frames from ``t`` and from every prompted frame.
+
+        Tracking from ``t`` cannot reach them; outputs around prompted frames stay, because a pass in the other
+        direction from a prompted frame starts from them (as it would in the reference, which keeps all).
+        """
+        cond = obj.outputs["cond_frame_outputs"]
+        far = [f for f in obj.outputs["non_cond_frame_outputs"]
+               if abs(f - t) > self.window and all(abs(f - c) > self.window for c in cond)]
         for f in far:
             del obj.outputs["non_cond_frame_outputs"][f]
 
