@@ -170,6 +170,7 @@ class SAM:
         prompts: list[dict] | None = None,
         multimask: bool | None = None,
         batch: int = 1,
+        stream: bool = False,
         **everything,
     ) -> list:
         """Segment objects on images: the prompted objects, or everything when no prompt is given.
@@ -186,6 +187,7 @@ class SAM:
             multimask: Return the three candidate masks per object (object-major), with their predicted IoU.
                 Default: False with prompts; True for segment-everything (the reference's default there).
             batch: Images per encoder batch.
+            stream: Return a generator (one Results at a time, nothing kept) instead of a list.
             **everything: Without prompts, the automatic mask generator's settings (``points_per_side``,
                 ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``, ``stability_score_offset``,
                 ``box_nms_thresh``, ``crop_n_layers``, ``crop_nms_thresh``, ``crop_overlap_ratio``,
@@ -210,7 +212,15 @@ class SAM:
                 if everything or multimask or masks is not None:
                     raise ValueError("a video takes bboxes=, points= / labels= or prompts= (tracked from frame 0); "
                                      "segment-everything, multimask and mask prompts are for images")
-                return self.track(source, bboxes=bboxes, points=points, labels=labels, prompts=prompts)
+                return self.track(source, bboxes=bboxes, points=points, labels=labels, prompts=prompts,
+                                  stream=stream)
+            if stream:
+                items = iter_images(source)
+                kw = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts,
+                          multimask=multimask, **everything)
+                self._everything_cfg(everything, multimask, prompted=any(
+                    v is not None for v in (bboxes, points, labels, masks, prompts)))  # fail now, not mid-stream
+                return (self.predict(item, **kw)[0] for item in items)
             frames = [(f.image, f.path) for f in (load_frame(it, i) for i, it in enumerate(iter_images(source)))]
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
         everything_cfg = self._everything_cfg(everything, multimask, prompted=any(v is not None for v in given.values()))

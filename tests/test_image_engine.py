@@ -180,3 +180,17 @@ def test_mask_prompts_decode_binary_and_logits(tiny_ckpt):
     again = model(img, masks=first.low_res_logits.numpy())[0]
     assert again.masks.data.shape == (2, 80, 90)
     assert model.engine.images_encoded == 1
+
+
+def test_stream_yields_one_result_per_image(tiny_ckpt, tmp_path):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"im{i}.png"), np.full((40, 50, 3), 60 * i, np.uint8))
+    model = SAM(tiny_ckpt, verbose=False)
+    gen = model(tmp_path, bboxes=[5, 5, 30, 30], stream=True)
+    assert not isinstance(gen, list)
+    paths = [r.path for r in gen]
+    assert [p.split("/")[-1] for p in paths] == ["im0.png", "im1.png", "im2.png"]
+    with pytest.raises(TypeError, match="points_per_sid"):
+        model(tmp_path, stream=True, points_per_sid=3)
