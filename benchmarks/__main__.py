@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import image
+from benchmarks import image, video
 from benchmarks.common import Table, command, machine
 
 
@@ -26,6 +26,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
     p.add_argument("--half", action="store_true", help="also run every case under bf16 autocast")
     p.add_argument("--compile", action="store_true", help="also run samkit with torch.compile (CUDA)")
+    p.add_argument("--video-frames", type=int, default=0, help="also track a video of this many frames (0: skip)")
+    p.add_argument("--skip-image", action="store_true", help="skip the image cases")
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -37,7 +39,10 @@ def main(argv=None) -> None:
         for size in args.models.split(","):
             for half, comp in variants:
                 print(f"sam2.1 {size} on {args.device}{' bf16' if half else ''}{' compiled' if comp else ''}")
-                image.run(table, Path(tmp), size.strip(), args.device, half, args.repeats, grids, compile_=comp)
+                if not args.skip_image:
+                    image.run(table, Path(tmp), size.strip(), args.device, half, args.repeats, grids, compile_=comp)
+                if args.video_frames and not comp:
+                    video.run(table, Path(tmp), size.strip(), args.device, half, args.video_frames)
     text = (f"Machine: {machine()}\n\nCommand: `{command()}`\n\nMedians in milliseconds; ratios above 1 mean samkit "
             f"is faster.\n\n{table.markdown()}\n")
     print("\n" + text)

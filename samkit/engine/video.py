@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samkit.data.video import VideoSource, open_video
+from samkit.data.video import READ_AHEAD, VideoSource, _prefetch, open_video
 from samkit.engine.everything import _small_components
 
 NO_OBJ_SCORE = -1024.0  # the reference's logit for "no mask on this frame"
@@ -79,6 +79,7 @@ class VideoSession:
         self.objects: dict[int, _Object] = {}
         self._features: tuple[int, dict] | None = None  # the most recent frame's backbone output
         self._last_frame: tuple[int, np.ndarray] | None = None
+        self._prepared: tuple[int, tuple[np.ndarray, torch.Tensor]] | None = None  # from the read-ahead thread
         self.frames_encoded = 0
 
     # ------------------------------------------------------------------ frames
@@ -86,22 +87,34 @@ class VideoSession:
     def num_frames(self) -> int | None:
         return self.video.length
 
-    def _frame_input(self, index: int) -> torch.Tensor:
+    def _prepare(self, index: int, bgr: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor]:
+        """Frame ``index`` (BGR) and its network input on the CPU: RGB, bicubic square resize (PIL), /255,
+        ImageNet normalisation, (1, 3, S, S) float32 -- the reference's frame loading."""
         from PIL import Image
 
-        bgr = self._frame(index)
-        rgb = bgr[..., ::-1]
-        resized = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((self.size, self.size),
-                                                                             Image.BICUBIC))
-        x = torch.from_numpy(resized.copy()).to(self.model.device).permute(2, 0, 1).float() / 255.0
-        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(3, 1, 1)
-        return ((x - mean) / std)[None]
+        bgr = self.video.read(index) if bgr is None else bgr
+        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        resized = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
+        x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+        return bgr, ((x - mean) / std)[None]
+
+    def _frame_input(self, index: int) -> torch.Tensor:
+        if self._prepared is not None and self._prepared[0] == index:
+            bgr, x = self._prepared[1]
+        else:
+            bgr, x = self._prepare(index)
+        self._last_frame = (index, bgr)
+        return x.to(self.model.device)
 
     def _frame(self, index: int) -> np.ndarray:
         """Frame ``index`` (BGR), decoded once for its features and its Results."""
         if self._last_frame is None or self._last_frame[0] != index:
-            self._last_frame = (index, self.video.read(index))
+            if self._prepared is not None and self._prepared[0] == index:
+                self._last_frame = (index, self._prepared[1][0])
+            else:
+                self._last_frame = (index, self.video.read(index))
         return self._last_frame[1]
 
     def _feats(self, index: int):
@@ -244,28 +257,34 @@ class VideoSession:
         n = self.num_frames
         limit = max_frames if max_frames is not None else (n if n is not None else 2**62)
         if reverse:
-            order = range(start, max(start - limit, 0) - 1, -1) if start > 0 else range(0)
-            frames = ((t, None) for t in order)
+            frames = self.video.frames(start, reverse=True, stop=max(start - limit, 0) - 1) if start > 0 else iter(())
         else:
             stop = None if n is None else min(start + limit, n - 1) + 1
-            frames = ((t, None) for t in (range(start, stop) if stop is not None else _count(start, limit)))
-        for t, _ in frames:
-            for obj in self.objects.values():
-                if t in obj.outputs["cond_frame_outputs"]:
-                    pass
-                else:
-                    feats, pos, sizes = self._feats(t)
-                    with torch.inference_mode(), self.model.engine.autocast():
-                        out = self.net.track_step(
-                            frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats,
-                            current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None, mask_inputs=None,
-                            output_dict=obj.outputs, num_frames=self._num_frames_for_memory(),
-                            track_in_reverse=reverse, run_mem_encoder=True,
-                        )
-                    obj.outputs["non_cond_frame_outputs"][t] = self._compact(out)
-                obj.tracked[t] = reverse
-                self._forget_far(obj, t)
-            yield self._results(t)
+            if stop is None and max_frames is not None:
+                stop = start + max_frames + 1
+            frames = self.video.frames(start, stop=stop)
+        # Frames are read, resized and normalised a few frames ahead in a background thread.
+        ahead = _prefetch(((t, self._prepare(t, f)) for t, f in frames), READ_AHEAD)
+        try:
+            for t, prepared in ahead:
+                self._prepared = (t, prepared)
+                for obj in self.objects.values():
+                    if t not in obj.outputs["cond_frame_outputs"]:
+                        feats, pos, sizes = self._feats(t)
+                        with torch.inference_mode(), self.model.engine.autocast():
+                            out = self.net.track_step(
+                                frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats,
+                                current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None,
+                                mask_inputs=None, output_dict=obj.outputs, num_frames=self._num_frames_for_memory(),
+                                track_in_reverse=reverse, run_mem_encoder=True,
+                            )
+                        obj.outputs["non_cond_frame_outputs"][t] = self._compact(out)
+                    obj.tracked[t] = reverse
+                    self._forget_far(obj, t)
+                yield self._results(t)
+        finally:
+            ahead.close()
+            self._prepared = None
 
     def _forget_far(self, obj: _Object, t: int) -> None:
         """Drop non-prompted outputs farther than ``window`` frames from ``t`` and from every prompted frame.
@@ -313,9 +332,3 @@ class VideoSession:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _count(start: int, limit: int):
-    t = start
-    while t < start + limit:
-        yield t
-        t += 1

@@ -1,0 +1,74 @@
+"""Video benchmarks: per-frame tracking time with 1 and 3 objects, samkit against Meta's video predictor."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from ultralytics import ASSETS
+
+from benchmarks.common import MODELS, Table, make_checkpoint, sync
+
+BOXES = [[40, 60, 200, 200], [220, 40, 310, 200], [100, 150, 260, 235]]
+
+
+def make_frames(folder: Path, n: int) -> Path:
+    """``n`` JPEG frames (320x240, bus.jpg sliding right): the one kind of input the reference reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (320, 240))
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), np.roll(base, 3 * i, axis=1))
+    return folder
+
+
+def _per_frame_ms(gen, device: str) -> float:
+    """Median milliseconds between consecutive frames of a propagation generator (the first frame excluded)."""
+    times, t = [], time.perf_counter()
+    for _ in gen:
+        sync(device)
+        now = time.perf_counter()
+        times.append((now - t) * 1000)
+        t = now
+    return float(np.median(times[1:]))
+
+
+def run(table: Table, folder: Path, size: str, device: str, half: bool, n_frames: int) -> None:
+    from samkit import SAM
+
+    path = make_checkpoint(folder, size)
+    frames = make_frames(folder / "frames", n_frames)
+    tag = f"sam2.1 {size} video" + (" bf16" if half else "")
+    model = SAM(path, device=device, verbose=False, half=half)
+    ref = None
+    try:
+        import sam2.sam2_video_predictor as svp
+        from sam2.build_sam import build_sam2_video_predictor
+
+        if device == "cpu" or not half:  # the reference keeps memories in bf16: fp32 runs need them kept fp32
+            proxy = types.ModuleType("torch_fp32_memories")
+            proxy.__dict__.update(torch.__dict__)
+            proxy.bfloat16 = torch.float32
+            svp.torch = proxy
+        ref = build_sam2_video_predictor(MODELS[size][0], ckpt_path=str(path), device=device)
+    except ImportError:
+        print("  (sam2 reference not installed: reference column left empty)")
+    autocast = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if half
+                else contextlib.nullcontext())
+    for k in (1, 3):
+        with model.video(frames) as v:
+            for i in range(k):
+                v.add(frame=0, obj_id=i + 1, box=BOXES[i])
+            ours = _per_frame_ms(v.propagate(), device)
+        theirs = None
+        if ref is not None:
+            with autocast, torch.inference_mode():
+                state = ref.init_state(str(frames))
+                for i in range(k):
+                    ref.add_new_points_or_box(state, frame_idx=0, obj_id=i + 1, box=np.array(BOXES[i], np.float32))
+                theirs = _per_frame_ms(ref.propagate_in_video(state), device)
+        table.add(tag, f"per frame, {k} object{'s' if k > 1 else ''}", samkit=ours, reference=theirs)
