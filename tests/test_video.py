@@ -243,3 +243,17 @@ def test_one_line_tracking(tiny, clip_frames, tmp_path):
         tiny.track(clip_frames)
     with pytest.raises(ValueError, match="segment-everything, multimask and mask prompts are for images"):
         tiny(str(avi), points_per_side=4)
+
+
+def test_objects_tracked_together_equal_one_by_one(tiny, clip_frames):
+    boxes = {1: [20, 20, 60, 60], 2: [70, 10, 120, 50], 3: [10, 50, 60, 90]}
+    with tiny.video(clip_frames) as v:
+        for i, b in boxes.items():
+            v.add(frame=0, obj_id=i, box=b)
+        together = [r.low_res_logits for r in v.propagate()]
+    for k, (i, b) in enumerate(boxes.items()):
+        with tiny.video(clip_frames) as v:
+            v.add(frame=0, obj_id=i, box=b)
+            alone = [r.low_res_logits[0] for r in v.propagate()]
+        for t in range(len(alone)):
+            torch.testing.assert_close(together[t][k], alone[t], atol=1e-4, rtol=1e-4)

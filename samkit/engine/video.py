@@ -268,23 +268,35 @@ class VideoSession:
         try:
             for t, prepared in ahead:
                 self._prepared = (t, prepared)
+                todo = [o for o in self.objects.values() if t not in o.outputs["cond_frame_outputs"]]
+                for group in _memory_groups(todo):
+                    self._track_group(group, t, reverse)
                 for obj in self.objects.values():
-                    if t not in obj.outputs["cond_frame_outputs"]:
-                        feats, pos, sizes = self._feats(t)
-                        with torch.inference_mode(), self.model.engine.autocast():
-                            out = self.net.track_step(
-                                frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats,
-                                current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=None,
-                                mask_inputs=None, output_dict=obj.outputs, num_frames=self._num_frames_for_memory(),
-                                track_in_reverse=reverse, run_mem_encoder=True,
-                            )
-                        obj.outputs["non_cond_frame_outputs"][t] = self._compact(out)
                     obj.tracked[t] = reverse
                     self._forget_far(obj, t)
                 yield self._results(t)
         finally:
             ahead.close()
             self._prepared = None
+
+    def _track_group(self, group: list[_Object], t: int, reverse: bool) -> None:
+        """Track frame ``t`` for objects whose memories sit on the same frames, as one batch: memory attention
+        and the decoder run once for all of them (each row attends only to its own object's memory)."""
+        b = len(group)
+        feats, pos, sizes = self._feats(t)
+        if b > 1:
+            feats = [f.expand(-1, b, -1) for f in feats]
+            pos = [p.expand(-1, b, -1) for p in pos]
+        outputs = group[0].outputs if b == 1 else _stack_outputs([o.outputs for o in group])
+        with torch.inference_mode(), self.model.engine.autocast():
+            out = self.net.track_step(
+                frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats, current_vision_pos_embeds=pos,
+                feat_sizes=sizes, point_inputs=None, mask_inputs=None, output_dict=outputs,
+                num_frames=self._num_frames_for_memory(), track_in_reverse=reverse, run_mem_encoder=True,
+            )
+        out = self._compact(out)
+        for i, obj in enumerate(group):
+            obj.outputs["non_cond_frame_outputs"][t] = out if b == 1 else _row(out, i)
 
     def _forget_far(self, obj: _Object, t: int) -> None:
         """Drop non-prompted outputs farther than ``window`` frames from ``t`` and from every prompted frame.
@@ -332,3 +344,42 @@ class VideoSession:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+def _memory_groups(objects: list[_Object]) -> list[list[_Object]]:
+    """Objects whose stored outputs are on the same frames: the model selects the same memory frames for them,
+    so they can be tracked as one batch."""
+    groups: dict[tuple, list[_Object]] = {}
+    for o in objects:
+        key = (tuple(sorted(o.outputs["cond_frame_outputs"])), tuple(sorted(o.outputs["non_cond_frame_outputs"])))
+        groups.setdefault(key, []).append(o)
+    return list(groups.values())
+
+
+def _cat(values):
+    if values[0] is None:
+        return None
+    if isinstance(values[0], list):
+        return [torch.cat(parts) for parts in zip(*values)]
+    return torch.cat(values)
+
+
+def _stack_outputs(dicts: list[dict]) -> dict:
+    """Per-object output dicts with the same frames -> one output dict whose tensors hold every object (batch)."""
+    merged = {}
+    for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+        merged[key] = {
+            f: {k: _cat([d[key][f][k] for d in dicts]) for k in dicts[0][key][f]} for f in dicts[0][key]
+        }
+    return merged
+
+
+def _row(out: dict, i: int) -> dict:
+    """Object ``i``'s slice of a batched output."""
+    def pick(v):
+        if v is None:
+            return None
+        if isinstance(v, list):
+            return [x[i : i + 1] for x in v]
+        return v[i : i + 1]
+
+    return {k: pick(v) for k, v in out.items()}
