@@ -257,3 +257,16 @@ def test_objects_tracked_together_equal_one_by_one(tiny, clip_frames):
             alone = [r.low_res_logits[0] for r in v.propagate()]
         for t in range(len(alone)):
             torch.testing.assert_close(together[t][k], alone[t], atol=1e-4, rtol=1e-4)
+
+
+def test_live_source_prompted_on_its_first_frame(tiny, clip_frames, tmp_path):
+    from samkit.data.video import StreamVideo
+
+    avi = write_video(tmp_path / "live.avi", clip_frames, codec="MJPG")
+    with tiny.video(StreamVideo(str(avi))) as v:  # a file read as a live stream: forward only, no length
+        assert v.num_frames is None
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        got = [r.frame for r in v.propagate(max_frames=3)]
+        assert got == [0, 1, 2, 3]
+        with pytest.raises(ValueError, match="only be read forward"):
+            next(v.propagate(start=3, reverse=True))

@@ -216,12 +216,17 @@ class StreamVideo(VideoSource):
             raise SourceError(f"{what} cannot be opened")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or None
         self._next = 0
+        self._last: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         raise TypeError(f"{self.name} is a live source: it has no length")
 
     def read(self, index: int) -> np.ndarray:
+        """The next frame, or again the frame read last (a prompted frame is read for its prompt, then for
+        tracking); any other index is an error."""
         index = self.check_index(index)
+        if self._last is not None and index == self._last[0]:
+            return self._last[1]
         if index != self._next:
             raise ValueError(f"{self.name} is a live source: frame {index} cannot be read out of order "
                              f"(the next frame is {self._next})")
@@ -229,7 +234,8 @@ class StreamVideo(VideoSource):
         if not ok or frame is None:
             raise VideoReadError(f"{self.name}: the stream ended or dropped at frame {index}")
         self._next += 1
-        return self._check_size(frame, index)
+        self._last = (index, self._check_size(frame, index))
+        return frame
 
     def _forward(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
         i = start
