@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["SAM", "__version__"]
+__all__ = ["SAM", "Results", "__version__"]
 
 if TYPE_CHECKING:
     from samkit.model import SAM
+    from samkit.results import Results
 
 
 def __getattr__(name: str):
@@ -17,4 +18,8 @@ def __getattr__(name: str):
         from samkit.model import SAM
 
         return SAM
+    if name == "Results":
+        from samkit.results import Results
+
+        return Results
     raise AttributeError(f"module 'samkit' has no attribute {name!r}")
