@@ -154,3 +154,9 @@ def test_device_moves_keep_sam_extras(result):
     assert c.masks.data.dtype == torch.bool and torch.equal(c.masks.data, result.masks.data)
     n = result.numpy()
     assert isinstance(n.masks.data, np.ndarray) and n.iou is result.iou
+
+
+def test_results_is_public():
+    import samkit
+
+    assert samkit.Results is Results and "Results" in samkit.__all__
