@@ -332,7 +332,7 @@ def _clean_small_regions(found: EverythingMasks, min_area: float, nms_thresh: fl
     """Fill small holes and drop small islands of every mask, then drop new duplicates, preferring masks that
     needed no change (the reference's post-processing)."""
     dev = found.masks.device
-    found = found.select(torch.arange(len(found), device=dev)).to_cpu()
+    found = found.to_cpu()
     new_masks, unchanged = [], []
     for m in found.masks.numpy():
         m, c1 = remove_small_regions(m, min_area, holes=True)
