@@ -17,17 +17,11 @@ from samkit.export.atomic import atomic_write_bytes
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """(N, H, W) bool -> (N, 4) float xyxy pixel boxes enclosing each mask (right/bottom exclusive; zeros for an
     empty mask)."""
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    rows, cols = masks.any(2), masks.any(1)
-    ar_h, ar_w = torch.arange(h, device=masks.device), torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ar_h, h).amin(1)
-    y1 = torch.where(rows, ar_h + 1, 0).amax(1)
-    x0 = torch.where(cols, ar_w, w).amin(1)
-    x1 = torch.where(cols, ar_w + 1, 0).amax(1)
-    boxes = torch.stack([x0, y0, x1, y1], 1).float()
-    return torch.where(rows.any(1)[:, None], boxes, torch.zeros_like(boxes))
+    from samkit.engine.everything import mask_boxes
+
+    boxes = mask_boxes(masks).float()
+    boxes[:, 2:] += masks.flatten(1).any(1, keepdim=True).float()  # inclusive -> exclusive edges, non-empty only
+    return boxes
 
 
 class Results(_UltralyticsResults):

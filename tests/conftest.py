@@ -167,3 +167,9 @@ def cpu_connected_components(mask: torch.Tensor):
         area[0] = 0
         labels[i, 0], counts[i, 0] = lab, area[lab]
     return torch.from_numpy(labels), torch.from_numpy(counts)
+
+
+def mask_iou(a, b) -> float:
+    """IoU of two boolean masks (1.0 when both are empty)."""
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import mask_iou as _iou
 from conftest import save_random
 from ultralytics import ASSETS
 
@@ -27,9 +28,6 @@ def pair(tmp_path_factory):
     return SAM(path, device="cuda", verbose=False), ref
 
 
-def _iou(a, b):
-    u = (a | b).sum()
-    return float((a & b).sum() / u) if u else 1.0
 
 
 def test_prompted_masks_match_reference_on_gpu(pair):

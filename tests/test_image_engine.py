@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import mask_iou as _iou
 from conftest import save_random
 from ultralytics import ASSETS
 
@@ -23,9 +24,6 @@ def real_tiny(tmp_path_factory):
     return SAM(path, device="cpu", verbose=False), ref
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
 
 
 @pytest.mark.slow

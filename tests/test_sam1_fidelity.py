@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import mask_iou as _iou
 from conftest import save_random
 from ultralytics import ASSETS
 
@@ -52,9 +53,6 @@ def pair(request, tmp_path_factory):
     return model, ref
 
 
-def _iou(a, b):
-    u = (a | b).sum()
-    return float((a & b).sum() / u) if u else 1.0
 
 
 PROMPTS = [

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import mask_iou as _iou
 from conftest import cpu_connected_components, moving_square_frames, save_random, write_video
 from ultralytics import ASSETS
 
@@ -25,9 +26,6 @@ def _present(path, arch, seed):
     return path
 
 
-def _iou(a, b):
-    u = (a | b).sum()
-    return float((a & b).sum() / u) if u else 1.0
 
 
 @pytest.fixture(scope="module")

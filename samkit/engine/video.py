@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from samkit.data.video import READ_AHEAD, VideoSource, _prefetch, open_video
 from samkit.engine.everything import _small_components
+from samkit.engine.image import SAM2_MEAN, SAM2_STD
 
 NO_OBJ_SCORE = -1024.0  # the reference's logit for "no mask on this frame"
 
@@ -91,14 +92,13 @@ class VideoSession:
         """Frame ``index`` (BGR) and its network input on the CPU: RGB, bicubic square resize (PIL), /255,
         ImageNet normalisation, (1, 3, S, S) float32 -- the reference's frame loading."""
         from PIL import Image
+        from torchvision.transforms import functional as TF
 
         bgr = self.video.read(index) if bgr is None else bgr
         rgb = np.ascontiguousarray(bgr[..., ::-1])
         resized = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
         x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-        return bgr, ((x - mean) / std)[None]
+        return bgr, TF.normalize(x, SAM2_MEAN, SAM2_STD)[None]
 
     def _frame_input(self, index: int) -> torch.Tensor:
         if self._prepared is not None and self._prepared[0] == index:
