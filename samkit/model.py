@@ -97,6 +97,7 @@ class SAM:
         self.engine = ImageEngine(self.net, self.arch, cache_size=cache)
         self.half = half
         self._image: tuple[np.ndarray, str] | None = None
+        self.save_dir: Path | None = None  # the folder of the last run that wrote outputs
         if verbose:
             LOGGER.info("loaded %s", self._summary(self._describe()))
 
@@ -171,6 +172,14 @@ class SAM:
         multimask: bool | None = None,
         batch: int = 1,
         stream: bool = False,
+        save: bool = False,
+        save_txt: bool = False,
+        save_coco: bool = False,
+        save_masks: bool = False,
+        rle: bool | None = None,
+        project: str | os.PathLike | None = None,
+        name: str | None = None,
+        exist_ok: bool = False,
         **everything,
     ) -> list:
         """Segment objects on images: the prompted objects, or everything when no prompt is given.
@@ -188,6 +197,14 @@ class SAM:
                 Default: False with prompts; True for segment-everything (the reference's default there).
             batch: Images per encoder batch.
             stream: Return a generator (one Results at a time, nothing kept) instead of a list.
+            save: Write the plotted images (masks, boxes, prompts) to ``project/name``; a video gives one mp4.
+            save_txt: Write YOLO-seg labels to ``project/name/labels/``.
+            save_coco: Write COCO instances JSON (one ``coco.json`` for images, one file per video frame).
+            save_masks: Write one PNG per mask to ``project/name/masks/``.
+            rle: COCO masks as RLE (True) or polygons (False); default polygons for images, RLE for video.
+            project, name, exist_ok: The output folder, ``project/name``: default ``runs/predict/exp``, numbered
+                (``exp2``...) when it exists unless ``exist_ok``. The folder used is kept in ``model.save_dir``.
+                See :mod:`samkit.export.run` for the layout.
             **everything: Without prompts, the automatic mask generator's settings (``points_per_side``,
                 ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``, ``stability_score_offset``,
                 ``box_nms_thresh``, ``crop_n_layers``, ``crop_nms_thresh``, ``crop_overlap_ratio``,
@@ -203,24 +220,26 @@ class SAM:
         from samkit.engine.prompts import normalize_prompts
         from samkit.results import Results
 
+        out = dict(save=save, save_txt=save_txt, save_coco=save_coco, save_masks=save_masks, rle=rle,
+                   project=project, name=name, exist_ok=exist_ok)
         if source is None:
             if self._image is None:
                 raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
             frames = [self._image]
         else:
             if is_video_path(source) or _is_live(source):
-                if everything or multimask or masks is not None:
-                    raise ValueError("a video takes bboxes=, points= / labels= or prompts= (tracked from frame 0); "
-                                     "segment-everything, multimask and mask prompts are for images")
-                return self.track(source, bboxes=bboxes, points=points, labels=labels, prompts=prompts,
-                                  stream=stream)
+                if everything or multimask:
+                    raise ValueError("a video takes bboxes=, points= / labels=, masks= or prompts= (tracked from "
+                                     "frame 0); segment-everything and multimask are for images")
+                return self.track(source, bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts,
+                                  stream=stream, _mode="predict", **out)
             if stream:
                 items = iter_images(source)
                 kw = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts,
                           multimask=multimask, **everything)
                 self._everything_cfg(everything, multimask, prompted=any(
                     v is not None for v in (bboxes, points, labels, masks, prompts)))  # fail now, not mid-stream
-                return (self.predict(item, **kw)[0] for item in items)
+                return self._saving((self.predict(item, **kw)[0] for item in items), "predict", out)
             frames = [(f.image, f.path) for f in (load_frame(it, i) for i, it in enumerate(iter_images(source)))]
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
         everything_cfg = self._everything_cfg(everything, multimask, prompted=any(v is not None for v in given.values()))
@@ -253,7 +272,20 @@ class SAM:
                     speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
                 )
             )
-        return results
+        return list(self._saving(results, "predict", out))
+
+    def _saving(self, results, mode: str, out: dict):
+        """``results`` unchanged when nothing is to be written; else a generator that writes each Results as it
+        passes (see :mod:`samkit.export.run`) and sets ``self.save_dir``."""
+        from samkit.export.run import ResultSaver, increment_path, saving
+
+        if not any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
+            return results
+        project = Path(out["project"]) if out["project"] is not None else Path("runs") / mode
+        self.save_dir = increment_path(project / (out["name"] or "exp"), out["exist_ok"])
+        self.save_dir.mkdir(parents=True, exist_ok=True)  # claim the name now: a second run numbers its own
+        saver = ResultSaver(self.save_dir, **{k: out[k] for k in ("save", "save_txt", "save_coco", "save_masks", "rle")})
+        return saving(results, saver)
 
     @staticmethod
     def _everything_cfg(options: dict, multimask: bool | None, prompted: bool):
@@ -290,12 +322,15 @@ class SAM:
         )
 
     # ------------------------------------------------------------------ video
-    def track(self, source, bboxes=None, points=None, labels=None, prompts: list[dict] | None = None,
-              frame: int = 0, stream: bool = False, max_frames: int | None = None):
+    def track(self, source, bboxes=None, points=None, labels=None, masks=None, prompts: list[dict] | None = None,
+              frame: int = 0, stream: bool = False, max_frames: int | None = None, save: bool = False,
+              save_txt: bool = False, save_coco: bool = False, save_masks: bool = False, rle: bool | None = None,
+              project: str | os.PathLike | None = None, name: str | None = None, exist_ok: bool = False,
+              _mode: str = "track", **session):
         """Prompt frame ``frame`` of a video and track the objects through it.
 
-        Prompts take the image forms of :meth:`predict` (boxes, clicks, the ``prompts=[...]`` form, YOLO boxes),
-        in pixels of the video's frames. Frames from ``frame`` to the end come first, then (when ``frame`` > 0)
+        Prompts take the image forms of :meth:`predict` (boxes, clicks, binary masks at frame size, the
+        ``prompts=[...]`` form, YOLO boxes with their classes and names), in pixels of the video's frames. Frames from ``frame`` to the end come first, then (when ``frame`` > 0)
         frames ``frame - 1`` down to 0; each Results says its frame index in ``frame``.
 
         Args:
@@ -303,6 +338,11 @@ class SAM:
             frame: The frame the prompts are on.
             stream: Return a generator instead of a list (for long videos: results are not kept).
             max_frames: Track at most this many frames after ``frame`` in each direction.
+            save, save_txt, save_coco, save_masks, rle, project, name, exist_ok: Outputs, as in :meth:`predict`
+                (default folder ``runs/track/exp``): an mp4 with every frame in order and the prompts drawn on
+                their frame, labels and masks per frame.
+            **session: :class:`~samkit.engine.video.VideoSession` settings (``fill_hole_area``,
+                ``correct_as_cond``, ``max_prompt_frames``).
 
         Returns:
             One :class:`~samkit.results.Results` per frame (object ids in ``boxes.id``), or a generator of them.
@@ -310,23 +350,33 @@ class SAM:
         from samkit.engine.prompts import normalize_prompts
         from samkit.engine.video import VideoSession
 
-        session = VideoSession(self, source)
+        out = dict(save=save, save_txt=save_txt, save_coco=save_coco, save_masks=save_masks, rle=rle,
+                   project=project, name=name, exist_ok=exist_ok)
+        session = VideoSession(self, source, **session)
         try:
             obj = normalize_prompts((session.video.height, session.video.width), bboxes=bboxes, points=points,
-                                    labels=labels, prompts=prompts, low_res=self.engine.low_res)
+                                    labels=labels, masks=masks, prompts=prompts, low_res=self.engine.low_res)
             if obj is None:
-                raise ValueError("tracking needs prompts: bboxes=, points= (with labels=) or prompts=")
-            if obj.has_mask.any():
-                raise ValueError("mask prompts are not supported for videos yet; give boxes or clicks")
+                raise ValueError("tracking needs prompts: bboxes=, points= (with labels=), masks= or prompts=")
+            if obj.mask_is_logits and obj.has_mask.any():
+                raise ValueError("video mask prompts must be binary masks at the frame size, not low-resolution logits")
+            if obj.names:
+                session.names = dict(obj.names)
             ids = np.where(obj.track_id >= 0, obj.track_id, np.arange(len(obj)))
             for i in range(len(obj)):
                 pts, labs = obj.object_points(i)
+                if obj.has_mask[i]:
+                    if len(pts) or obj.has_box[i]:
+                        raise ValueError(f"object {i} has a mask and a box or clicks; a video object's prompt on "
+                                         "one frame is either a mask or clicks / a box")
+                    session.add(frame, int(ids[i]), mask=obj.masks[i] > 0.5, cls=int(obj.cls[i]))
+                    continue
                 session.add(frame, int(ids[i]), points=pts if len(pts) else None, labels=labs if len(pts) else None,
-                            box=obj.boxes[i] if obj.has_box[i] else None)
+                            box=obj.boxes[i] if obj.has_box[i] else None, cls=int(obj.cls[i]))
         except BaseException:
             session.close()
             raise
-        gen = _track_through(session, frame, max_frames)
+        gen = self._saving(_track_through(session, frame, max_frames), _mode, out)
         return gen if stream else list(gen)
 
     def video(self, source, **kwargs):

@@ -43,6 +43,9 @@ class Results(_UltralyticsResults):
         stability_score: (N,) float, segment-everything only (None otherwise).
         point_coords: (N, 2) float xy pixels of the grid click behind each mask, segment-everything only.
         crop_boxes: (N, 4) int xyxy pixels of the crop each mask came from, segment-everything only.
+        frame: The frame index for a video frame (None for images); ``path`` is then the video's.
+        presence: (N,) float object presence probability per object, video frames only.
+        fps: The video's frame rate when it says, video frames only.
     """
 
     def __init__(
@@ -78,6 +81,18 @@ class Results(_UltralyticsResults):
         self.stability_score = None if stability_score is None else stability_score.cpu()
         self.point_coords = None if point_coords is None else point_coords.cpu()
         self.crop_boxes = None if crop_boxes is None else crop_boxes.cpu()
+        self.frame: int | None = None
+        self.presence: torch.Tensor | None = None
+        self.fps: float | None = None
+
+    @property
+    def stem(self) -> str:
+        """A file-name stem for this result: the image's stem, or ``<video stem>_<frame, 6 digits>``."""
+        if self.frame is None:
+            return Path(self.path).stem or "image"
+        from samkit.export.run import safe_stem
+
+        return f"{safe_stem(self.path)}_{self.frame:06d}"
 
     def new(self) -> Results:
         """An empty copy keeping the SAM extras (used by ``cpu()``, ``cuda()``, ``to()``, ``numpy()``)."""
@@ -90,16 +105,18 @@ class Results(_UltralyticsResults):
         return 0 if self.masks is None else len(self.masks)
 
     # ------------------------------------------------------------------ writers
-    def save_txt(self, txt_file: str | Path, save_conf: bool = False) -> str:
+    def save_txt(self, txt_file: str | Path, save_conf: bool = False, warn_empty: bool = True) -> str:
         """Write YOLO-seg polygon rows (``cls x1 y1 x2 y2 ...`` normalised), replacing any existing file.
 
         Ultralytics' own ``save_txt`` appends, so a re-run doubles the labels; this one overwrites atomically.
-        Empty masks have no polygon and write no row (logged); the other rows keep their own class ids.
+        Empty masks have no polygon and write no row (logged unless ``warn_empty=False``, as for video frames where
+        an object is out of view); the other rows keep their own class ids.
         """
         from samkit.export.yolo import write_yolo_seg
 
         polys = self.masks.xyn if len(self) else []
-        write_yolo_seg(txt_file, polys, self.boxes.cls.int().tolist(), self.boxes.conf.tolist() if save_conf else None)
+        write_yolo_seg(txt_file, polys, self.boxes.cls.int().tolist(), self.boxes.conf.tolist() if save_conf else None,
+                       warn_empty=warn_empty)
         return str(txt_file)
 
     def to_coco(self, rle: bool = False, image_id: int = 1, first_id: int = 1) -> dict:
@@ -118,7 +135,10 @@ class Results(_UltralyticsResults):
         from samkit.export.coco import coco_annotations, coco_document
 
         h, w = self.orig_shape
-        image = {"id": image_id, "file_name": Path(self.path).name, "height": int(h), "width": int(w)}
+        name = Path(self.path).name if self.frame is None else f"{self.stem}.jpg"
+        image = {"id": image_id, "file_name": name, "height": int(h), "width": int(w)}
+        if self.frame is not None:
+            image.update(video=str(self.path), frame_index=int(self.frame))
         if not len(self):
             return coco_document([image], [], self.names)
         anns = coco_annotations(
@@ -140,7 +160,8 @@ class Results(_UltralyticsResults):
         return str(path)
 
     def save_masks(self, folder: str | Path) -> list[str]:
-        """Write one PNG per mask (0 / 255, image size) to ``folder/<image stem>_<object id>.png``.
+        """Write one PNG per mask (0 / 255, image size) to ``folder/<stem>_<object id>.png`` (:attr:`stem`: the
+        image's, or the video's with the frame index).
 
         With several masks per object (``multimask=True``) files are numbered by mask index instead.
         """
@@ -149,7 +170,7 @@ class Results(_UltralyticsResults):
         if not len(self):
             return []
         masks = self.masks.data.cpu().numpy() > 0.5
-        return [str(p) for p in save_mask_pngs(masks, folder, Path(self.path).stem or "image", self.obj_ids.tolist())]
+        return [str(p) for p in save_mask_pngs(masks, folder, self.stem, self.obj_ids.tolist())]
 
     # ------------------------------------------------------------------ plotting
     def plot(self, *args, prompts: bool = True, color_mode: str = "instance", show: bool = False,

@@ -25,6 +25,15 @@ def save_random(path: Path, arch: str, version: str | None = None, layout: str =
     return sd
 
 
+def save_present(path: Path, arch: str, seed: int = 0) -> Path:
+    """SAM 2.1 random weights whose object-presence head always says "present" (random heads mostly say absent,
+    which would leave every video mask empty and a comparison empty too); saved to ``path``, which is returned."""
+    sd = save_random(path, arch, "2.1", seed=seed)
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 20.0
+    torch.save({"model": sd}, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A SAM 2.1 checkpoint of the tiny test architecture (256 px input) with random weights."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import mask_iou as _iou
-from conftest import cpu_connected_components, moving_square_frames, save_random, write_video
+from conftest import cpu_connected_components, moving_square_frames, save_present, save_random, write_video
 from ultralytics import ASSETS
 
 from samkit import SAM
@@ -17,76 +17,116 @@ from samkit.data.sources import SourceError
 from samkit.data.video import VideoSource
 
 
-def _present(path, arch, seed):
-    """Random weights whose object-presence head always says "present" (random heads mostly say absent, which
-    would leave every mask empty and the comparison empty too)."""
-    sd = save_random(path, arch, "2.1", seed=seed)
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 20.0
-    torch.save({"model": sd}, path)
-    return path
-
-
-
-
 @pytest.fixture(scope="module")
 def frames_dir(tmp_path_factory):
-    """Four JPEG frames (the only kind of folder the reference reads): bus.jpg sliding to the right."""
+    """Three JPEG frames (the only kind of folder the reference reads): bus.jpg sliding to the right."""
     d = tmp_path_factory.mktemp("frames")
     base = cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (320, 240))
-    for i in range(4):
+    for i in range(3):
         cv2.imwrite(str(d / f"{i:05d}.jpg"), np.roll(base, 6 * i, axis=1))
     return d
 
 
-@pytest.mark.slow
-def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch):
+def _reference(monkeypatch, path, correct_as_cond: bool):
+    """Meta's video predictor on the CPU with ``path``'s weights."""
     import sam2.sam2_video_predictor as svp
     from sam2.build_sam import build_sam2_video_predictor
     from sam2.utils import misc
 
-    path = _present(tmp_path / "sam2.1_hiera_tiny.pt", "sam2_t", seed=3)
-    # The reference on the CPU: keep its memories in fp32 (it casts them to bf16, which fp32 attention rejects)
-    # and give its hole filling the CPU labelling its CUDA kernel would compute.
+    # Keep its memories in fp32 (it casts them to bf16, which fp32 attention rejects) and give its hole filling
+    # the CPU labelling its CUDA kernel would compute.
     proxy = types.ModuleType("torch_fp32_memories")
     proxy.__dict__.update(torch.__dict__)
     proxy.bfloat16 = torch.float32
     monkeypatch.setattr(svp, "torch", proxy)
     monkeypatch.setattr(misc, "get_connected_components", cpu_connected_components)
-    ref = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu")
+    extra = [f"++model.add_all_frames_to_correct_as_cond={str(correct_as_cond).lower()}"]
+    return build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu",
+                                      hydra_overrides_extra=extra)
+
+
+def _compare(name, ours: dict, theirs: dict, n: int):
+    assert sorted(ours) == sorted(theirs), name
+    for t, r in ours.items():
+        assert r.boxes.id.tolist() == list(range(1, n + 1))
+        got = r.masks.data.numpy()
+        for k in range(n):
+            assert 0.01 < theirs[t][k].mean() < 0.99, f"degenerate reference mask ({name}, frame {t}, object {k})"
+            assert _iou(got[k], theirs[t][k]) >= 0.97, (name, t, k)
+
+
+BOX, CLICKS, NEG = [40, 60, 200, 200], [[250, 100], [280, 150]], [[100, 100]]
+
+
+def _object_mask():
+    m = np.zeros((240, 320), bool)
+    m[120:230, 180:300] = True
+    m[150:170, 200:260] = False
+    return m
+
+
+@pytest.mark.slow
+def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch):
+    """Box, clicks with a negative and a mask on frame 0; forward; a refinement click on frame 1 (a conditioning
+    frame: it stays when the next forward pass goes over it, and frame 2 follows it); reverse from the last frame."""
+    path = save_present(tmp_path / "sam2.1_hiera_tiny.pt", "sam2_t", seed=3)
+    ref = _reference(monkeypatch, path, correct_as_cond=True)
     state = ref.init_state(str(frames_dir))
-    ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array([40, 60, 200, 200], np.float32))
-    ref.add_new_points_or_box(state, frame_idx=0, obj_id=2, points=np.array([[250, 100], [280, 150]], np.float32),
+    ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(BOX, np.float32))
+    ref.add_new_points_or_box(state, frame_idx=0, obj_id=2, points=np.array(CLICKS, np.float32),
                               labels=np.array([1, 0], np.int32))
+    ref.add_new_mask(state, frame_idx=0, obj_id=3, mask=_object_mask())
     ref_fwd = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state)}
-    _, _, m3 = ref.add_new_points_or_box(state, frame_idx=2, obj_id=1, points=np.array([[100, 100]], np.float32),
+    _, _, m3 = ref.add_new_points_or_box(state, frame_idx=1, obj_id=1, points=np.array(NEG, np.float32),
                                          labels=np.array([0], np.int32), clear_old_points=False)
     ref_refined = (m3 > 0).numpy()[:, 0]
-    ref_rev = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state, start_frame_idx=3, reverse=True)}
+    ref_again = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state)}
+    ref_rev = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state, start_frame_idx=2, reverse=True)}
 
     model = SAM(path, device="cpu", verbose=False)
     with model.video(frames_dir) as v:
-        v.add(frame=0, obj_id=1, box=[40, 60, 200, 200])
-        v.add(frame=0, obj_id=2, points=[[250, 100], [280, 150]], labels=[1, 0])
+        v.add(frame=0, obj_id=1, box=BOX)
+        v.add(frame=0, obj_id=2, points=CLICKS, labels=[1, 0])
+        v.add(frame=0, obj_id=3, mask=_object_mask())
         fwd = {r.frame: r for r in v.propagate()}
-        refined = v.add(frame=2, obj_id=1, points=[[100, 100]], labels=[0])
-        rev = {r.frame: r for r in v.propagate(start=3, reverse=True)}
-    assert sorted(fwd) == sorted(ref_fwd) == list(range(4)) and sorted(rev) == sorted(ref_rev)
-    for name, ours, theirs in [("forward", fwd, ref_fwd), ("reverse", rev, ref_rev)]:
-        for t, r in ours.items():
-            assert r.boxes.id.tolist() == [1, 2]
-            got = r.masks.data.numpy()
-            for k in range(2):
-                assert 0.01 < theirs[t][k].mean() < 0.99, "degenerate reference mask"
-                assert _iou(got[k], theirs[t][k]) >= 0.97, (name, t, k)
-    got = refined.masks.data.numpy()
-    assert (ref_refined[0] != ref_fwd[2][0]).mean() > 0.01, "the refinement changed nothing to compare"
-    for k in range(2):
-        assert _iou(got[k], ref_refined[k]) >= 0.97
+        refined = v.add(frame=1, obj_id=1, points=NEG, labels=[0])
+        again = {r.frame: r for r in v.propagate()}
+        rev = {r.frame: r for r in v.propagate(start=2, reverse=True)}
+    assert sorted(fwd) == list(range(3))
+    _compare("forward", fwd, ref_fwd, 3)
+    _compare("refined", {1: refined}, {1: ref_refined}, 3)
+    assert (ref_refined[0] != ref_fwd[1][0]).mean() > 0.01, "the refinement changed nothing to compare"
+    _compare("forward after the refinement", again, ref_again, 3)
+    assert _iou(again[1].masks.data.numpy()[0], ref_refined[0]) == 1.0, "the refinement did not stay"
+    _compare("reverse", rev, ref_rev, 3)
+
+
+@pytest.mark.slow
+def test_reference_correction_semantics(tmp_path, frames_dir, monkeypatch):
+    """correct_as_cond=False: the reference's default, where the next pass over a corrected frame recomputes it."""
+    path = save_present(tmp_path / "sam2.1_hiera_tiny.pt", "sam2_t", seed=3)
+    ref = _reference(monkeypatch, path, correct_as_cond=False)
+    state = ref.init_state(str(frames_dir))
+    ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(BOX, np.float32))
+    list(ref.propagate_in_video(state, max_frame_num_to_track=1))
+    _, _, m2 = ref.add_new_points_or_box(state, frame_idx=1, obj_id=1, points=np.array(NEG, np.float32),
+                                         labels=np.array([0], np.int32), clear_old_points=False)
+    ref_again = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state)}
+
+    model = SAM(path, device="cpu", verbose=False)
+    with model.video(frames_dir, correct_as_cond=False) as v:
+        v.add(frame=0, obj_id=1, box=BOX)
+        list(v.propagate(max_frames=1))
+        refined = v.add(frame=1, obj_id=1, points=NEG, labels=[0])
+        again = {r.frame: r for r in v.propagate()}
+    _compare("refined", {1: refined}, {1: (m2 > 0).numpy()[:, 0]}, 1)
+    _compare("forward after the refinement", again, ref_again, 1)
+    assert _iou(again[1].masks.data.numpy()[0], refined.masks.data.numpy()[0]) < 0.99, "the correction stayed"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    path = _present(tmp_path_factory.mktemp("vt") / "tiny.pt", "sam2_test", seed=1)
+    path = save_present(tmp_path_factory.mktemp("vt") / "tiny.pt", "sam2_test", seed=1)
     return SAM(path, device="cpu", verbose=False)
 
 
@@ -239,7 +279,7 @@ def test_one_line_tracking(tiny, clip_frames, tmp_path):
     assert order == list(range(5, 12)) + [4, 3, 2, 1, 0]
     with pytest.raises(ValueError, match="tracking needs prompts"):
         tiny.track(clip_frames)
-    with pytest.raises(ValueError, match="segment-everything, multimask and mask prompts are for images"):
+    with pytest.raises(ValueError, match="segment-everything and multimask are for images"):
         tiny(str(avi), points_per_side=4)
 
 

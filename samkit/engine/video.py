@@ -6,14 +6,22 @@ pointers, temporal encodings); the session feeds it the same inputs as Meta's ``
 - frames resized to a square with PIL's bicubic filter, as the reference's frame loader does;
 - clicks and boxes scaled to the network input; clicks added to a frame's earlier clicks unless ``clear=True``;
   a refinement on an already tracked frame is decoded together with that frame's previous mask logits;
+- mask prompts resized to the network input (bilinear with antialiasing, then >= 0.5) and used as the output;
 - prompted frames get their memory encoded (from the binarised mask) when propagation starts;
 - small holes (<= ``fill_hole_area`` low-resolution pixels) are filled in every predicted mask, on the CPU too
   (the reference needs a CUDA extension for that and skips it elsewhere).
 
 Unlike the reference, frames are decoded from the source on demand and the session keeps only what the model
 can attend to: every prompted frame's output, and the outputs of the frames within ``window`` frames of the
-frame being tracked or of a prompted frame (the memory and object-pointer reach). Memory therefore stays flat
-with video length. A refinement click on a frame whose output was dropped is decoded without the previous mask
+frame being tracked or of a prompted frame (the memory and object-pointer reach; for live sources, which cannot
+be read backwards, only the window behind the current frame). Memory therefore stays flat with video length;
+``max_prompt_frames`` also bounds the prompted frames kept per object behind the current frame (the farthest
+behind go), for streams prompted again and again.
+
+One deliberate difference in defaults: a correction (clicks or a mask on a frame the object was already tracked
+on) becomes a conditioning frame, so it stays when propagation passes over that frame again and every later
+frame attends to it. The reference's default (``add_all_frames_to_correct_as_cond=False``) keeps a correction only
+until the next propagation recomputes that frame; ``correct_as_cond=False`` gives that behaviour. A refinement click on a frame whose output was dropped is decoded without the previous mask
 logits of that frame (the reference would feed them in); clicks near prompted frames or near the current frame
 are unaffected.
 """
@@ -42,6 +50,13 @@ class _Object:
     outputs: dict = field(default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
     pending: dict[int, tuple[dict, bool]] = field(default_factory=dict)  # frame -> (output, is_cond), no memory
     tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
+    drawn: dict[int, dict] = field(default_factory=dict)  # frame -> {"points", "labels", "box"} in input pixels
+    cls: int = 0
+
+    def forget_prompt(self, frame: int) -> None:
+        self.outputs["cond_frame_outputs"].pop(frame, None)
+        self.clicks.pop(frame, None)
+        self.drawn.pop(frame, None)
 
     def output_at(self, frame: int) -> dict | None:
         if frame in self.pending:
@@ -50,13 +65,49 @@ class _Object:
 
 
 def fill_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
-    """Background regions of at most ``max_area`` pixels inside (n, 1, r, r) mask logits get logit 0.1."""
+    """Background regions (logit <= 0) of at most ``max_area`` pixels, 8-connected, inside (n, 1, r, r) mask logits
+    get logit 0.1. Runs where the logits are: OpenCV's labelling on the CPU, label propagation on accelerators."""
     if max_area <= 0:
         return logits
-    out = logits.detach().float().cpu().numpy().copy()
+    if logits.device.type != "cpu":
+        return torch.where(small_regions(logits <= 0, max_area), torch.as_tensor(0.1, dtype=logits.dtype,
+                                                                                device=logits.device), logits)
+    out = logits.detach().float().numpy().copy()
     for m in out[:, 0]:
         m[_small_components(m <= 0, max_area)] = 0.1
-    return torch.from_numpy(out).to(device=logits.device, dtype=logits.dtype)
+    return torch.from_numpy(out).to(dtype=logits.dtype)
+
+
+def small_regions(binary: torch.Tensor, max_area: int) -> torch.Tensor:
+    """Pixels of (n, 1, h, w) bool ``binary`` in 8-connected regions of at most ``max_area`` pixels, computed with
+    tensor operations only (no copy to the host).
+
+    Every pixel starts with its own label and takes the smallest label in its 3x3 neighbourhood within the region,
+    ``max_area - 1`` times: a region of at most ``max_area`` pixels spans at most ``max_area - 1`` steps, so all its
+    pixels then share one label. A label held by at most ``max_area`` pixels marks a whole small region exactly when
+    none of those pixels touches a region pixel with another label (a larger region that has not settled always
+    has such a border).
+    """
+    n, _, h, w = binary.shape
+    if n == 0 or max_area <= 0:
+        return torch.zeros_like(binary)
+    dtype = torch.float32 if h * w < 2**24 else torch.float64  # labels must be exact
+    empty = float(h * w)
+    labels = torch.arange(h * w, device=binary.device, dtype=dtype).reshape(1, 1, h, w).expand(n, 1, h, w)
+    labels = torch.where(binary, labels, empty)
+    for _ in range(int(max_area) - 1):
+        labels = torch.where(binary, -F.max_pool2d(-labels, 3, 1, 1), empty)
+    low = -F.max_pool2d(-labels, 3, 1, 1)  # smallest label around (outside pixels hold the largest value)
+    high = F.max_pool2d(torch.where(binary, labels, -1.0), 3, 1, 1)  # largest label around
+    border = binary & ((low != labels) | (high != labels))
+    flat = (labels.long() + torch.arange(n, device=binary.device).reshape(n, 1, 1, 1) * (h * w + 1))[binary]
+    size = n * (h * w + 1)
+    count = torch.bincount(flat, minlength=size)
+    unsettled = torch.bincount((labels.long() + torch.arange(n, device=binary.device).reshape(n, 1, 1, 1)
+                                * (h * w + 1))[border], minlength=size) > 0
+    small = torch.zeros_like(binary)
+    small[binary] = (count[flat] <= max_area) & ~unsettled[flat]
+    return small
 
 
 class VideoSession:
@@ -66,16 +117,32 @@ class VideoSession:
         model: A loaded SAM 2 / 2.1 :class:`~samkit.SAM`.
         source: Anything :func:`~samkit.data.video.open_video` takes.
         fill_hole_area: Fill mask holes up to this many low-resolution pixels (the reference's video default, 8).
+        correct_as_cond: A correction on an already tracked frame becomes a conditioning frame (it stays when
+            propagation passes over it again). False: the reference's default, where the next propagation
+            over that frame recomputes it.
+        max_prompt_frames: Keep at most this many prompted frames per object behind the frame being tracked
+            (None: all, as the reference); when there are more, the farthest behind are forgotten (prompts and
+            memory). Prompted frames ahead stay until tracking passes them.
+        names: Class id -> name, for the Results (objects' classes are set with ``add(..., cls=)``).
     """
 
-    def __init__(self, model, source, fill_hole_area: int = 8):
+    def __init__(self, model, source, fill_hole_area: int = 8, correct_as_cond: bool = True,
+                 max_prompt_frames: int | None = None, names: dict[int, str] | None = None):
+        if max_prompt_frames is not None and (isinstance(max_prompt_frames, bool) or not isinstance(
+                max_prompt_frames, (int, np.integer)) or max_prompt_frames < 1):
+            raise ValueError(f"max_prompt_frames={max_prompt_frames!r} must be a positive integer or None")
+        if isinstance(fill_hole_area, bool) or not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
+            raise ValueError(f"fill_hole_area={fill_hole_area!r} must be an integer >= 0")
         if model.arch.family != "sam2":
             raise ValueError(f"video tracking needs a SAM 2 / 2.1 model; {model.family} has no memory")
         self.model = model
         self.net = model.net
         self.video: VideoSource = source if isinstance(source, VideoSource) else open_video(source)
         self.size = model.arch.image_size
-        self.fill_hole_area = fill_hole_area
+        self.fill_hole_area = int(fill_hole_area)
+        self.correct_as_cond = bool(correct_as_cond)
+        self.max_prompt_frames = max_prompt_frames
+        self.names = dict(names) if names else {0: "object"}
         self.window = max(self.net.num_maskmem, self.net.max_obj_ptrs_in_encoder)
         self.objects: dict[int, _Object] = {}
         self._features: tuple[int, dict] | None = None  # the most recent frame's backbone output
@@ -134,40 +201,85 @@ class VideoSession:
         return self.video.check_index(frame)
 
     # ------------------------------------------------------------------ prompts
-    def add(self, frame: int, obj_id: int, points=None, labels=None, box=None, clear: bool = False):
-        """Add clicks and/or a box for object ``obj_id`` on ``frame``; returns that frame's Results (all objects).
+    def add(self, frame: int, obj_id: int, points=None, labels=None, box=None, mask=None, clear: bool = False,
+            cls: int | None = None):
+        """Add clicks, a box or a mask for object ``obj_id`` on ``frame``; returns that frame's Results (all objects).
 
         Args:
             frame: Frame index.
             obj_id: Any integer; a new id starts a new object (also after propagation has started).
             points: (P, 2) xy pixel clicks; labels: (P,) 1 positive / 0 negative (default all positive).
             box: xyxy pixel box. A box replaces the frame's earlier prompts for this object (it must come first).
+            mask: (H, W) mask at the video's frame size (bool, or numbers where non-zero is the object). It
+                replaces the frame's earlier prompts for this object and is taken as the object's mask there;
+                clicks added later on that frame refine it.
             clear: Replace the object's earlier clicks on this frame instead of adding to them.
+            cls: The object's class id (for the Results' ``boxes.cls`` and the label writers); kept until changed.
         """
         frame = self._check_frame(frame)
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
             raise TypeError(f"obj_id {obj_id!r} must be an integer")
-        pts, labs = self._prompt_tensors(points, labels, box)
+        if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
+            raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
+        if mask is not None:
+            if points is not None or labels is not None or box is not None:
+                raise ValueError("give mask= alone: a mask prompt replaces the frame's clicks and box")
+            mask_in = self._mask_tensor(mask)
+        else:
+            pts, labs, clicks_px, clicks_labels = self._prompt_tensors(points, labels, box)
         obj = self.objects.setdefault(int(obj_id), _Object(int(obj_id)))
-        if not clear and box is None and frame in obj.clicks:
-            old = obj.clicks[frame]
-            pts = torch.cat([old["point_coords"], pts], 1)
-            labs = torch.cat([old["point_labels"], labs], 1)
-        obj.clicks[frame] = {"point_coords": pts, "point_labels": labs}
+        if cls is not None:
+            obj.cls = int(cls)
+        if mask is not None:
+            obj.clicks.pop(frame, None)
+            obj.drawn.pop(frame, None)
+            point_inputs = None
+        else:
+            drawn = {"points": clicks_px, "labels": clicks_labels,
+                     "box": None if box is None else np.asarray(box, np.float32).reshape(4)}
+            if not clear and box is None and frame in obj.clicks:
+                old = obj.clicks[frame]
+                pts = torch.cat([old["point_coords"], pts], 1)
+                labs = torch.cat([old["point_labels"], labs], 1)
+                before = obj.drawn.get(frame)
+                if before is not None:
+                    drawn = {"points": np.concatenate([before["points"], drawn["points"]]),
+                             "labels": np.concatenate([before["labels"], drawn["labels"]]), "box": before["box"]}
+            obj.clicks[frame] = point_inputs = {"point_coords": pts, "point_labels": labs}
+            obj.drawn[frame] = drawn
+            mask_in = None
         is_init = frame not in obj.tracked
         reverse = False if is_init else obj.tracked[frame]
         prev = obj.output_at(frame)
-        prev_logits = None if prev is None else torch.clamp(prev["pred_masks"], -32.0, 32.0)
+        prev_logits = None if prev is None or mask is not None else torch.clamp(prev["pred_masks"], -32.0, 32.0)
         feats, pos, sizes = self._feats(frame)
         with torch.inference_mode(), self.model.engine.autocast():
             out = self.net.track_step(
                 frame_idx=frame, is_init_cond_frame=is_init, current_vision_feats=feats,
-                current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=obj.clicks[frame], mask_inputs=None,
+                current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=point_inputs, mask_inputs=mask_in,
                 output_dict=obj.outputs, num_frames=self._num_frames_for_memory(), track_in_reverse=reverse,
                 run_mem_encoder=False, prev_sam_mask_logits=prev_logits,
             )
-        obj.pending[frame] = (self._compact(out), is_init)
+        obj.pending[frame] = (self._compact(out), is_init or self.correct_as_cond)
         return self._results(frame)
+
+    def _mask_tensor(self, mask) -> torch.Tensor:
+        """A frame-size mask -> (1, 1, S, S) float 0/1 at the network input size (antialiased resize, >= 0.5)."""
+        h, w = self.video.height, self.video.width
+        m = mask.detach().cpu() if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+        if m.ndim == 3 and m.shape[0] == 1:
+            m = m[0]
+        if m.ndim != 2 or tuple(m.shape) != (h, w):
+            raise ValueError(f"mask of shape {tuple(m.shape)} must be (H, W) = ({h}, {w}), the video's frame size")
+        if m.dtype != torch.bool:
+            if not torch.isfinite(m.float()).all():
+                raise ValueError("mask holds NaN or infinite values")
+            m = m != 0
+        x = m[None, None].float().to(self.model.device)
+        if (h, w) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            x = (x >= 0.5).float()
+        return x
 
     def _prompt_tensors(self, points, labels, box):
         h, w = self.video.height, self.video.width
@@ -183,6 +295,7 @@ class VideoSession:
                 raise ValueError(f"{len(labs)} labels for {len(pts)} points: give one label per point")
             if not set(labs.tolist()) <= {0, 1}:
                 raise ValueError(f"labels {labs.tolist()} must be 1 (positive) or 0 (negative)")
+        clicks_px, clicks_labels = pts.numpy().copy(), labs.numpy().copy()
         if box is not None:
             b = torch.as_tensor(np.asarray(box, np.float32)).reshape(-1)
             if len(b) != 4 or b[2] < b[0] or b[3] < b[1]:
@@ -192,7 +305,7 @@ class VideoSession:
         if not torch.isfinite(pts).all():
             raise ValueError("prompt coordinates must be finite numbers")
         pts = (pts / scale * self.size)[None].to(self.model.device)
-        return pts, labs[None].to(self.model.device)
+        return pts, labs[None].to(self.model.device), clicks_px, clicks_labels
 
     def _num_frames_for_memory(self) -> int:
         n = self.num_frames
@@ -268,6 +381,8 @@ class VideoSession:
         try:
             for t, prepared in ahead:
                 self._prepared = (t, prepared)
+                for obj in self.objects.values():
+                    self._cap_prompts(obj, t, reverse)
                 todo = [o for o in self.objects.values() if t not in o.outputs["cond_frame_outputs"]]
                 for group in _memory_groups(todo):
                     self._track_group(group, t, reverse)
@@ -298,13 +413,23 @@ class VideoSession:
         for i, obj in enumerate(group):
             obj.outputs["non_cond_frame_outputs"][t] = out if b == 1 else _row(out, i)
 
+    def _cap_prompts(self, obj: _Object, t: int, reverse: bool) -> None:
+        """Keep the ``max_prompt_frames`` prompted frames closest behind frame ``t`` (in the direction of travel);
+        the ones farther behind are forgotten. Prompted frames ahead stay: tracking has not reached them yet."""
+        cond = obj.outputs["cond_frame_outputs"]
+        if self.max_prompt_frames is None:
+            return
+        behind = sorted((c for c in cond if (c >= t if reverse else c <= t)), key=lambda c: abs(c - t))
+        for f in behind[self.max_prompt_frames:]:
+            obj.forget_prompt(f)
+
     def _forget_far(self, obj: _Object, t: int) -> None:
         """Drop non-prompted outputs farther than ``window`` frames from ``t`` and from every prompted frame.
 
         Tracking from ``t`` cannot reach them; outputs around prompted frames stay, because a pass in the other
         direction from a prompted frame starts from them (as it would in the reference, which keeps all).
         """
-        cond = obj.outputs["cond_frame_outputs"]
+        cond = () if self.video.live else obj.outputs["cond_frame_outputs"]  # live: no pass in the other direction
         far = [f for f in obj.outputs["non_cond_frame_outputs"]
                if abs(f - t) > self.window and all(abs(f - c) > self.window for c in cond)]
         for f in far:
@@ -312,11 +437,13 @@ class VideoSession:
 
     # ------------------------------------------------------------------ results
     def _results(self, frame: int):
+        from samkit.engine.prompts import ObjectPrompts
         from samkit.results import Results
 
         h, w = self.video.height, self.video.width
+        objs = list(self.objects.values())
         ids, logits, scores = [], [], []
-        for obj in self.objects.values():
+        for obj in objs:
             out = obj.output_at(frame)
             ids.append(obj.obj_id)
             if out is None:
@@ -329,10 +456,26 @@ class VideoSession:
         low = torch.cat(logits) if logits else torch.zeros((0, 1, self.size // 4, self.size // 4))
         masks = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0.0
         presence = torch.sigmoid(torch.stack(scores)) if scores else torch.zeros(0)
-        res = Results(self._frame(frame), path=f"{self.video.name}#{frame}", masks=masks, iou=presence,
-                      obj_ids=torch.tensor(ids, dtype=torch.long), low_res_logits=low[:, 0])
+        prompts = None
+        if any(frame in o.drawn for o in objs):  # the frame's clicks and boxes, drawn by Results.plot()
+            n, p = len(objs), max(len(o.drawn.get(frame, {"labels": ()})["labels"]) for o in objs)
+            points, labels = np.zeros((n, p, 2), np.float32), np.full((n, p), -1, np.int32)
+            boxes = np.full((n, 4), np.nan, np.float32)
+            for i, o in enumerate(objs):
+                d = o.drawn.get(frame)
+                if d is not None:
+                    k = len(d["labels"])
+                    points[i, :k], labels[i, :k] = d["points"], d["labels"]
+                    if d["box"] is not None:
+                        boxes[i] = d["box"]
+            prompts = ObjectPrompts(points, labels, boxes, cls=[o.cls for o in objs], track_id=ids,
+                                    names=self.names)
+        res = Results(self._frame(frame), path=self.video.name, masks=masks, iou=presence,
+                      obj_ids=torch.tensor(ids, dtype=torch.long), cls=torch.tensor([o.cls for o in objs]),
+                      names=self.names, prompts=prompts, low_res_logits=low[:, 0])
         res.frame = frame
         res.presence = presence
+        res.fps = self.video.fps
         return res
 
     def close(self) -> None:

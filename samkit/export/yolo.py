@@ -30,9 +30,9 @@ def yolo_seg_rows(polygons: list[np.ndarray], cls: list[int], conf: list[float] 
     return rows
 
 
-def write_yolo_seg(path: str | Path, polygons, cls, conf=None) -> Path:
-    """Write (replace) a YOLO-seg label file atomically; logs how many empty masks had no row."""
+def write_yolo_seg(path: str | Path, polygons, cls, conf=None, warn_empty: bool = True) -> Path:
+    """Write (replace) a YOLO-seg label file atomically; logs how many empty masks had no row (``warn_empty``)."""
     rows = yolo_seg_rows(polygons, cls, conf)
-    if len(rows) < len(polygons):
+    if warn_empty and len(rows) < len(polygons):
         LOGGER.warning("%s: %d empty mask(s) have no polygon and no row", path, len(polygons) - len(rows))
     return atomic_write_text(path, "".join(r + "\n" for r in rows))

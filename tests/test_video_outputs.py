@@ -1,0 +1,271 @@
+"""Video prompts beyond clicks and boxes (masks, classes), the prompt-frame cap, hole filling on any device, and
+what a tracking run writes (overlay video in frame order, labels, masks, per-frame COCO RLE)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import moving_square_frames, save_present, write_video
+from ultralytics.engine.results import Results as YoloResults
+
+from samkit import SAM
+from samkit.data.video import StreamVideo
+from samkit.engine.everything import _small_components
+from samkit.engine.video import fill_holes, small_regions
+from samkit.export.video import VideoOverlayWriter
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return SAM(save_present(tmp_path_factory.mktemp("vo") / "tiny.pt", "sam2_test", seed=1), device="cpu",
+               verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return moving_square_frames(12)
+
+
+def _square_mask(frame: int, hw=(96, 128), side=24) -> np.ndarray:
+    m = np.zeros(hw, bool)
+    x = 2 * frame
+    m[30 : 30 + side, x : x + side] = True
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def test_mask_prompt_is_the_prompted_frames_mask(tiny, clip):
+    with tiny.video(clip) as v:
+        r = v.add(frame=3, obj_id=4, mask=_square_mask(3))
+        # A mask prompt is used as the output on its frame (resized to the network input and back).
+        got = r.masks.data[0].numpy()
+        assert (got == _square_mask(3)).mean() > 0.98
+        later = list(v.propagate())
+    assert [x.frame for x in later] == list(range(3, 12)) and later[0].boxes.id.tolist() == [4]
+    one_line = tiny.track(clip, masks=_square_mask(3)[None], frame=3)
+    assert torch.equal(one_line[0].masks.data, r.masks.data)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mask=np.ones((10, 10), bool)), r"mask of shape \(10, 10\) must be \(H, W\) = \(96, 128\)"),
+        (dict(mask=np.ones((96, 128)), points=[[5, 5]]), "give mask= alone"),
+        (dict(mask=np.full((96, 128), np.nan)), "NaN or infinite"),
+        (dict(box=[1, 1, 9, 9], cls=-1), "cls=-1 must be a class id"),
+    ],
+)
+def test_bad_mask_and_class_prompts(tiny, clip, kwargs, match):
+    with tiny.video(clip) as v, pytest.raises(ValueError, match=match):
+        v.add(frame=0, obj_id=1, **kwargs)
+
+
+def test_bad_session_settings(tiny, clip):
+    with pytest.raises(ValueError, match="max_prompt_frames=0 must be a positive integer"):
+        tiny.video(clip, max_prompt_frames=0)
+    with pytest.raises(ValueError, match="fill_hole_area=-1 must be an integer >= 0"):
+        tiny.video(clip, fill_hole_area=-1)
+    with pytest.raises(ValueError, match="a mask and a box or clicks"):
+        tiny.track(clip, prompts=[{"box": [1, 1, 20, 20], "mask": _square_mask(0)}])
+
+
+def test_yolo_boxes_keep_classes_names_and_track_ids(tiny, clip):
+    boxes = torch.tensor([[20, 20, 60, 60, 7, 0.9, 3], [70, 10, 120, 50, 9, 0.8, 0]], dtype=torch.float32)
+    det = YoloResults(clip[0], path="clip", names={0: "person", 3: "car"}, boxes=boxes)
+    results = tiny.track(clip, bboxes=det, max_frames=3)
+    for r in results:
+        assert r.boxes.id.tolist() == [7, 9]
+        assert r.boxes.cls.tolist() == [3, 0]
+        assert r.names == {0: "person", 3: "car"}
+
+
+def test_prompts_are_drawn_on_their_frame_only(tiny, clip):
+    with tiny.video(clip) as v:
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        r = v.add(frame=0, obj_id=2, points=[[90, 40], [100, 80]], labels=[1, 0])
+        assert r.prompts is not None
+        assert r.prompts.points[1].tolist() == [[90, 40], [100, 80]] and r.prompts.labels[1].tolist() == [1, 0]
+        assert r.prompts.boxes[0].tolist() == [20, 20, 60, 60] and np.isnan(r.prompts.boxes[1]).all()
+        again = v.add(frame=0, obj_id=2, points=[[50, 50]], labels=[1])  # added to the frame's clicks
+        assert again.prompts.labels[1].tolist() == [1, 0, 1]
+        frames = list(v.propagate(max_frames=2))
+    assert frames[0].prompts is not None and frames[1].prompts is None
+    plain, drawn = frames[0].plot(prompts=False), frames[0].plot()
+    # positive clicks are green dots, negative red: the pixels at the clicks changed
+    assert (plain[40, 90] != drawn[40, 90]).any() and (plain[80, 100] != drawn[80, 100]).any()
+
+
+def test_prompt_frames_are_capped(tiny, clip):
+    with tiny.video(clip, max_prompt_frames=2) as v:
+        for f in (0, 5, 10):
+            v.add(frame=f, obj_id=1, box=[2 * f, 30, 2 * f + 24, 54])
+        for r in v.propagate():
+            kept = sorted(v.objects[1].outputs["cond_frame_outputs"])
+            assert [f for f in kept if f > r.frame] == [f for f in (5, 10) if f > r.frame], "a frame ahead was lost"
+            assert len([f for f in kept if f <= r.frame]) <= 2
+        assert kept == [5, 10]  # the farthest behind went first
+        assert sorted(v.objects[1].clicks) == [5, 10]
+    with tiny.video(clip) as v:  # no cap: every prompted frame stays, as in the reference
+        for f in (0, 5, 10):
+            v.add(frame=f, obj_id=1, box=[2 * f, 30, 2 * f + 24, 54])
+        list(v.propagate())
+        assert sorted(v.objects[1].outputs["cond_frame_outputs"]) == [0, 5, 10]
+
+
+def test_correction_stays_by_default(tiny, clip):
+    with tiny.video(clip) as v:
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        list(v.propagate())
+        fixed = v.add(frame=6, obj_id=1, points=[[70, 40]], labels=[0])
+        again = {r.frame: r for r in v.propagate()}
+    assert 6 in v.objects[1].outputs["cond_frame_outputs"]
+    assert torch.equal(again[6].masks.data, fixed.masks.data)
+
+
+def test_live_sources_keep_only_the_window_behind(tiny, tmp_path):
+    frames = moving_square_frames(40)
+    avi = write_video(tmp_path / "live.avi", frames, codec="MJPG")
+    with tiny.video(StreamVideo(str(avi))) as v:
+        v.add(frame=0, obj_id=1, box=[0, 30, 24, 54])
+        for r in v.propagate():
+            pass
+        kept = sorted(v.objects[1].outputs["non_cond_frame_outputs"])
+    assert r.frame == 39
+    assert kept == list(range(39 - v.window, 40)), "a live source cannot go back: nothing near frame 0 is needed"
+
+
+# ---------------------------------------------------------------------------------------------- hole filling
+@pytest.mark.parametrize("density", [0.3, 0.5, 0.7, 0.9])
+@pytest.mark.parametrize("max_area", [1, 3, 8, 20])
+def test_tensor_region_labelling_equals_opencv(density, max_area):
+    g = torch.Generator().manual_seed(int(density * 100) + max_area)
+    binary = torch.rand((5, 1, 40, 48), generator=g) < density
+    binary[0] = True  # one region covering everything
+    binary[1] = False  # no region
+    got = small_regions(binary, max_area)
+    for i in range(5):
+        want = _small_components(binary[i, 0].numpy(), max_area)
+        assert np.array_equal(got[i, 0].numpy(), want), i
+
+
+def test_fill_holes_on_tensors_equals_the_cpu_path(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn((3, 1, 64, 64), generator=g) + 1.5
+    cpu = fill_holes(logits, 8)
+    assert (cpu != logits).any(), "no hole was filled: nothing compared"
+    # the accelerator path, run on the CPU tensors
+    filled = torch.where(small_regions(logits <= 0, 8), torch.tensor(0.1), logits)
+    assert torch.equal(filled, cpu)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def _read_video(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames
+
+
+def test_track_saves_video_labels_masks_and_rle(tiny, clip, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    results = tiny.track(clip, bboxes=[[20, 20, 60, 60], [70, 10, 120, 50]], frame=4, save=True, save_txt=True,
+                         save_coco=True, save_masks=True, project=tmp_path, name="run")
+    out = tiny.save_dir
+    assert out == tmp_path / "run"
+    by_frame = {r.frame: r for r in results}
+    video = _read_video(out / "arrays.mp4")
+    assert len(video) == 12
+    # Frames are in order although tracking went 4..11 and then 3..0: each written frame is closest to its own
+    # overlay (the square moves 2 px a frame).
+    plots = [by_frame[t].plot() for t in range(12)]
+    for t, f in enumerate(video):
+        errs = [np.abs(f.astype(int) - p.astype(int)).mean() for p in plots]
+        assert int(np.argmin(errs)) == t
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files were left behind"
+    for t in (0, 4, 11):
+        r = by_frame[t]
+        rows = (out / "labels" / f"arrays_{t:06d}.txt").read_text().splitlines()
+        assert len(rows) == int(r.masks.data.flatten(1).any(1).sum())
+        doc = json.loads((out / "labels" / f"arrays_{t:06d}.json").read_text())
+        assert doc["images"][0]["frame_index"] == t
+        for ann in doc["annotations"]:
+            k = r.obj_ids.tolist().index(ann["track_id"])
+            assert isinstance(ann["segmentation"]["counts"], str)  # RLE by default for video
+            assert np.array_equal(mask_utils.decode(ann["segmentation"]).astype(bool), r.masks.data[k].numpy())
+        for k, i in enumerate(r.obj_ids.tolist()):
+            png = cv2.imread(str(out / "masks" / f"arrays_{t:06d}_{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
+            assert np.array_equal(png > 0, r.masks.data[k].numpy())
+    again = tiny.track(clip, bboxes=[[20, 20, 60, 60]], max_frames=1, save=True, project=tmp_path, name="run")
+    assert tiny.save_dir == tmp_path / "run2" and len(again) == 2
+    assert len(_read_video(tmp_path / "run2" / "arrays.mp4")) == 2
+
+
+def test_overlay_writer_orders_frames_and_keeps_them_on_error(tmp_path, caplog):
+    frames = moving_square_frames(6)
+    w = VideoOverlayWriter(tmp_path / "o.mp4", fps=5)
+    with pytest.raises(RuntimeError):
+        with w:
+            for t in (3, 4, 5, 0, 1):
+                w.write(t, frames[t])
+            with caplog.at_level(logging.WARNING, logger="samkit"):
+                w.write(4, frames[0])
+            assert "frame 4 was given twice" in caplog.text
+            raise RuntimeError("the source broke before frame 2")
+    got = _read_video(tmp_path / "o.mp4")
+    assert len(got) == 5  # 0, 1, then the frames that waited (3, 4, 5) after the missing frame 2
+    for f, t in zip(got, (0, 1, 3, 4, 5)):
+        assert np.abs(f.astype(int) - frames[t].astype(int)).mean() < 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+    with pytest.raises(ValueError, match="cannot write a video as '.gif'"):
+        VideoOverlayWriter(tmp_path / "o.gif")
+
+
+def test_colours_follow_object_ids(tiny, clip):
+    with tiny.video(clip) as v:
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        v.add(frame=0, obj_id=2, box=[70, 10, 120, 50])
+        both = v.add(frame=0, obj_id=2, points=[[90, 30]])
+        v.remove(1)
+        alone = v._results(0)
+    k = both.obj_ids.tolist().index(2)
+    m = both.masks.data[k].numpy() & ~both.masks.data[1 - k].numpy()
+    assert m.any()
+    a, b = both.plot(boxes=False, prompts=False), alone.plot(boxes=False, prompts=False)
+    assert np.abs(a[m].astype(int) - b[m].astype(int)).max() <= 1  # object 2 keeps its colour
+
+
+def test_predict_saves_image_outputs(tiny, tmp_path):
+    from pycocotools.coco import COCO
+    from ultralytics import ASSETS
+
+    src = [str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")]
+    results = tiny(src, bboxes=[[50, 50, 300, 400], [400, 100, 600, 500]], save=True, save_txt=True,
+                   save_coco=True, save_masks=True, project=tmp_path, name="p")
+    out = tiny.save_dir
+    assert out == tmp_path / "p"
+    assert cv2.imread(str(out / "bus.jpg")).shape == results[0].orig_img.shape
+    coco = COCO(str(out / "coco.json"))
+    assert len(coco.getImgIds()) == 2
+    non_empty = sum(int(r.masks.data.flatten(1).any(1).sum()) for r in results)
+    assert non_empty > 0, "no mask to write: nothing compared"
+    assert len(coco.getAnnIds()) == non_empty
+    assert len({a["id"] for a in coco.dataset["annotations"]}) == non_empty  # ids unique across the images
+    assert all(isinstance(a["segmentation"], list) for a in coco.dataset["annotations"])  # polygons for images
+    assert (out / "labels" / "zidane.txt").exists() and (out / "masks" / "bus_001.png").exists()
+    tiny(src[0], bboxes=[1, 1, 50, 50], save=True, project=tmp_path, name="p", exist_ok=True)
+    assert tiny.save_dir == tmp_path / "p"
+    gen = tiny(src, bboxes=[1, 1, 50, 50], save_txt=True, stream=True, project=tmp_path, name="s")
+    assert not (tmp_path / "s2").exists()
+    assert len(list(gen)) == 2 and sorted(p.name for p in (tmp_path / "s" / "labels").iterdir()) == [
+        "bus.txt", "zidane.txt"]
