@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import image, video
+from benchmarks import image, video, video_memory
 from benchmarks.common import Table, command, machine
 
 
@@ -27,6 +27,9 @@ def main(argv=None) -> None:
     p.add_argument("--half", action="store_true", help="also run every case under bf16 autocast")
     p.add_argument("--compile", action="store_true", help="also run samkit with torch.compile (CUDA)")
     p.add_argument("--video-frames", type=int, default=0, help="also track a video of this many frames (0: skip)")
+    p.add_argument("--video-objects", default="1,3", help="objects per video case (default 1,3)")
+    p.add_argument("--video-memory", default="", help="resident memory after these frame counts, e.g. 100,500,1000 "
+                   "(tiny architecture, each system in its own process; '' to skip)")
     p.add_argument("--skip-image", action="store_true", help="skip the image cases")
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args(argv)
@@ -34,6 +37,8 @@ def main(argv=None) -> None:
     logging.getLogger("ultralytics").setLevel(logging.ERROR)
     grids = [int(v) for v in args.everything.split(",") if v.strip()]
     table = Table(["samkit", "reference", "ultralytics"])
+    memory = Table(["samkit", "reference"], unit="MB", ratio_floor=1.0)
+    objects = [int(v) for v in args.video_objects.split(",") if v.strip()]
     variants = [(False, False)] + ([(True, False)] if args.half else []) + ([(True, True)] if args.compile else [])
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.models.split(","):
@@ -42,9 +47,15 @@ def main(argv=None) -> None:
                 if not args.skip_image:
                     image.run(table, Path(tmp), size.strip(), args.device, half, args.repeats, grids, compile_=comp)
                 if args.video_frames and not comp:
-                    video.run(table, Path(tmp), size.strip(), args.device, half, args.video_frames)
+                    video.run(table, Path(tmp), size.strip(), args.device, half, args.video_frames, objects)
+        if args.video_memory:
+            print("resident memory over a long video (tiny architecture, cpu)")
+            video_memory.run(table, memory, Path(tmp), [int(v) for v in args.video_memory.split(",")])
     text = (f"Machine: {machine()}\n\nCommand: `{command()}`\n\nMedians in milliseconds; ratios above 1 mean samkit "
             f"is faster.\n\n{table.markdown()}\n")
+    if memory.rows:
+        text += (f"\nResident memory above the loaded model (MB); ratios above 1 mean samkit holds less (no ratio where "
+                 f"samkit's growth is under 1 MB).\n\n{memory.markdown()}\n")
     print("\n" + text)
     if args.out:
         Path(args.out).write_text(text)

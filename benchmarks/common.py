@@ -51,24 +51,30 @@ def median_time(fn, device: str, repeats: int = 5, warmup: int = 1) -> float:
 
 @dataclass
 class Table:
-    """Rows of ``(section, case, {system: ms})``, printed as markdown with samkit/other ratios."""
+    """Rows of ``(section, case, {system: value})``, printed as markdown with other/samkit ratios.
+
+    ``unit`` names the values (``ms``, ``MB``); a ratio is shown only where samkit's value is at least
+    ``ratio_floor`` (a memory growth of 0.3 MB makes no meaningful denominator).
+    """
 
     systems: list[str]
+    unit: str = "ms"
+    ratio_floor: float = 0.0
     rows: list[tuple[str, str, dict[str, float | None]]] = field(default_factory=list)
 
     def add(self, section: str, case: str, **times: float | None) -> None:
         self.rows.append((section, case, times))
-        cells = ", ".join(f"{k} {v:.1f} ms" for k, v in times.items() if v is not None)
+        cells = ", ".join(f"{k} {v:.1f} {self.unit}" for k, v in times.items() if v is not None)
         print(f"  {section} | {case}: {cells}", flush=True)
 
     def markdown(self) -> str:
         others = [s for s in self.systems if s != "samkit"]
-        head = ["section", "case", *(f"{s} (ms)" for s in self.systems), *(f"{o} / samkit" for o in others)]
+        head = ["section", "case", *(f"{s} ({self.unit})" for s in self.systems), *(f"{o} / samkit" for o in others)]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for section, case, t in self.rows:
             cells = [section, case, *(f"{t[s]:.1f}" if t.get(s) is not None else "-" for s in self.systems)]
             for o in others:
-                ok = t.get(o) is not None and t.get("samkit")
+                ok = t.get(o) is not None and t.get("samkit") and t["samkit"] > self.ratio_floor
                 cells.append(f"**{t[o] / t['samkit']:.2f}x**" if ok else "-")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)

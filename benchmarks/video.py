@@ -14,7 +14,8 @@ from ultralytics import ASSETS
 
 from benchmarks.common import MODELS, Table, make_checkpoint, sync
 
-BOXES = [[40, 60, 200, 200], [220, 40, 310, 200], [100, 150, 260, 235]]
+BOXES = [[40, 60, 200, 200], [220, 40, 310, 200], [100, 150, 260, 235], [0, 0, 80, 80], [240, 0, 320, 60],
+         [0, 160, 90, 240], [150, 20, 230, 110], [260, 180, 320, 240]]
 
 
 def make_frames(folder: Path, n: int) -> Path:
@@ -37,7 +38,8 @@ def _per_frame_ms(gen, device: str) -> float:
     return float(np.median(times[1:]))
 
 
-def run(table: Table, folder: Path, size: str, device: str, half: bool, n_frames: int) -> None:
+def run(table: Table, folder: Path, size: str, device: str, half: bool, n_frames: int,
+        objects: list[int] = (1, 3)) -> None:
     from samkit import SAM
 
     path = make_checkpoint(folder, size)
@@ -59,7 +61,9 @@ def run(table: Table, folder: Path, size: str, device: str, half: bool, n_frames
         print("  (sam2 reference not installed: reference column left empty)")
     autocast = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if half
                 else contextlib.nullcontext())
-    for k in (1, 3):
+    for k in objects:
+        if not 1 <= k <= len(BOXES):
+            raise ValueError(f"{k} objects: the video cases have boxes for 1 to {len(BOXES)}")
         with model.video(frames) as v:
             for i in range(k):
                 v.add(frame=0, obj_id=i + 1, box=BOXES[i])

@@ -1,10 +1,20 @@
 """The ``samkit`` command: ``samkit MODE key=value ...`` in the style Ultralytics users already type.
 
 Modes:
+    predict   segment images (prompts, or everything without them) or track a video:
+              samkit predict model=sam2.1_b.pt source=bus.jpg bboxes="[[100,100,200,200]]" save=True
+    track     prompt one frame of a video and track the objects through it:
+              samkit track model=sam2.1_b.pt source=clip.mp4 points="[[210,350]]" labels="[1]" frame=0
+    annotate  boxes from a detector (or box labels) -> SAM masks -> dataset labels:
+              samkit annotate data=images/ det_model=yolo11x.pt sam_model=sam2.1_b.pt format=coco
     info      describe a model (``samkit info model=sam2.1_b.pt``) or list the registry (``samkit info``)
     checks    versions, devices, optional extras and weights folders
     help      this text (also ``-h`` / ``--help``)
     version   the samkit version
+
+predict and track write to project/name (default runs/<mode>/exp, numbered exp2, exp3... unless exist_ok=True):
+save=True overlays (on by default here when no other output is asked for), save_txt=True YOLO-seg labels,
+save_coco=True COCO JSON, save_masks=True PNG masks. Every setting and its default: samkit/cfg/default.yaml.
 
 Every value is parsed as a Python literal when it is one (``[1, 2]``, ``True``, ``0.5``), else kept as text.
 ``cfg=my.yaml`` loads settings from a file; ``key=value`` arguments win over it. A misspelt key fails with a
@@ -21,7 +31,24 @@ from typing import Any
 
 from samkit.cfg import ConfigError, get_cfg, parse_key_values, suggest
 
-MODES = ("info", "checks", "help", "version")
+MODES = ("predict", "track", "annotate", "info", "checks", "help", "version")
+_EVERYTHING = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+               "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
+               "crop_n_points_downscale_factor", "min_mask_region_area")
+_OUTPUTS = ("save", "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok")
+_COMMON = ("model", "device", "half", "verbose")
+#: The settings each mode reads; giving another one is an error (it would be silently ignored otherwise).
+MODE_KEYS = {
+    "predict": (*_COMMON, "cache", "batch", "multimask", "source", "bboxes", "points", "labels", *_EVERYTHING,
+                *_OUTPUTS),
+    "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
+              "correct_as_cond", "max_prompt_frames", *_OUTPUTS),
+    "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
+                 "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
+                 "ray_actors", "batch"),
+    "info": ("model", "device", "verbose"),
+    "checks": ("verbose",),
+}
 #: Ultralytics releases samkit is tested against (its SAM internals change between releases).
 TESTED_ULTRALYTICS = ((8, 4, 190), (8, 5, 0))
 
@@ -120,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_key_values(rest)
         cfg_file = overrides.pop("cfg", None)
         cfg = get_cfg(cfg_file, overrides)
+        from samkit.cfg import load_yaml
+
+        given = {**(load_yaml(cfg_file) if cfg_file else {}), **overrides}
+        for key in given:
+            if key not in MODE_KEYS[mode]:
+                raise ConfigError(f"setting {key!r} does not apply to samkit {mode}; it takes "
+                                  f"{', '.join(MODE_KEYS[mode])}")
         _setup_logging(cfg["verbose"])
-        return _run(mode, cfg, overrides)
+        return _run(mode, cfg, given)
     except KeyboardInterrupt:
         print("samkit: interrupted", file=sys.stderr)
         return 130
@@ -146,7 +180,65 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         for k, v in model.info().items():
             print(f"{k}: {v}")
         return 0
+    if mode in ("predict", "track"):
+        return _predict(mode, cfg)
+    if mode == "annotate":
+        from samkit.annotate import auto_annotate
+
+        summary = auto_annotate(
+            cfg["data"], det_model=cfg["det_model"], sam_model=cfg["sam_model"] or cfg["model"],
+            labels=cfg["labels"], format=cfg["format"], output_dir=cfg["output_dir"], device=cfg["device"],
+            half=cfg["half"], conf=cfg["conf"], iou=cfg["iou"], classes=cfg["classes"], imgsz=cfg["imgsz"],
+            max_det=cfg["max_det"], rle=bool(cfg["rle"]), empty=cfg["empty"], engine=cfg["engine"],
+            ray_address=cfg["ray_address"], ray_actors=cfg["ray_actors"], verbose=cfg["verbose"],
+        )
+        print(summary)
+        return 0 if summary.images_done or not summary.images_total else 1
     raise AssertionError(mode)
+
+
+def _predict(mode: str, cfg: dict[str, Any]) -> int:
+    from samkit.model import SAM, _is_live
+    from samkit.utils.progress import progress
+
+    if cfg["source"] is None:
+        raise ConfigError(f"samkit {mode} needs source= (an image, folder, video, webcam index or stream URL)")
+    outputs = {k: cfg[k] for k in _OUTPUTS}
+    if outputs["save"] is None:  # the command line saves overlays unless other outputs were asked for
+        outputs["save"] = not any(cfg[k] for k in ("save_txt", "save_coco", "save_masks"))
+    model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
+                **({"cache": cfg["cache"]} if mode == "predict" else {}))
+    prompts = {k: cfg[k] for k in ("bboxes", "points", "labels")}
+    source = cfg["source"]
+    total = None
+    from samkit.data.sources import is_video_path
+
+    video = mode == "track" or is_video_path(source) or _is_live(source)
+    if mode == "track":
+        results = model.track(source, **prompts, frame=cfg["frame"], max_frames=cfg["max_frames"], stream=True,
+                              fill_hole_area=cfg["fill_hole_area"], correct_as_cond=cfg["correct_as_cond"],
+                              max_prompt_frames=cfg["max_prompt_frames"], **outputs)
+    else:
+        everything = {} if any(v is not None for v in prompts.values()) else {k: cfg[k] for k in _EVERYTHING}
+        results = model.predict(source, **prompts, multimask=cfg["multimask"] or None, batch=cfg["batch"],
+                                stream=True, **outputs, **everything)
+    if not video:
+        from samkit.data.sources import iter_images
+
+        total = len(iter_images(source))
+    elif not _is_live(source):
+        from samkit.data.video import open_video
+
+        with open_video(source) as v:
+            total = len(v) if cfg["max_frames"] is None else None
+    n = masks = 0
+    for r in progress(results, total=total, desc=f"samkit {mode}", unit="frame" if video else "image",
+                      enabled=cfg["verbose"]):
+        n += 1
+        masks += len(r)
+    where = f"; saved to {model.save_dir}" if model.save_dir is not None else ""
+    print(f"{n} {'frame' if video else 'image'}{'s' if n != 1 else ''}, {masks} mask{'s' if masks != 1 else ''}{where}")
+    return 0
 
 
 def entrypoint() -> None:

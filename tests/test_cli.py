@@ -80,3 +80,94 @@ def test_module_entry_point(tiny_ckpt):
     r = subprocess.run([sys.executable, "-m", "samkit.cli", "info", f"model={tiny_ckpt}"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "SAM 2.1" in r.stdout
+
+
+def _present_ckpt(tmp_path):
+    from conftest import save_present
+
+    return save_present(tmp_path / "tiny.pt", "sam2_test", seed=1)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [["bboxes=[[100,100,500,700]]"], ["points=[[300,500],[600,500]]", "labels=[1,0]"], ["points_per_side=4", "pred_iou_thresh=0.0", "stability_score_thresh=0.0"]],
+    ids=["box", "clicks", "everything"],
+)
+def test_predict_writes_every_output(tmp_path, prompt):
+    import json
+
+    import cv2
+    from ultralytics import ASSETS
+
+    ckpt = _present_ckpt(tmp_path)
+    r = run("predict", f"model={ckpt}", "device=cpu", f"source={ASSETS / 'bus.jpg'}", *prompt, "save=True",
+            "save_txt=True", "save_coco=True", "save_masks=True", f"project={tmp_path}", "name=p", "verbose=False")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "p"
+    assert f"saved to {out}" in r.stdout
+    assert cv2.imread(str(out / "bus.jpg")).shape == (1080, 810, 3)
+    doc = json.loads((out / "coco.json").read_text())
+    rows = (out / "labels" / "bus.txt").read_text().splitlines()
+    pngs = sorted((out / "masks").glob("bus_*.png"))
+    assert len(doc["annotations"]) == len(rows) == len(pngs) > 0
+    assert doc["images"][0]["file_name"] == "bus.jpg"
+
+
+def test_predict_saves_overlays_by_default_and_numbers_runs(tmp_path):
+    from ultralytics import ASSETS
+
+    ckpt = _present_ckpt(tmp_path)
+    for expect in ("exp", "exp2"):
+        r = run("predict", f"model={ckpt}", "device=cpu", f"source={ASSETS / 'zidane.jpg'}", "bboxes=[10,10,300,300]",
+                f"project={tmp_path}", "verbose=False")
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / expect / "zidane.jpg").exists()
+
+
+def test_track_writes_an_overlay_video(tmp_path):
+    import cv2
+    from conftest import moving_square_frames, write_video
+
+    ckpt = _present_ckpt(tmp_path)
+    clip = write_video(tmp_path / "clip.avi", moving_square_frames(8), codec="MJPG")
+    r = run("track", f"model={ckpt}", "device=cpu", f"source={clip}", "points=[[12,40]]", "labels=[1]", "frame=2",
+            "save_txt=True", "save=True", f"project={tmp_path}", "name=t")
+    assert r.returncode == 0, r.stderr
+    assert "8 frames" in r.stdout
+    cap = cv2.VideoCapture(str(tmp_path / "t" / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
+    cap.release()
+    assert len(list((tmp_path / "t" / "labels").glob("clip_*.txt"))) == 8
+
+
+def test_annotate_command(tmp_path):
+    import cv2
+    from ultralytics import ASSETS
+
+    ckpt = _present_ckpt(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "bus.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (270, 360)))
+    (tmp_path / "labels" / "bus.txt").write_text("3 0.5 0.5 0.4 0.4\n1 0.2 0.2 0.1 0.1\n")
+    r = run("annotate", f"data={tmp_path / 'images'}", f"labels={tmp_path / 'labels'}", f"sam_model={ckpt}",
+            "device=cpu", "verbose=False")
+    assert r.returncode == 0, r.stderr
+    assert "1 annotated" in r.stdout and "2 objects" in r.stdout
+    rows = (tmp_path / "images_auto_annotate_labels" / "bus.txt").read_text().splitlines()
+    assert [row.split()[0] for row in rows] == ["3", "1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "model=x.pt", "sorce=bus.jpg"], "unknown setting 'sorce' (did you mean 'source'?)"),
+        (["predict", "data=images/"], "setting 'data' does not apply to samkit predict"),
+        (["predict", "model=/nowhere/custom.pt", "source=bus.jpg"], "/nowhere/custom.pt"),
+        (["annotate", "data=images/"], "exactly one source of boxes"),
+    ],
+)
+def test_predict_errors_are_one_line(args, message):
+    r = run(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr

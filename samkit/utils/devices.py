@@ -6,6 +6,25 @@ import re
 
 import torch
 
+#: Torch's CPU thread count when samkit was imported. Ultralytics' predictor lowers the whole process's count to
+#: ``cpu_count - 1`` on the CPU; samkit's YOLO integration runs SAM with this count instead.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+class default_threads:
+    """Context manager: run with :data:`DEFAULT_THREADS` CPU threads, then put the previous count back."""
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.before != DEFAULT_THREADS:
+            torch.set_num_threads(DEFAULT_THREADS)
+        return self
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)
+
+
 _FORMS = "'' (automatic), 'cpu', 'cuda', 'cuda:N', 'N' (a CUDA index) or 'mps'"
 
 

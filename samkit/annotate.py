@@ -1,0 +1,363 @@
+"""Auto-annotation: boxes from a detector or from YOLO box labels -> SAM masks -> a segmentation dataset.
+
+Outputs (``output_dir``, default ``<data>_auto_annotate_labels`` next to the images folder):
+
+- ``format="yolo"``: ``<stem>.txt``, one YOLO-seg row per box, in box order, with the box's class id as is;
+- ``format="coco"``: ``annotations.json``, one COCO instances document (polygons with ``iscrowd`` 0; RLE with
+  ``rle=True``), one annotation per box, ``category_id`` = the class id, image ids in file-name order;
+- ``format="png"``: ``<stem>_<box index>.png`` per box (0 / 255 at image size).
+
+A box whose mask comes back empty keeps its place: with ``empty="box"`` (default) its rectangle is the polygon /
+mask, so every box of a box dataset has a segmentation row; with ``empty="skip"`` it has none (the other rows keep
+their own class ids). The summary counts them either way.
+
+Resumable: every image's outputs are written atomically and then a record in ``.parts/<stem>.json``; a re-run
+skips images that have one. Unreadable images and malformed label files are skipped with the reason in the
+summary instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samkit.export.atomic import atomic_write_bytes, atomic_write_text
+from samkit.utils import LOGGER
+
+FORMATS = ("yolo", "coco", "png")
+EMPTY = ("box", "skip")
+
+
+@dataclass
+class AnnotateSummary:
+    """What a run did.
+
+    Attributes:
+        output: The output folder.
+        images_total: Images found in ``data``.
+        images_done: Images annotated by this run.
+        images_resumed: Images already annotated by an earlier run (skipped).
+        objects: Boxes annotated by this run.
+        empty_masks: Of those, boxes whose mask came back empty (written as boxes or skipped, per ``empty``).
+        skipped: ``(image, reason)`` for every image that could not be annotated.
+        seconds: Wall time of the run.
+    """
+
+    output: Path
+    images_total: int = 0
+    images_done: int = 0
+    images_resumed: int = 0
+    objects: int = 0
+    empty_masks: int = 0
+    empty: str = "box"
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, record: dict) -> None:
+        if record["status"] == "done":
+            self.images_done += 1
+            self.objects += record["objects"]
+            self.empty_masks += record["empty"]
+        elif record["status"] == "resumed":
+            self.images_resumed += 1
+        else:
+            self.skipped.append((record["path"], record["reason"]))
+
+    def __str__(self) -> str:
+        how = "written as their boxes" if self.empty == "box" else "no row written"
+        lines = [
+            f"auto_annotate: {self.images_total} images ({self.images_done} annotated, {self.images_resumed} already "
+            f"done, {len(self.skipped)} skipped), {self.objects} objects ({self.empty_masks} empty masks, {how}) in "
+            f"{self.seconds:.1f} s -> {self.output}"
+        ]
+        lines += [f"  skipped {p}: {why}" for p, why in self.skipped]
+        return "\n".join(lines)
+
+
+class Annotator:
+    """Annotate one image at a time (the unit of work of both engines). Models load on first use.
+
+    Args: as :func:`auto_annotate`.
+    """
+
+    def __init__(self, sam_model="sam2.1_b.pt", det_model=None, labels=None, format="yolo", output_dir=".",
+                 device="", half=False, conf=0.25, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
+                 empty="box"):
+        self.sam_model, self.det_model, self.device, self.half = sam_model, det_model, device, half
+        self.labels = None if labels is None else Path(labels)
+        self.format, self.out, self.rle, self.empty = format, Path(output_dir), rle, empty
+        self.det_args = dict(conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, verbose=False)
+        self._sam = self._det = None
+        self.names: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ models
+    @property
+    def sam(self):
+        if self._sam is None:
+            from samkit.model import SAM
+
+            self._sam = SAM(self.sam_model, device=self.device, half=self.half, verbose=False)
+        return self._sam
+
+    @property
+    def detector(self):
+        if self._det is None:
+            if hasattr(self.det_model, "predict"):
+                self._det = self.det_model
+            else:
+                from ultralytics import YOLO
+
+                self._det = YOLO(str(self.det_model))
+        return self._det
+
+    def boxes(self, image: np.ndarray, path: str) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) float xyxy pixel boxes and (N,) int class ids for one image, from the labels or the detector."""
+        if self.labels is not None:
+            return read_box_labels(self.labels / f"{Path(path).stem}.txt", image.shape[:2])
+        threads = torch.get_num_threads()  # ultralytics changes the process's thread count on the CPU
+        try:
+            det = self.detector.predict(image, device=self.device or None, **self.det_args)[0]
+        finally:
+            torch.set_num_threads(threads)
+        self.names.update({int(k): str(v) for k, v in det.names.items()})
+        b = det.boxes
+        return b.xyxy.cpu().numpy().astype(np.float32), b.cls.cpu().numpy().astype(np.int64)
+
+    # ------------------------------------------------------------------ one image
+    def record_path(self, path: str) -> Path:
+        return self.out / ".parts" / f"{Path(path).stem}.json"
+
+    def __call__(self, path: str) -> dict:
+        """Annotate ``path``; returns ``{"path", "status": done|resumed|skipped, "reason", "objects", "empty"}``."""
+        from samkit.data.sources import SourceError, read_image
+
+        rec = self.record_path(path)
+        if rec.exists():
+            return {"path": path, "status": "resumed"}
+        try:
+            image = read_image(path)
+            xyxy, cls = self.boxes(image, path)
+        except (SourceError, ValueError, OSError) as e:
+            return {"path": path, "status": "skipped", "reason": str(e)}
+        h, w = image.shape[:2]
+        if len(xyxy):
+            r = self.sam.predict(image, bboxes=xyxy)[0]
+            masks = r.masks.data.cpu().numpy()
+        else:
+            masks = np.zeros((0, h, w), bool)
+        empty = ~masks.reshape(len(masks), -1).any(1)
+        if self.empty == "box":
+            for k in np.flatnonzero(empty):
+                x1, y1, x2, y2 = np.round(xyxy[k]).astype(int)
+                masks[k, max(y1, 0) : max(y2, y1 + 1), max(x1, 0) : max(x2, x1 + 1)] = True
+        part = {"path": path, "file_name": Path(path).name, "height": h, "width": w, "annotations": [],
+                "names": {str(k): v for k, v in self.names.items()}}
+        if self.format == "yolo":
+            self._write_yolo(path, masks, xyxy, cls, empty, (h, w))
+        elif self.format == "png":
+            self._write_png(path, masks, empty)
+        else:
+            part["annotations"] = self._coco_annotations(masks, xyxy, cls, empty)
+        atomic_write_text(rec, json.dumps(part))
+        return {"path": path, "status": "done", "objects": len(xyxy), "empty": int(empty.sum())}
+
+    def _write_yolo(self, path, masks, xyxy, cls, empty, hw) -> None:
+        from ultralytics.engine.results import Masks
+
+        from samkit.export.yolo import yolo_seg_rows
+
+        h, w = hw
+        polys = Masks(torch.from_numpy(masks), (h, w)).xyn if len(masks) else []
+        keep = [i for i in range(len(masks)) if not (empty[i] and self.empty == "skip")]
+        rows = yolo_seg_rows([polys[i] for i in keep], [int(cls[i]) for i in keep])
+        if len(rows) != len(keep):  # a mask too thin for a polygon: its box rectangle instead
+            rows = []
+            for i in keep:
+                poly = polys[i] if len(polys[i]) >= 3 else _box_polygon(xyxy[i], (h, w))
+                rows += yolo_seg_rows([poly], [int(cls[i])])
+        atomic_write_text(self.out / f"{Path(path).stem}.txt", "".join(r + "\n" for r in rows))
+
+    def _write_png(self, path, masks, empty) -> None:
+        import cv2
+
+        for k, m in enumerate(masks):
+            if empty[k] and self.empty == "skip":
+                continue
+            ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
+            if not ok:
+                raise OSError(f"could not encode the mask of box {k} of {path}")
+            atomic_write_bytes(self.out / f"{Path(path).stem}_{k:03d}.png", buf.tobytes())
+
+    def _coco_annotations(self, masks, xyxy, cls, empty) -> list[dict]:
+        from samkit.export.coco import coco_annotations
+
+        anns = []
+        for k, m in enumerate(masks):
+            if empty[k] and self.empty == "skip":
+                continue
+            a = coco_annotations(m[None], [int(cls[k])], [1.0], image_id=0, rle=self.rle)
+            if a:
+                a[0].pop("score", None)
+                a[0].pop("id", None)
+                anns += a
+        return anns
+
+
+def _box_polygon(box, hw) -> np.ndarray:
+    h, w = hw
+    x1, y1, x2, y2 = box
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64) / [w, h]
+
+
+def read_box_labels(path: Path, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLO detection label file (``class cx cy w h`` normalised per row) -> (N, 4) xyxy pixels, (N,) class ids.
+
+    A missing file means no objects (a background image). Rows must have 5 numbers (a 6th, a confidence, is
+    allowed); anything else raises ``ValueError`` naming the file and line.
+    """
+    if not path.exists():
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    h, w = hw
+    boxes, cls = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            raise ValueError(f"{path} line {n}: {line.strip()!r} is not numbers (class cx cy w h)") from None
+        if len(values) not in (5, 6) or values[0] != int(values[0]) or values[0] < 0:
+            raise ValueError(f"{path} line {n}: expected a detection row 'class cx cy w h' (normalised), got "
+                             f"{len(values)} values")
+        c, cx, cy, bw, bh = values[:5]
+        boxes.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+        cls.append(int(c))
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(cls, np.int64)
+
+
+def list_images(data) -> list[str]:
+    """The image files of ``data`` (a folder, glob, file or list), checked for clashing file-name stems."""
+    from samkit.data.sources import SourceError, iter_images
+
+    items = iter_images(data)
+    bad = [i for i in items if not isinstance(i, str)]
+    if bad:
+        raise SourceError("auto_annotate reads image files (a folder, glob or list of paths), not in-memory images")
+    seen: dict[str, str] = {}
+    for p in items:
+        stem = Path(p).stem
+        if stem in seen:
+            raise SourceError(f"{seen[stem]} and {p} would write the same label file ({stem}); rename one")
+        seen[stem] = p
+    return items
+
+
+def merge_coco(out: Path, images: list[str], names: dict[int, str]) -> Path:
+    """Gather the per-image records of ``images`` into ``out/annotations.json`` (ids in file-name order)."""
+    from samkit.export.coco import coco_document, write_coco
+
+    imgs, anns = [], []
+    for image_id, p in enumerate(sorted(images, key=lambda q: Path(q).name), 1):
+        rec = out / ".parts" / f"{Path(p).stem}.json"
+        if not rec.exists():
+            continue
+        part = json.loads(rec.read_text())
+        names = {**{int(k): v for k, v in part.get("names", {}).items()}, **names}
+        imgs.append({"id": image_id, "file_name": part["file_name"], "height": part["height"],
+                     "width": part["width"]})
+        for a in part["annotations"]:
+            anns.append({**a, "id": len(anns) + 1, "image_id": image_id})
+    cats = {a["category_id"] for a in anns}
+    names = {**{c: str(c) for c in cats}, **names}
+    return write_coco(out / "annotations.json", coco_document(imgs, anns, names))
+
+
+def auto_annotate(
+    data,
+    det_model=None,
+    sam_model="sam2.1_b.pt",
+    labels=None,
+    format: str = "yolo",
+    output_dir=None,
+    device="",
+    half: bool = False,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    classes: list[int] | None = None,
+    imgsz: int = 640,
+    max_det: int = 300,
+    rle: bool = False,
+    empty: str = "box",
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_actors: int = 1,
+    verbose: bool = True,
+) -> AnnotateSummary:
+    """Turn a folder of images into a segmentation dataset with SAM masks for detector or label boxes.
+
+    Args:
+        data: Images folder (or glob, or list of image paths).
+        det_model: YOLO detector: weights path / name or a loaded ``ultralytics.YOLO``. Exclusive with ``labels``.
+        sam_model: SAM weights (any name or path :class:`~samkit.SAM` takes).
+        labels: Folder of YOLO detection labels (``<stem>.txt``: ``class cx cy w h`` rows) instead of a detector.
+        format: ``"yolo"``, ``"coco"`` or ``"png"`` (see the module docstring).
+        output_dir: Output folder; default ``<data>_auto_annotate_labels`` beside ``data``.
+        device, half: For SAM (and the detector).
+        conf, iou, classes, imgsz, max_det: The detector's settings.
+        rle: COCO segmentations as RLE instead of polygons.
+        empty: ``"box"`` or ``"skip"``: what a box with an empty mask becomes.
+        engine: ``"local"`` or ``"ray"`` (Ray Data, ``pip install samkit[ray]``).
+        ray_address, ray_actors: The Ray cluster to use (None: local) and the number of SAM actors.
+        verbose: Progress bar and the summary in the log.
+
+    Returns:
+        An :class:`AnnotateSummary` (printable).
+    """
+    from samkit.utils.progress import progress
+
+    if (det_model is None) == (labels is None):
+        raise ValueError("give exactly one source of boxes: det_model= (a YOLO detector) or labels= (a box label "
+                         "folder)")
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} must be one of {', '.join(FORMATS)}")
+    if empty not in EMPTY:
+        raise ValueError(f"empty={empty!r} must be one of {', '.join(EMPTY)}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine={engine!r} must be 'local' or 'ray'")
+    if labels is not None and not Path(labels).is_dir():
+        raise ValueError(f"labels={str(labels)!r} is not a folder of YOLO box labels")
+    t0 = time.perf_counter()
+    images = list_images(data)
+    if output_dir is None:
+        base = Path(data if not isinstance(data, (list, tuple)) else images[0]).resolve()
+        base = base if base.is_dir() else base.parent
+        output_dir = base.parent / f"{base.name}_auto_annotate_labels"
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = dict(sam_model=sam_model, det_model=det_model, labels=labels, format=format, output_dir=out, device=device,
+              half=half, conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, rle=rle, empty=empty)
+    summary = AnnotateSummary(out, images_total=len(images), empty=empty)
+    names: dict[int, str] = {}
+    if engine == "ray":
+        from samkit.integrations.ray import annotate_on_ray
+
+        for record in annotate_on_ray(images, kw, address=ray_address, actors=ray_actors):
+            summary.add(record)
+            names.update({int(k): v for k, v in json.loads(record.pop("names", "{}")).items()})
+    else:
+        annotator = Annotator(**kw)
+        for p in progress(images, total=len(images), desc="auto_annotate", unit="image", enabled=verbose):
+            summary.add(annotator(p))
+        names = annotator.names
+    if format == "coco":
+        merge_coco(out, images, names)
+    summary.seconds = time.perf_counter() - t0
+    if verbose:
+        LOGGER.info("%s", summary)
+    return summary

@@ -1,0 +1,1 @@
+"""Integrations: YOLO pipelines (``samkit.integrations.yolo``) and Ray Data (``samkit.integrations.ray``)."""
