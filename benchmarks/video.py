@@ -27,15 +27,19 @@ def make_frames(folder: Path, n: int) -> Path:
     return folder
 
 
+STEADY = 8  # from this frame on the memory bank is full (7 memories + the prompted frame): steady-state cost
+
+
 def _per_frame_ms(gen, device: str) -> float:
-    """Median milliseconds between consecutive frames of a propagation generator (the first frame excluded)."""
+    """Median milliseconds between consecutive frames of a propagation generator: over the frames from
+    ``STEADY`` on when the video is long enough (memory bank full), else over every frame but the first."""
     times, t = [], time.perf_counter()
     for _ in gen:
         sync(device)
         now = time.perf_counter()
         times.append((now - t) * 1000)
         t = now
-    return float(np.median(times[1:]))
+    return float(np.median(times[STEADY:] if len(times) > STEADY + 2 else times[1:]))
 
 
 def run(table: Table, folder: Path, size: str, device: str, half: bool, n_frames: int,

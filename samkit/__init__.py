@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["SAM", "Results", "__version__"]
+__all__ = ["SAM", "Results", "auto_annotate", "__version__"]
 
 if TYPE_CHECKING:
+    from samkit.annotate import auto_annotate
     from samkit.model import SAM
     from samkit.results import Results
 
@@ -22,4 +23,8 @@ def __getattr__(name: str):
         from samkit.results import Results
 
         return Results
+    if name == "auto_annotate":
+        from samkit.annotate import auto_annotate
+
+        return auto_annotate
     raise AttributeError(f"module 'samkit' has no attribute {name!r}")

@@ -150,7 +150,7 @@ class Annotator:
             masks = r.masks.data.cpu().numpy()
         else:
             masks = np.zeros((0, h, w), bool)
-        empty = ~masks.reshape(len(masks), -1).any(1)
+        empty = ~masks.any(axis=(1, 2))
         if self.empty == "box":
             for k in np.flatnonzero(empty):
                 x1, y1, x2, y2 = np.round(xyxy[k]).astype(int)

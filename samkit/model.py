@@ -58,6 +58,9 @@ class SAM:
         cache: Image embeddings kept for prompting the same image again (LRU, keyed by content); 0 disables.
         half: Run under bf16 / fp16 autocast where the device supports it (CUDA; CPUs with native bf16); the
             weights stay fp32. Where it is not supported a warning says why and fp32 is used.
+        compile: ``torch.compile`` the image encoder, the memory attention (SAM 2) and the mask decoder. The first
+            call of each shape compiles (tens of seconds); later calls are faster on GPUs. Needs a C++ compiler
+            on the CPU (Inductor).
 
     Attributes:
         net: The underlying ultralytics ``SAM2Model`` / ``SAMModel`` (eval mode).
@@ -78,6 +81,7 @@ class SAM:
         verbose: bool = True,
         cache: int = 8,
         half: bool = False,
+        compile: bool = False,
     ):
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a checkpoint path or registry name (str or Path), got {type(model).__name__}")
@@ -96,6 +100,9 @@ class SAM:
 
         self.engine = ImageEngine(self.net, self.arch, cache_size=cache)
         self.half = half
+        self.compiled = False
+        if compile:
+            self.compile()
         self._image: tuple[np.ndarray, str] | None = None
         self.save_dir: Path | None = None  # the folder of the last run that wrote outputs
         if verbose:
@@ -118,6 +125,19 @@ class SAM:
         if hasattr(self, "engine"):  # cached embeddings live on the old device; half support may differ here
             self.engine.clear_cache()
             self.half = self._half_requested
+        return self
+
+    def compile(self, **options) -> SAM:
+        """``torch.compile`` the image encoder, the memory attention (SAM 2 / 2.1) and the mask decoder in place
+        (``options`` go to ``torch.compile``); returns self. Parameters and state-dict keys are unchanged."""
+        if not isinstance(self.__dict__.get("compiled"), bool) or not self.compiled:
+            names = ["image_encoder", "memory_attention", "sam_mask_decoder", "mask_decoder"]
+            for name in names:
+                module = getattr(self.net, name, None)
+                if isinstance(module, nn.Module):
+                    module.forward = torch.compile(module.forward, **options)
+            self.engine.clear_cache()
+            self.compiled = True
         return self
 
     @property

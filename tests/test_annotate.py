@@ -30,6 +30,7 @@ def dataset(tmp_path):
         cv2.imwrite(str(images / f"{name}.jpg"), cv2.resize(img, (img.shape[1] // 3, img.shape[0] // 3)))
         (labels / f"{name}.txt").write_text("".join(" ".join(map(str, r)) + "\n" for r in BOXES[name]))
     (images / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cv2.imwrite(str(images / "background.jpg"), np.full((64, 80, 3), 90, np.uint8))  # no label file: no objects
     return images, labels
 
 
@@ -44,7 +45,8 @@ def test_yolo_rows_match_the_boxes(dataset, sam_ckpt, tmp_path):
     images, labels = dataset
     s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "out",
                       verbose=False)
-    assert (s.images_total, s.images_done, s.images_resumed, s.objects) == (3, 2, 0, 6)
+    assert (s.images_total, s.images_done, s.images_resumed, s.objects) == (4, 3, 0, 6)
+    assert (tmp_path / "out" / "background.txt").read_text() == ""
     assert len(s.skipped) == 1 and s.skipped[0][0].endswith("corrupt.jpg") and "corrupt" in str(s)
     for name, rows in BOXES.items():
         got = (tmp_path / "out" / f"{name}.txt").read_text().splitlines()
@@ -59,7 +61,7 @@ def test_yolo_rows_match_the_boxes(dataset, sam_ckpt, tmp_path):
         assert [r.split()[1:] for r in got] == [r.split()[1:] for r in want]
     again = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "out",
                           verbose=False)
-    assert (again.images_done, again.images_resumed, len(again.skipped)) == (0, 2, 1)
+    assert (again.images_done, again.images_resumed, len(again.skipped)) == (0, 3, 1)
 
 
 def test_coco_loads_in_pycocotools(dataset, sam_ckpt, tmp_path):
@@ -69,7 +71,7 @@ def test_coco_loads_in_pycocotools(dataset, sam_ckpt, tmp_path):
     auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco",
                   output_dir=tmp_path / "coco", verbose=False)
     coco = COCO(str(tmp_path / "coco" / "annotations.json"))
-    assert len(coco.getImgIds()) == 2 and len(coco.getAnnIds()) == 6
+    assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == 6
     by_image = {coco.imgs[i]["file_name"]: coco.loadAnns(coco.getAnnIds(imgIds=[i])) for i in coco.getImgIds()}
     assert [a["category_id"] for a in by_image["bus.jpg"]] == [5, 0, 2]
     for anns in by_image.values():
@@ -113,10 +115,13 @@ def test_detector_boxes(dataset, sam_ckpt, tmp_path):
     det = YOLO("yolo11n.yaml")  # random weights: boxes at conf 0, with their classes
     s = auto_annotate(images, det_model=det, sam_model=sam_ckpt, device="cpu", conf=0.0, max_det=4,
                       output_dir=tmp_path / "det", format="coco", verbose=False)
-    assert s.images_done == 2 and s.objects == 8
+    assert s.images_done == 3 and s.objects == 12
     doc = json.loads((tmp_path / "det" / "annotations.json").read_text())
-    assert len(doc["annotations"]) == 8
+    assert len(doc["annotations"]) == 12
     assert {c["name"] for c in doc["categories"]} <= set(det.names.values())
+    none = auto_annotate(images, det_model=det, sam_model=sam_ckpt, device="cpu", conf=1.0,
+                         output_dir=tmp_path / "none", verbose=False)  # no detection at all
+    assert (none.images_done, none.objects) == (3, 0) and (tmp_path / "none" / "bus.txt").read_text() == ""
 
 
 @pytest.mark.parametrize(

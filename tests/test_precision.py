@@ -1,4 +1,4 @@
-"""half=True: bf16 autocast where the device computes bf16 natively, a warning and fp32 elsewhere."""
+"""half=True: bf16 autocast where the device computes bf16 natively, a warning and fp32 elsewhere; compile=True."""
 
 from __future__ import annotations
 
@@ -63,3 +63,17 @@ def test_half_dtype_choice(monkeypatch):
 def test_half_must_be_bool(tiny_ckpt):
     with pytest.raises(TypeError, match="half='yes' must be True or False"):
         SAM(tiny_ckpt, device="cpu", verbose=False, half="yes")
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_masks(tiny_ckpt):
+    eager = SAM(tiny_ckpt, device="cpu", verbose=False)
+    compiled = SAM(tiny_ckpt, device="cpu", verbose=False, compile=True)
+    for name in ("image_encoder", "memory_attention", "sam_mask_decoder"):
+        assert hasattr(getattr(compiled.net, name).forward, "_torchdynamo_orig_callable"), f"{name} not compiled"
+    boxes = [[100, 200, 500, 800], [10, 10, 300, 300]]
+    a = eager(ASSETS / "bus.jpg", bboxes=boxes)[0]
+    b = compiled(ASSETS / "bus.jpg", bboxes=boxes)[0]
+    assert (a.masks.data != b.masks.data).float().mean() < 1e-3
+    torch.testing.assert_close(a.iou, b.iou, atol=1e-4, rtol=1e-4)
+    assert sorted(compiled.net.state_dict()) == sorted(eager.net.state_dict()), "state-dict keys changed"

@@ -24,11 +24,28 @@ COMMANDS = [
 
 @pytest.fixture
 def weights(tmp_path, monkeypatch):
-    """A weights folder holding the registry models the README names, with random weights."""
+    """A weights folder holding the registry models the README names, with random weights; in the working folder
+    the files the examples read: bus.jpg, clip.avi, an images/ + labels/ box dataset and a random yolo11n.pt."""
+    import cv2
+    import numpy as np
+    from ultralytics import ASSETS, YOLO
+
     d = tmp_path / "weights"
     save_random(d / "sam2.1_t.pt", "sam2_t", "2.1")
     monkeypatch.setenv("SAMKIT_WEIGHTS_DIR", str(d))
     monkeypatch.setenv("SAMKIT_OFFLINE", "1")
+    shutil.copy(ASSETS / "bus.jpg", tmp_path / "bus.jpg")
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(2):
+        f = np.full((240, 320, 3), 40, np.uint8)
+        f[80:160, 40 + 10 * i : 120 + 10 * i] = 230
+        writer.write(f)
+    writer.release()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "bus.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (405, 540)))
+    (tmp_path / "labels" / "bus.txt").write_text("5 0.5 0.6 0.8 0.5\n0 0.2 0.7 0.15 0.4\n")
+    YOLO("yolo11n.yaml").save(str(tmp_path / "yolo11n.pt"))  # random weights under the name the examples use
     return d
 
 
@@ -38,7 +55,7 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
 def test_python_examples(code, weights, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...)
+    monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...) and read the fixture's files
     exec(compile(code, str(README), "exec"), {})
 
 

@@ -56,8 +56,8 @@ def _segment_one(det, sam, Results, kwargs):
 def add_sam_masks(yolo_model, sam) -> None:
     """Make every later ``yolo_model.predict(...)`` / ``yolo_model.track(...)`` return SAM masks in its Results.
 
-    A callback on ``on_predict_postprocess_end`` sets each result's ``masks`` (one per box, in box order) with
-    ``Results.update``; boxes, classes, confidences and track ids are left as the detector and tracker made them.
+    A callback on ``on_predict_postprocess_end`` sets each result's ``masks`` (one per box, in box order; an
+    empty set when there is no box) with ``Results.update``; boxes, classes, confidences and track ids are left as the detector and tracker made them.
     SAM runs with the CPU thread count the process had before Ultralytics lowered it (see
     :data:`samkit.utils.devices.DEFAULT_THREADS`); YOLO's own count is restored afterwards.
     """
@@ -66,9 +66,12 @@ def add_sam_masks(yolo_model, sam) -> None:
     def callback(predictor) -> None:
         with default_threads():
             for r in predictor.results:
-                if r.boxes is None or len(r.boxes) == 0:
+                if r.boxes is None:
                     continue
-                masks = sam.predict(r.orig_img, bboxes=r.boxes.xyxy)[0].masks.data
+                if len(r.boxes) == 0:  # no detection: an empty mask set, so r.masks is never None
+                    masks = torch.zeros((0, *r.orig_shape), dtype=torch.bool)
+                else:
+                    masks = sam.predict(r.orig_img, bboxes=r.boxes.xyxy)[0].masks.data
                 r.update(masks=masks.to(r.boxes.data.device))
 
     yolo_model.add_callback("on_predict_postprocess_end", callback)
