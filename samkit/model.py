@@ -130,9 +130,8 @@ class SAM:
     def compile(self, **options) -> SAM:
         """``torch.compile`` the image encoder, the memory attention (SAM 2 / 2.1) and the mask decoder in place
         (``options`` go to ``torch.compile``); returns self. Parameters and state-dict keys are unchanged."""
-        if not isinstance(self.__dict__.get("compiled"), bool) or not self.compiled:
-            names = ["image_encoder", "memory_attention", "sam_mask_decoder", "mask_decoder"]
-            for name in names:
+        if not self.compiled:
+            for name in ("image_encoder", "memory_attention", "sam_mask_decoder", "mask_decoder"):
                 module = getattr(self.net, name, None)
                 if isinstance(module, nn.Module):
                     module.forward = torch.compile(module.forward, **options)

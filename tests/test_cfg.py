@@ -59,3 +59,25 @@ def test_parse_key_values():
         parse_key_values(["model"])
     with pytest.raises(ConfigError, match="'=x' is not key=value"):
         parse_key_values(["=x"])
+
+
+def test_defaults_file_agrees_with_the_code():
+    """default.yaml is the one place users read defaults: the segment-everything and video values there are the
+    ones the code uses, and every setting a CLI mode reads exists."""
+    import dataclasses
+    import inspect
+
+    from samkit.cfg import defaults
+    from samkit.cli import _EVERYTHING, MODE_KEYS
+    from samkit.engine.everything import EverythingConfig
+    from samkit.engine.video import VideoSession
+
+    d = defaults()
+    fields = {f.name: f.default for f in dataclasses.fields(EverythingConfig) if f.init}
+    for key in _EVERYTHING:
+        assert d[key] == fields[key], key
+    params = inspect.signature(VideoSession).parameters
+    for key in ("fill_hole_area", "correct_as_cond", "max_prompt_frames"):
+        assert d[key] == params[key].default, key
+    for mode, keys in MODE_KEYS.items():
+        assert set(keys) <= set(d), (mode, set(keys) - set(d))

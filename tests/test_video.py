@@ -283,12 +283,21 @@ def test_one_line_tracking(tiny, clip_frames, tmp_path):
         tiny(str(avi), points_per_side=4)
 
 
-def test_objects_tracked_together_equal_one_by_one(tiny, clip_frames):
+def test_objects_tracked_together_equal_one_by_one(tiny, clip_frames, monkeypatch):
+    import samkit.engine.video as engine
+
+    monkeypatch.setattr(engine, "CPU_OBJECTS_PER_BATCH", 8)  # batch on the CPU too, as on accelerators
+    calls = []
+    real = engine.VideoSession._track_group
+    monkeypatch.setattr(engine.VideoSession, "_track_group",
+                        lambda self, group, t, rev: calls.append(len(group)) or real(self, group, t, rev))
     boxes = {1: [20, 20, 60, 60], 2: [70, 10, 120, 50], 3: [10, 50, 60, 90]}
     with tiny.video(clip_frames) as v:
         for i, b in boxes.items():
             v.add(frame=0, obj_id=i, box=b)
         together = [r.low_res_logits for r in v.propagate()]
+    assert calls and set(calls) == {3}, "the objects were not tracked as one batch"
+    monkeypatch.setattr(engine, "CPU_OBJECTS_PER_BATCH", 1)
     for k, (i, b) in enumerate(boxes.items()):
         with tiny.video(clip_frames) as v:
             v.add(frame=0, obj_id=i, box=b)

@@ -39,6 +39,10 @@ from samkit.engine.everything import _small_components
 from samkit.engine.image import SAM2_MEAN, SAM2_STD
 
 NO_OBJ_SCORE = -1024.0  # the reference's logit for "no mask on this frame"
+#: Objects tracked together through memory attention on the CPU. The CPU's fused attention is ~7% slower on a
+#: batch of 3 than on 3 single objects (the work per object is the same; the batch leaves the caches), so the CPU
+#: tracks one object at a time; accelerators batch every object with the same memory frames.
+CPU_OBJECTS_PER_BATCH = 1
 
 
 @dataclass
@@ -384,8 +388,10 @@ class VideoSession:
                 for obj in self.objects.values():
                     self._cap_prompts(obj, t, reverse)
                 todo = [o for o in self.objects.values() if t not in o.outputs["cond_frame_outputs"]]
+                step = CPU_OBJECTS_PER_BATCH if self.model.device.type == "cpu" else len(todo) or 1
                 for group in _memory_groups(todo):
-                    self._track_group(group, t, reverse)
+                    for i in range(0, len(group), step):
+                        self._track_group(group[i : i + step], t, reverse)
                 for obj in self.objects.values():
                     obj.tracked[t] = reverse
                     self._forget_far(obj, t)
