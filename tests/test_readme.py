@@ -24,14 +24,15 @@ COMMANDS = [
 
 @pytest.fixture
 def weights(tmp_path, monkeypatch):
-    """A weights folder holding the registry models the README names, with random weights; in the working folder
+    """A weights folder holding the registry models the README names (random weights of the small test
+    architecture, loaded with a name-mismatch warning; the examples only need to run); in the working folder
     the files the examples read: bus.jpg, clip.avi, an images/ + labels/ box dataset and a random yolo11n.pt."""
     import cv2
     import numpy as np
     from ultralytics import ASSETS, YOLO
 
     d = tmp_path / "weights"
-    save_random(d / "sam2.1_t.pt", "sam2_t", "2.1")
+    save_random(d / "sam2.1_t.pt", "sam2_test", "2.1")  # the test architecture under the name: fast examples
     monkeypatch.setenv("SAMKIT_WEIGHTS_DIR", str(d))
     monkeypatch.setenv("SAMKIT_OFFLINE", "1")
     shutil.copy(ASSETS / "bus.jpg", tmp_path / "bus.jpg")

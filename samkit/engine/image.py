@@ -292,7 +292,7 @@ class ImageEngine:
         image_pe = net.sam_prompt_encoder.get_dense_pe()
         if mask_in is None and can_share(net.sam_mask_decoder):
             return decode_shared(net.sam_mask_decoder, emb.image_embed, image_pe, sparse, dense, multimask,
-                                 emb.high_res_feats)
+                                 emb.high_res_feats, factored=self.device.type == "cpu")
         low_res, iou, _, _ = net.sam_mask_decoder(
             image_embeddings=emb.image_embed,
             image_pe=image_pe,
@@ -311,7 +311,8 @@ class ImageEngine:
                                            masks=mask_in)
         image_pe = net.prompt_encoder.get_dense_pe()
         if mask_in is None and can_share(net.mask_decoder):
-            return decode_shared(net.mask_decoder, emb.image_embed, image_pe, sparse, dense, multimask)
+            return decode_shared(net.mask_decoder, emb.image_embed, image_pe, sparse, dense, multimask,
+                                 factored=self.device.type == "cpu")
         low_res, iou = net.mask_decoder(
             image_embeddings=emb.image_embed,
             image_pe=image_pe,

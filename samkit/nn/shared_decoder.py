@@ -7,6 +7,12 @@ image-to-tokens attention) before any object-specific value touches them, so for
 times. :func:`decode_shared` does it once and broadcasts; every later step is the reference's, with attention
 through PyTorch's fused kernel (as Meta's SAM 2 code does) and ``keys + key_pe`` formed once per layer. The
 result equals the reference's up to float rounding.
+
+With ``factored=True`` (used on the CPU), the attentions between the few prompt tokens (T, about 8) and the
+4096 image tokens skip the per-object projections of the image tokens: per head, ``(x Wq) (K)^T`` is computed as
+``x (Wq^T K^T)`` and ``A (V) Wo^T`` as ``A (V Wo^T)``, so each object multiplies the image tokens by ``heads x T``
+columns (64 for a box) instead of the 128 internal channels, for the queries, keys, values and output
+projections alike. Same mathematics, different rounding.
 """
 
 from __future__ import annotations
@@ -33,7 +39,48 @@ def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, h * d))
 
 
-def _block(layer: nn.Module, queries, keys, query_pe, key_pe, first: bool):
+def _image_to_tokens(attn: nn.Module, x: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    """``attn(q=x, k=k_in, v=v_in)`` for many image tokens ``x`` (B|1, N, C) attending to few tokens (B, T, C),
+    without projecting ``x`` to the internal width: logits ``x (Wq_h^T K_h^T) + bq_h K_h^T`` per head, output
+    ``A (V_h Wo_h^T) + bo``."""
+    h = attn.num_heads
+    k, v = attn.k_proj(k_in), attn.v_proj(v_in)  # (B, T, h*d)
+    b, t, hd = k.shape
+    d, c = hd // h, x.shape[-1]
+    scale = d**-0.5
+    kh = k.view(b, t, h, d)
+    m = torch.einsum("hdc,bthd->bcht", attn.q_proj.weight.view(h, d, c), kh).reshape(b, c, h * t) * scale
+    beta = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(h, d), kh).reshape(b, 1, h * t) * scale
+    if x.shape[0] == 1 and b > 1:  # shared image tokens: one GEMM for every object's columns
+        logits = (x[0] @ m.permute(1, 0, 2).reshape(c, b * h * t)).view(-1, b, h * t).transpose(0, 1) + beta
+    else:
+        logits = torch.baddbmm(beta, x, m)
+    a = torch.softmax(logits.view(b, -1, h, t), -1).view(b, -1, h * t)
+    n = torch.einsum("bthd,chd->bhtc", v.view(b, t, h, d), attn.out_proj.weight.view(-1, h, d)).reshape(b, h * t, -1)
+    return torch.baddbmm(attn.out_proj.bias.expand(b, 1, -1), a, n)
+
+
+def _tokens_to_image(attn: nn.Module, q_in: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
+    """``attn(q=q_in, k=xk, v=xv)`` for few tokens (B, T, C) attending to many image tokens (B|1, N, C), without
+    projecting the image tokens: logits ``(Q_h Wk_h) xk^T`` per head (the key bias shifts a whole softmax row and
+    drops out), values ``(A xv) Wv_h^T + bv_h``."""
+    h = attn.num_heads
+    q = attn.q_proj(q_in)
+    b, t, hd = q.shape
+    d, c = hd // h, xk.shape[-1]
+    p = torch.einsum("bthd,hdc->bhtc", q.view(b, t, h, d), attn.k_proj.weight.view(h, d, c)).reshape(b, h * t, c)
+    a = torch.softmax(torch.bmm(p * d**-0.5, xk.expand(b, -1, -1).transpose(1, 2)), -1)  # (B, h*T, N)
+    av = torch.bmm(a, xv.expand(b, -1, -1)).view(b, h, t, c)
+    out = torch.einsum("bhtc,hdc->bthd", av, attn.v_proj.weight.view(h, d, c)) + attn.v_proj.bias.view(h, d)
+    return attn.out_proj(out.reshape(b, t, hd))
+
+
+def _few_tokens(attn: nn.Module, t: int) -> bool:
+    """Whether factoring pays: fewer (head, token) pairs than internal channels."""
+    return attn.num_heads * t < attn.q_proj.out_features
+
+
+def _block(layer: nn.Module, queries, keys, query_pe, key_pe, first: bool, factored: bool = False):
     """One ``TwoWayAttentionBlock``: the reference's steps, with ``keys + key_pe`` formed once (the reference forms
     it twice from the same unchanged keys)."""
     if first:
@@ -46,11 +93,18 @@ def _block(layer: nn.Module, queries, keys, query_pe, key_pe, first: bool):
     queries = layer.norm1(queries)
     kp = keys + key_pe
     ca = layer.cross_attn_token_to_image
-    queries = layer.norm2(queries + _attend(ca, ca.q_proj(queries + query_pe), ca.k_proj(kp), ca.v_proj(keys)))
+    t = queries.shape[1]
+    if factored and keys.shape[0] > 1 and _few_tokens(ca, t):  # per-object keys: skip their projections
+        queries = layer.norm2(queries + _tokens_to_image(ca, queries + query_pe, kp, keys))
+    else:
+        queries = layer.norm2(queries + _attend(ca, ca.q_proj(queries + query_pe), ca.k_proj(kp), ca.v_proj(keys)))
     queries = layer.norm3(queries + layer.mlp(queries))
     ia = layer.cross_attn_image_to_token
     q = queries + query_pe
-    out = _attend(ia, ia.q_proj(kp), ia.k_proj(q), ia.v_proj(queries))
+    if factored and _few_tokens(ia, t):
+        out = _image_to_tokens(ia, kp, q, queries)
+    else:
+        out = _attend(ia, ia.q_proj(kp), ia.k_proj(q), ia.v_proj(queries))
     return queries, layer.norm4(keys + out)
 
 
@@ -58,9 +112,10 @@ class SharedImageTwoWay(nn.Module):
     """A ``TwoWayTransformer`` for B objects on one image: call it with (B, C, H, W) image embeddings whose
     B rows are identical (the decoder's ``repeat_image`` with one dense embedding for all objects)."""
 
-    def __init__(self, transformer: nn.Module):
+    def __init__(self, transformer: nn.Module, factored: bool = False):
         super().__init__()
         self.inner = transformer
+        self.factored = factored
 
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor):
         t = self.inner
@@ -68,14 +123,18 @@ class SharedImageTwoWay(nn.Module):
         pe = image_pe[:1].flatten(2).permute(0, 2, 1)
         queries = point_embedding
         for i, layer in enumerate(t.layers):
-            queries, keys = _block(layer, queries, keys, point_embedding, pe, first=i == 0)
+            queries, keys = _block(layer, queries, keys, point_embedding, pe, first=i == 0, factored=self.factored)
         fa = t.final_attn_token_to_image
-        out = _attend(fa, fa.q_proj(queries + point_embedding), fa.k_proj(keys + pe), fa.v_proj(keys))
+        if self.factored and _few_tokens(fa, queries.shape[1]):
+            out = _tokens_to_image(fa, queries + point_embedding, keys + pe, keys)
+        else:
+            out = _attend(fa, fa.q_proj(queries + point_embedding), fa.k_proj(keys + pe), fa.v_proj(keys))
         return t.norm_final_attn(queries + out), keys
 
 
 def decode_shared(decoder: nn.Module, image_embed: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
-                  dense: torch.Tensor, multimask: bool, high_res: list[torch.Tensor] | None = None):
+                  dense: torch.Tensor, multimask: bool, high_res: list[torch.Tensor] | None = None,
+                  factored: bool = False):
     """The mask decoder's forward for B objects that share one image and one dense (no-mask) embedding.
 
     Same outputs as ``decoder(..., repeat_image=True)`` of a SAM 2 (``SAM2MaskDecoder``) or SAM
@@ -90,6 +149,7 @@ def decode_shared(decoder: nn.Module, image_embed: torch.Tensor, image_pe: torch
         dense: (1 or B, C, h, w) dense prompt embedding, the same for every object.
         multimask: Three candidate masks per object, or one chosen as the reference does.
         high_res: SAM 2's two high-resolution feature maps (None for SAM).
+        factored: Factor the prompt-token / image-token attentions (see the module docstring; faster on CPUs).
 
     Returns:
         ``(low_res_logits (B, K, 4h, 4w), iou (B, K))``.
@@ -102,7 +162,7 @@ def decode_shared(decoder: nn.Module, image_embed: torch.Tensor, image_pe: torch
     b = sparse.shape[0]
     tokens = torch.cat([torch.cat(heads, 0).unsqueeze(0).expand(b, -1, -1), sparse], 1)
     src = image_embed + dense[:1]
-    hs, keys = SharedImageTwoWay(decoder.transformer)(src, image_pe, tokens)
+    hs, keys = SharedImageTwoWay(decoder.transformer, factored)(src, image_pe, tokens)
     c, h, w = src.shape[1:]
     src = keys.transpose(1, 2).reshape(b, c, h, w)
     if sam2 and decoder.use_high_res_features and high_res is not None:
