@@ -19,8 +19,10 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     empty mask)."""
     from samkit.engine.everything import mask_boxes
 
+    masks = masks if masks.dtype == torch.bool else masks != 0
     boxes = mask_boxes(masks).float()
-    boxes[:, 2:] += masks.flatten(1).any(1, keepdim=True).float()  # inclusive -> exclusive edges, non-empty only
+    if len(masks):  # inclusive -> exclusive edges, non-empty masks only (bytes: bool any() is slow on the CPU)
+        boxes[:, 2:] += masks.reshape(len(masks), -1).view(torch.uint8).amax(1, keepdim=True).float()
     return boxes
 
 

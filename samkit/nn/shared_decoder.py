@@ -49,13 +49,16 @@ def _image_to_tokens(attn: nn.Module, x: torch.Tensor, k_in: torch.Tensor, v_in:
     d, c = hd // h, x.shape[-1]
     scale = d**-0.5
     kh = k.view(b, t, h, d)
-    m = torch.einsum("hdc,bthd->bcht", attn.q_proj.weight.view(h, d, c), kh).reshape(b, c, h * t) * scale
-    beta = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(h, d), kh).reshape(b, 1, h * t) * scale
-    if x.shape[0] == 1 and b > 1:  # shared image tokens: one GEMM for every object's columns
-        logits = (x[0] @ m.permute(1, 0, 2).reshape(c, b * h * t)).view(-1, b, h * t).transpose(0, 1) + beta
+    mt = torch.einsum("hdc,bthd->bhtc", attn.q_proj.weight.view(h, d, c), kh * scale).reshape(b, h * t, c)
+    beta = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(h, d), kh * scale).reshape(b, h * t, 1)
+    # Logits laid out (B, heads x T, N): the softmax over T then runs along a strided axis of length T, ~10x
+    # faster on the CPU than a softmax along a last axis of length 8.
+    if x.shape[0] == 1 and b > 1:  # shared image tokens: one GEMM for every object's rows
+        logits = (mt.reshape(b * h * t, c) @ x[0].transpose(0, 1)).view(b, h * t, -1)
     else:
-        logits = torch.baddbmm(beta, x, m)
-    a = torch.softmax(logits.view(b, -1, h, t), -1).view(b, -1, h * t)
+        logits = torch.bmm(mt, x.transpose(1, 2))
+    logits = logits + beta
+    a = torch.softmax(logits.view(b, h, t, -1), 2).view(b, h * t, -1).transpose(1, 2)  # (B, N, h*T)
     n = torch.einsum("bthd,chd->bhtc", v.view(b, t, h, d), attn.out_proj.weight.view(-1, h, d)).reshape(b, h * t, -1)
     return torch.baddbmm(attn.out_proj.bias.expand(b, 1, -1), a, n)
 
