@@ -36,7 +36,7 @@ _EVERYTHING = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stabil
                "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
                "crop_n_points_downscale_factor", "min_mask_region_area")
 _OUTPUTS = ("save", "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok")
-_COMMON = ("model", "device", "half", "verbose")
+_COMMON = ("model", "device", "half", "compile", "verbose")
 #: The settings each mode reads; giving another one is an error (it would be silently ignored otherwise).
 MODE_KEYS = {
     "predict": (*_COMMON, "cache", "batch", "multimask", "source", "bboxes", "points", "labels", *_EVERYTHING,
@@ -207,7 +207,7 @@ def _predict(mode: str, cfg: dict[str, Any]) -> int:
     if outputs["save"] is None:  # the command line saves overlays unless other outputs were asked for
         outputs["save"] = not any(cfg[k] for k in ("save_txt", "save_coco", "save_masks"))
     model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
-                **({"cache": cfg["cache"]} if mode == "predict" else {}))
+                compile=cfg["compile"], **({"cache": cfg["cache"]} if mode == "predict" else {}))
     prompts = {k: cfg[k] for k in ("bboxes", "points", "labels")}
     source = cfg["source"]
     total = None
