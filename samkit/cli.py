@@ -193,7 +193,8 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
             ray_address=cfg["ray_address"], ray_actors=cfg["ray_actors"], verbose=cfg["verbose"],
         )
         print(summary)
-        return 0 if summary.images_done or not summary.images_total else 1
+        ok = summary.images_done + summary.images_resumed or not summary.images_total
+        return 0 if ok else 1  # every image skipped: a failed run
     raise AssertionError(mode)
 
 

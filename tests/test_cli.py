@@ -171,3 +171,23 @@ def test_predict_errors_are_one_line(args, message):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_annotate_resume_is_a_success(tmp_path):
+    import cv2
+    from ultralytics import ASSETS
+
+    ckpt = _present_ckpt(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (135, 180)))
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    args = ("annotate", f"data={tmp_path / 'images'}", f"labels={tmp_path / 'labels'}", f"sam_model={ckpt}",
+            "device=cpu", "verbose=False")
+    assert run(*args).returncode == 0
+    again = run(*args)
+    assert again.returncode == 0 and "1 already done" in again.stdout
+    (tmp_path / "images" / "a.jpg").write_bytes(b"broken")
+    (tmp_path / "images_auto_annotate_labels" / ".parts" / "a.json").unlink()
+    failed = run(*args)
+    assert failed.returncode == 1 and "skipped" in failed.stdout

@@ -21,8 +21,6 @@ from pathlib import Path
 
 from samkit.utils import LOGGER
 
-OUTPUT_KEYS = ("save", "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok")
-
 
 def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
     """``path`` when it does not exist yet (or ``exist_ok``), else ``path2``, ``path3``... (the first free one)."""
