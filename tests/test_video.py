@@ -313,7 +313,12 @@ def test_live_source_prompted_on_its_first_frame(tiny, clip_frames, tmp_path):
     with tiny.video(StreamVideo(str(avi))) as v:  # a file read as a live stream: forward only, no length
         assert v.num_frames is None
         v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
-        got = [r.frame for r in v.propagate(max_frames=3)]
+        live = list(v.propagate(max_frames=3))
+        got = [r.frame for r in live]
         assert got == [0, 1, 2, 3]
         with pytest.raises(ValueError, match="only be read forward"):
             next(v.propagate(start=3, reverse=True))
+    with tiny.video(avi) as v:  # the same file read as a file: the prompt means the same pixels
+        v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
+        for a, b in zip(live, v.propagate(max_frames=3)):
+            assert torch.equal(a.masks.data, b.masks.data), a.frame

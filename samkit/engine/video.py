@@ -21,9 +21,10 @@ behind go), for streams prompted again and again.
 One deliberate difference in defaults: a correction (clicks or a mask on a frame the object was already tracked
 on) becomes a conditioning frame, so it stays when propagation passes over that frame again and every later
 frame attends to it. The reference's default (``add_all_frames_to_correct_as_cond=False``) keeps a correction only
-until the next propagation recomputes that frame; ``correct_as_cond=False`` gives that behaviour. A refinement click on a frame whose output was dropped is decoded without the previous mask
-logits of that frame (the reference would feed them in); clicks near prompted frames or near the current frame
-are unaffected.
+until the next propagation recomputes that frame; ``correct_as_cond=False`` gives that behaviour.
+
+A refinement click on a frame whose output was dropped is decoded without the previous mask logits of that frame
+(the reference would feed them in); clicks near prompted frames or near the current frame are unaffected.
 """
 
 from __future__ import annotations
@@ -50,17 +51,15 @@ class _Object:
     """One tracked object's prompts and outputs."""
 
     obj_id: int
-    clicks: dict[int, dict] = field(default_factory=dict)  # frame -> {"point_coords", "point_labels"} (input px)
+    clicks: dict[int, dict] = field(default_factory=dict)  # frame -> {"points", "labels", "box"}, video pixels
     outputs: dict = field(default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
     pending: dict[int, tuple[dict, bool]] = field(default_factory=dict)  # frame -> (output, is_cond), no memory
     tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
-    drawn: dict[int, dict] = field(default_factory=dict)  # frame -> {"points", "labels", "box"} in input pixels
     cls: int = 0
 
     def forget_prompt(self, frame: int) -> None:
         self.outputs["cond_frame_outputs"].pop(frame, None)
         self.clicks.pop(frame, None)
-        self.drawn.pop(frame, None)
 
     def output_at(self, frame: int) -> dict | None:
         if frame in self.pending:
@@ -175,7 +174,7 @@ class VideoSession:
         if self._prepared is not None and self._prepared[0] == index:
             bgr, x = self._prepared[1]
         else:
-            bgr, x = self._prepare(index)
+            bgr, x = self._prepare(index, self._frame(index))
         self._last_frame = (index, bgr)
         return x.to(self.model.device)
 
@@ -223,6 +222,7 @@ class VideoSession:
         frame = self._check_frame(frame)
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
             raise TypeError(f"obj_id {obj_id!r} must be an integer")
+        self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
         if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
             raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
         if mask is not None:
@@ -230,27 +230,20 @@ class VideoSession:
                 raise ValueError("give mask= alone: a mask prompt replaces the frame's clicks and box")
             mask_in = self._mask_tensor(mask)
         else:
-            pts, labs, clicks_px, clicks_labels = self._prompt_tensors(points, labels, box)
+            prompt = self._check_prompt(points, labels, box)
         obj = self.objects.setdefault(int(obj_id), _Object(int(obj_id)))
         if cls is not None:
             obj.cls = int(cls)
         if mask is not None:
             obj.clicks.pop(frame, None)
-            obj.drawn.pop(frame, None)
             point_inputs = None
         else:
-            drawn = {"points": clicks_px, "labels": clicks_labels,
-                     "box": None if box is None else np.asarray(box, np.float32).reshape(4)}
-            if not clear and box is None and frame in obj.clicks:
-                old = obj.clicks[frame]
-                pts = torch.cat([old["point_coords"], pts], 1)
-                labs = torch.cat([old["point_labels"], labs], 1)
-                before = obj.drawn.get(frame)
-                if before is not None:
-                    drawn = {"points": np.concatenate([before["points"], drawn["points"]]),
-                             "labels": np.concatenate([before["labels"], drawn["labels"]]), "box": before["box"]}
-            obj.clicks[frame] = point_inputs = {"point_coords": pts, "point_labels": labs}
-            obj.drawn[frame] = drawn
+            old = obj.clicks.get(frame)
+            if old is not None and not clear and box is None:  # added to the frame's clicks, after its box
+                prompt = {"points": np.concatenate([old["points"], prompt["points"]]),
+                          "labels": np.concatenate([old["labels"], prompt["labels"]]), "box": old["box"]}
+            obj.clicks[frame] = prompt
+            point_inputs = self._point_inputs(prompt)
             mask_in = None
         is_init = frame not in obj.tracked
         reverse = False if is_init else obj.tracked[frame]
@@ -285,31 +278,38 @@ class VideoSession:
             x = (x >= 0.5).float()
         return x
 
-    def _prompt_tensors(self, points, labels, box):
-        h, w = self.video.height, self.video.width
-        scale = torch.tensor([w, h], dtype=torch.float32)
+    def _check_prompt(self, points, labels, box) -> dict:
+        """Clicks and box as given (video pixels), validated: ``{"points": (P, 2), "labels": (P,), "box": (4,)|None}``."""
         if points is None and box is None:
             raise ValueError("add() needs points= (with labels=) or box=")
-        pts = torch.zeros((0, 2)) if points is None else torch.as_tensor(np.asarray(points, np.float32)).reshape(-1, 2)
+        pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         if labels is None:
-            labs = torch.ones(len(pts), dtype=torch.int32)
+            labs = np.ones(len(pts), np.int32)
         else:
-            labs = torch.as_tensor(np.asarray(labels)).reshape(-1).to(torch.int32)
+            labs = np.asarray(labels).reshape(-1).astype(np.int32)
             if len(labs) != len(pts):
                 raise ValueError(f"{len(labs)} labels for {len(pts)} points: give one label per point")
             if not set(labs.tolist()) <= {0, 1}:
                 raise ValueError(f"labels {labs.tolist()} must be 1 (positive) or 0 (negative)")
-        clicks_px, clicks_labels = pts.numpy().copy(), labs.numpy().copy()
+        b = None
         if box is not None:
-            b = torch.as_tensor(np.asarray(box, np.float32)).reshape(-1)
+            b = np.asarray(box, np.float32).reshape(-1)
             if len(b) != 4 or b[2] < b[0] or b[3] < b[1]:
                 raise ValueError(f"box {np.asarray(box).tolist()} must be [x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
-            pts = torch.cat([b.reshape(2, 2), pts])
-            labs = torch.cat([torch.tensor([2, 3], dtype=torch.int32), labs])
-        if not torch.isfinite(pts).all():
+        if not np.isfinite(pts).all() or (b is not None and not np.isfinite(b).all()):
             raise ValueError("prompt coordinates must be finite numbers")
-        pts = (pts / scale * self.size)[None].to(self.model.device)
-        return pts, labs[None].to(self.model.device), clicks_px, clicks_labels
+        return {"points": pts, "labels": labs, "box": b}
+
+    def _point_inputs(self, prompt: dict) -> dict:
+        """A frame's prompt -> the network's point inputs: box corners first (labels 2, 3), then the clicks, scaled
+        to the network input."""
+        pts, labs = prompt["points"], prompt["labels"]
+        if prompt["box"] is not None:
+            pts = np.concatenate([prompt["box"].reshape(2, 2), pts])
+            labs = np.concatenate([np.array([2, 3], np.int32), labs])
+        scale = np.array([self.size / self.video.width, self.size / self.video.height], np.float32)
+        return {"point_coords": torch.from_numpy(pts * scale)[None].to(self.model.device),
+                "point_labels": torch.from_numpy(labs)[None].to(self.model.device)}
 
     def _num_frames_for_memory(self) -> int:
         n = self.num_frames
@@ -463,12 +463,12 @@ class VideoSession:
         masks = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0.0
         presence = torch.sigmoid(torch.stack(scores)) if scores else torch.zeros(0)
         prompts = None
-        if any(frame in o.drawn for o in objs):  # the frame's clicks and boxes, drawn by Results.plot()
-            n, p = len(objs), max(len(o.drawn.get(frame, {"labels": ()})["labels"]) for o in objs)
+        if any(frame in o.clicks for o in objs):  # the frame's clicks and boxes, drawn by Results.plot()
+            n, p = len(objs), max(len(o.clicks.get(frame, {"labels": ()})["labels"]) for o in objs)
             points, labels = np.zeros((n, p, 2), np.float32), np.full((n, p), -1, np.int32)
             boxes = np.full((n, 4), np.nan, np.float32)
             for i, o in enumerate(objs):
-                d = o.drawn.get(frame)
+                d = o.clicks.get(frame)
                 if d is not None:
                     k = len(d["labels"])
                     points[i, :k], labels[i, :k] = d["points"], d["labels"]
