@@ -173,13 +173,13 @@ class Annotator:
 
         h, w = hw
         polys = Masks(torch.from_numpy(masks), (h, w)).xyn if len(masks) else []
-        keep = [i for i in range(len(masks)) if not (empty[i] and self.empty == "skip")]
-        rows = yolo_seg_rows([polys[i] for i in keep], [int(cls[i]) for i in keep])
-        if len(rows) != len(keep):  # a mask too thin for a polygon: its box rectangle instead
-            rows = []
-            for i in keep:
-                poly = polys[i] if len(polys[i]) >= 3 else _box_polygon(xyxy[i], (h, w))
-                rows += yolo_seg_rows([poly], [int(cls[i])])
+        rows = []
+        for i, poly in enumerate(polys):
+            if empty[i] and self.empty == "skip":
+                continue
+            if len(poly) < 3:  # a mask too thin for a polygon: its box rectangle instead
+                poly = _box_polygon(xyxy[i], (h, w))
+            rows += yolo_seg_rows([poly], [int(cls[i])])
         atomic_write_text(self.out / f"{Path(path).stem}.txt", "".join(r + "\n" for r in rows))
 
     def _write_png(self, path, masks, empty) -> None:

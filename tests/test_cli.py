@@ -140,17 +140,22 @@ def test_track_writes_an_overlay_video(tmp_path):
     assert len(list((tmp_path / "t" / "labels").glob("clip_*.txt"))) == 8
 
 
-def test_annotate_command(tmp_path):
+def _annotate_args(tmp_path, name: str, rows: str, size: tuple[int, int]) -> tuple[str, ...]:
+    """A one-image box dataset (``images/<name>.jpg``, ``labels/<name>.txt``) and the annotate arguments for it."""
     import cv2
     from ultralytics import ASSETS
 
     ckpt = _present_ckpt(tmp_path)
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    cv2.imwrite(str(tmp_path / "images" / "bus.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (270, 360)))
-    (tmp_path / "labels" / "bus.txt").write_text("3 0.5 0.5 0.4 0.4\n1 0.2 0.2 0.1 0.1\n")
-    r = run("annotate", f"data={tmp_path / 'images'}", f"labels={tmp_path / 'labels'}", f"sam_model={ckpt}",
+    cv2.imwrite(str(tmp_path / "images" / f"{name}.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), size))
+    (tmp_path / "labels" / f"{name}.txt").write_text(rows)
+    return ("annotate", f"data={tmp_path / 'images'}", f"labels={tmp_path / 'labels'}", f"sam_model={ckpt}",
             "device=cpu", "verbose=False")
+
+
+def test_annotate_command(tmp_path):
+    r = run(*_annotate_args(tmp_path, "bus", "3 0.5 0.5 0.4 0.4\n1 0.2 0.2 0.1 0.1\n", (270, 360)))
     assert r.returncode == 0, r.stderr
     assert "1 annotated" in r.stdout and "2 objects" in r.stdout
     rows = (tmp_path / "images_auto_annotate_labels" / "bus.txt").read_text().splitlines()
@@ -174,16 +179,7 @@ def test_predict_errors_are_one_line(args, message):
 
 
 def test_annotate_resume_is_a_success(tmp_path):
-    import cv2
-    from ultralytics import ASSETS
-
-    ckpt = _present_ckpt(tmp_path)
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (135, 180)))
-    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.4 0.4\n")
-    args = ("annotate", f"data={tmp_path / 'images'}", f"labels={tmp_path / 'labels'}", f"sam_model={ckpt}",
-            "device=cpu", "verbose=False")
+    args = _annotate_args(tmp_path, "a", "0 0.5 0.5 0.4 0.4\n", (135, 180))
     assert run(*args).returncode == 0
     again = run(*args)
     assert again.returncode == 0 and "1 already done" in again.stdout

@@ -12,6 +12,7 @@ from conftest import mask_iou as _iou
 from conftest import cpu_connected_components, moving_square_frames, save_present, save_random, write_video
 from ultralytics import ASSETS
 
+from benchmarks.video_memory import rss_mb
 from samkit import SAM
 from samkit.data.sources import SourceError
 from samkit.data.video import VideoSource
@@ -249,14 +250,6 @@ class _Synthetic(VideoSource):
         return f
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 @pytest.mark.slow
 def test_resident_memory_is_flat_over_a_long_video(tiny):
     with tiny.video(_Synthetic(2000)) as v:
@@ -264,7 +257,7 @@ def test_resident_memory_is_flat_over_a_long_video(tiny):
         rss = {}
         for r in v.propagate():
             if r.frame in (200, 2000 - 1):
-                rss[r.frame] = _rss_mb()
+                rss[r.frame] = rss_mb()
     grown = rss[1999] - rss[200]
     assert grown < 20, f"resident memory grew {grown:.1f} MB between frame 200 and frame 2000"
 

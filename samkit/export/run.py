@@ -68,8 +68,8 @@ class ResultSaver:
     def __call__(self, r) -> None:
         """Write one Results (an image, or one frame of a video when ``r.frame`` is set)."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        video = getattr(r, "frame", None) is not None
-        stem = f"{safe_stem(r.path)}_{r.frame:06d}" if video else (Path(r.path).stem or "image")
+        video = r.frame is not None
+        stem = r.stem
         if self.save:
             if video:
                 self._video_writer(r).write(r.frame, r.plot())
@@ -98,8 +98,7 @@ class ResultSaver:
 
         w = self._videos.get(r.path)
         if w is None:
-            w = self._videos[r.path] = VideoOverlayWriter(self.save_dir / f"{safe_stem(r.path)}.mp4",
-                                                          fps=getattr(r, "fps", None))
+            w = self._videos[r.path] = VideoOverlayWriter(self.save_dir / f"{safe_stem(r.path)}.mp4", fps=r.fps)
         return w
 
     def close(self) -> None:

@@ -31,19 +31,18 @@ def segment(yolo_results, sam, **kwargs) -> list:
         names, confidences and track ids (``boxes.id``); an image without detections gives a Results without
         masks.
     """
-    from samkit.results import Results
     from samkit.utils.devices import default_threads
 
     single = not isinstance(yolo_results, (list, tuple))
-    out = []
     with default_threads():
-        for det in [yolo_results] if single else yolo_results:
-            out.append(_segment_one(det, sam, Results, kwargs))
+        out = [_segment_one(det, sam, kwargs) for det in ([yolo_results] if single else yolo_results)]
     return out[0] if single else out
 
 
-def _segment_one(det, sam, Results, kwargs):
+def _segment_one(det, sam, kwargs):
     """One YOLO Results -> one samkit Results (no masks when there is no box)."""
+    from samkit.results import Results
+
     if det.boxes is None or len(det.boxes) == 0:
         h, w = det.orig_shape
         return Results(det.orig_img, path=det.path, masks=torch.zeros((0, h, w), dtype=torch.bool),
