@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import image, video, video_memory
+from benchmarks import image, precision, video, video_memory
 from benchmarks.common import Table, command, machine
 
 
@@ -24,7 +24,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", default="t", help="comma-separated SAM 2.1 sizes: t, b+ (default t)")
     p.add_argument("--everything", default="16", help="segment-everything grids, e.g. 16,32 ('' to skip)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
-    p.add_argument("--half", action="store_true", help="also run every case under bf16 autocast")
+    p.add_argument("--half", action="store_true", help="also run every case under bf16 autocast, and compare samkit's "
+                   "half-precision encoder and masks with its fp32 ones")
     p.add_argument("--compile", action="store_true", help="also run samkit with torch.compile (CUDA)")
     p.add_argument("--video-frames", type=int, default=0, help="also track a video of this many frames (0: skip)")
     p.add_argument("--video-objects", default="1,3", help="objects per video case (default 1,3)")
@@ -40,8 +41,12 @@ def main(argv=None) -> None:
     memory = Table(["samkit", "reference"], unit="MB", ratio_floor=1.0)
     objects = [int(v) for v in args.video_objects.split(",") if v.strip()]
     variants = [(False, False)] + ([(True, False)] if args.half else []) + ([(True, True)] if args.compile else [])
+    half_rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.models.split(","):
+            if args.half:
+                print(f"sam2.1 {size} on {args.device}: half precision against fp32 (samkit, 10 boxes on bus.jpg)")
+                precision.run(half_rows, Path(tmp), size.strip(), args.device, args.repeats)
             for half, comp in variants:
                 print(f"sam2.1 {size} on {args.device}{' bf16' if half else ''}{' compiled' if comp else ''}")
                 if not args.skip_image:
@@ -51,8 +56,12 @@ def main(argv=None) -> None:
         if args.video_memory:
             print("resident memory over a long video (tiny architecture, cpu)")
             video_memory.run(table, memory, Path(tmp), [int(v) for v in args.video_memory.split(",")])
-    text = (f"Machine: {machine()}\n\nCommand: `{command()}`\n\nMedians in milliseconds; ratios above 1 mean samkit "
-            f"is faster.\n\n{table.markdown()}\n")
+    text = f"Machine: {machine()}\n\nCommand: `{command()}`\n"
+    if table.rows:
+        text += f"\nMedians in milliseconds; ratios above 1 mean samkit is faster.\n\n{table.markdown()}\n"
+    if half_rows:
+        text += (f"\nsamkit in half precision against samkit in fp32 (same weights, same run): encoder medians and the "
+                 f"IoU of the 10 box masks with the fp32 ones.\n\n{precision.HEADER}\n" + "\n".join(half_rows) + "\n")
     if memory.rows:
         text += (f"\nResident memory above the loaded model (MB); ratios above 1 mean samkit holds less (no ratio where "
                  f"samkit's growth is under 1 MB).\n\n{memory.markdown()}\n")

@@ -22,3 +22,16 @@ def test_random_boxes_are_valid_xyxy_inside_the_image():
     assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
     assert (b >= 0).all() and (b[:, [0, 2]] < 810).all() and (b[:, [1, 3]] < 1080).all()
     assert np.array_equal(b, random_boxes(100, (1080, 810))), "boxes must be the same for every system and run"
+
+
+def test_mask_iou_per_pair():
+    import torch
+
+    from benchmarks.precision import mask_iou
+
+    a = torch.zeros(3, 4, 4, dtype=torch.bool)
+    b = torch.zeros(3, 4, 4, dtype=torch.bool)
+    a[0, :2] = True  # 8 pixels
+    b[0, 1:3] = True  # 8 pixels, 4 shared
+    a[1, 0, 0] = True  # nothing shared
+    assert mask_iou(a, b).tolist() == [4 / 12, 0.0, 1.0]  # two empty masks agree

@@ -33,6 +33,8 @@ def test_half_on_cpu(tiny_ckpt, caplog):
         assert not model.half and "no native bf16" in caplog.text
         return
     assert model.half and model.dtype == torch.float32, "weights stay fp32 under autocast"
+    patch = model.net.image_encoder.trunk.patch_embed.proj.weight
+    assert patch.is_contiguous(memory_format=torch.channels_last), "half precision runs the encoder channels-last"
     seen = []
     for module in (model.net.image_encoder, model.net.sam_mask_decoder):
         module.register_forward_hook(lambda m, i, o: seen.append(torch.get_autocast_dtype("cpu")
@@ -46,6 +48,7 @@ def test_half_on_cpu(tiny_ckpt, caplog):
         sure = a[i].abs() > a[i].abs().quantile(0.5)
         assert ((a[i] > 0) == (b[i] > 0))[sure].float().mean() > 0.99
     model.half = False
+    assert patch.is_contiguous(), "fp32 must go back to the standard layout"
     again = model(image, bboxes=boxes)[0]
     assert torch.equal(again.masks.data, full.masks.data), "switching back did not restore fp32"
 

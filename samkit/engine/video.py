@@ -191,7 +191,7 @@ class VideoSession:
         """(vision_feats, vision_pos_embeds, feat_sizes) of frame ``index``; the last frame's are kept."""
         if self._features is None or self._features[0] != index:
             with self.model.engine.autocast():
-                backbone_out = self.net.forward_image(self._frame_input(index))
+                backbone_out = self.net.forward_image(self.model.engine.encoder_layout(self._frame_input(index)))
             self._features = (index, backbone_out)
             self.frames_encoded += 1
         backbone_out = dict(self._features[1])

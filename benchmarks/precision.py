@@ -1,0 +1,50 @@
+"""samkit in half precision against samkit in fp32: encoder time and how far the masks move."""
+
+from __future__ import annotations
+
+import cv2
+import torch
+from ultralytics import ASSETS
+
+from benchmarks.common import make_checkpoint, median_time
+from benchmarks.image import random_boxes
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of each pair of (N, H, W) boolean masks (1 where both are empty)."""
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def run(rows: list[str], folder, size: str, device: str, repeats: int, n_boxes: int = 10) -> None:
+    """Append one markdown row: fp32 and half encoder medians, their ratio, the min and median mask IoU."""
+    from samkit import SAM
+
+    path = make_checkpoint(folder, size)
+    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    boxes = random_boxes(n_boxes, image.shape[:2])
+    model = SAM(path, device=device, verbose=False)
+
+    def encode():
+        model.engine.clear_cache()
+        model.engine.encode([image])
+
+    fp32 = median_time(encode, device, repeats)
+    want = model(image, bboxes=boxes)[0].masks.data
+    model.half = True
+    if not model.half:
+        rows.append(f"| sam2.1 {size} | {fp32:.1f} | - | - | - | (no half precision on {device}) |")
+        return
+    half = median_time(encode, device, repeats)
+    got = model(image, bboxes=boxes)[0].masks.data
+    iou = mask_iou(want, got)
+    dtype = str(model.engine.half_dtype).replace("torch.", "")
+    row = (f"| sam2.1 {size} | {fp32:.1f} | {half:.1f} ({dtype}) | **{fp32 / half:.2f}x** | {iou.min():.3f} | "
+           f"{iou.median():.3f} |")
+    print("  " + row, flush=True)
+    rows.append(row)
+
+
+HEADER = ("| model | encoder fp32 (ms) | encoder half (ms) | fp32 / half | min mask IoU | median mask IoU |\n"
+          "|---|---|---|---|---|---|")

@@ -1,0 +1,116 @@
+"""Inference speed-ups for the Hiera image encoder of SAM 2, installed on a built network's modules.
+
+- **Positional embedding, once per input size.** Hiera interpolates its background positional embedding
+  (bicubic) and adds the tiled window embedding on every forward pass; for a fixed input size the result never
+  changes. :func:`speed_up_hiera` keeps it per (size, dtype, device) and recomputes it when the parameters are
+  written (their version counter moves), so the output is bit for bit what the module computes.
+- **bf16 attention on the CPU.** PyTorch's fused CPU attention runs bf16 at its fp32 speed (its softmax works
+  in fp32 over blocks it does not hand to the bf16 matrix units). Under bf16 on the CPU the Hiera blocks attend
+  through :func:`cpu_attention` instead: batched bf16 matrix products over query blocks small enough for the
+  cache, the softmax written in place. 1.5-2.5x faster per call on an AVX512-BF16 CPU; fp32 and every other
+  device keep the fused kernel, so fp32 results are unchanged.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+# Elements of one block of attention logits (4 MiB in bf16): measured fastest on a 2-core AVX512-BF16 CPU for
+# Hiera's global (4096 x 4096) and windowed (64 x 64, 196 x 196) attention alike.
+ATTENTION_BLOCK = 1 << 21
+
+
+def cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int = ATTENTION_BLOCK) -> torch.Tensor:
+    """Softmax attention of ``(B, heads, Lq, C)`` queries over ``(B, heads, Lk, C)`` keys and values, in blocks.
+
+    Scaled by ``C ** -0.5`` as ``F.scaled_dot_product_attention`` is. Windows (many short sequences) go through
+    in groups of whole sequences; long sequences in blocks of query rows, each block's logits at most ``block``
+    elements.
+    """
+    b, h, lq, c = q.shape
+    lk = k.shape[2]
+    n = b * h
+    q = (q * c**-0.5).reshape(n, lq, c)
+    kt = k.reshape(n, lk, c).transpose(1, 2)
+    v = v.reshape(n, lk, v.shape[-1])
+    out = q.new_empty(n, lq, v.shape[-1])
+    group = max(1, block // (lq * lk))
+    rows = lq if group > 1 else max(16, block // lk)
+    for i in range(0, n, group):
+        for j in range(0, lq, rows):
+            logits = torch.bmm(q[i : i + group, j : j + rows], kt[i : i + group])
+            torch.softmax(logits, -1, out=logits)
+            torch.bmm(logits, v[i : i + group], out=out[i : i + group, j : j + rows])
+    return out.view(b, h, lq, -1)
+
+
+def _bf16_on_cpu(x: torch.Tensor) -> bool:
+    if x.device.type != "cpu":
+        return False
+    if x.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def _attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``MultiScaleAttention.forward`` with the attention in :func:`cpu_attention` under bf16 on the CPU."""
+    if not _bf16_on_cpu(x) or torch.compiler.is_compiling():
+        return type(self).forward(self, x)
+    from ultralytics.models.sam.modules.blocks import do_pool
+
+    b, hh, ww, _ = x.shape
+    q, k, v = self.qkv(x).reshape(b, hh * ww, 3, self.num_heads, -1).unbind(2)  # each (B, L, heads, C)
+    if self.q_pool:
+        q = do_pool(q.reshape(b, hh, ww, -1), self.q_pool)
+        hh, ww = q.shape[1:3]
+        q = q.reshape(b, hh * ww, self.num_heads, -1)
+    out = cpu_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return self.proj(out.transpose(1, 2).reshape(b, hh, ww, -1))
+
+
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place write counter; inference tensors have none (-1: they change only by replacement)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
+def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+    """``Hiera._get_pos_embed``, kept per input size while the embedding parameters are unchanged."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return type(self)._get_pos_embed(self, hw)
+    p, w = self.pos_embed, self.pos_embed_window
+    autocast = torch.is_autocast_enabled(p.device.type) and torch.get_autocast_dtype(p.device.type)
+    key = (tuple(hw), p.dtype, p.device, _version(p), _version(w), p.data_ptr(), w.data_ptr(),
+           torch.is_inference_mode_enabled(), autocast)
+    cache = self.__dict__.setdefault("_samkit_pos_embed", {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = type(self)._get_pos_embed(self, hw)
+    return cache[key]
+
+
+def speed_up_hiera(encoder: nn.Module) -> int:
+    """Install the speed-ups on every Hiera trunk and attention block under ``encoder``; returns how many modules.
+
+    The modules keep their parameters, state-dict keys and fp32 results; calling it twice changes nothing more.
+    """
+    from ultralytics.models.sam.modules.blocks import MultiScaleAttention
+    from ultralytics.models.sam.modules.encoders import Hiera
+
+    n = 0
+    for module in encoder.modules():
+        if isinstance(module, Hiera) and "_get_pos_embed" not in module.__dict__:
+            module._get_pos_embed = types.MethodType(_cached_pos_embed, module)
+            n += 1
+        elif isinstance(module, MultiScaleAttention) and "forward" not in module.__dict__:
+            module.forward = types.MethodType(_attention_forward, module)
+            n += 1
+    return n
+
+
+__all__ = ["ATTENTION_BLOCK", "cpu_attention", "speed_up_hiera"]

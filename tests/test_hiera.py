@@ -1,0 +1,82 @@
+"""The Hiera encoder speed-ups: blocked bf16 attention on the CPU, the positional embedding kept per input size."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samkit.nn import build_network
+from samkit.nn import hiera
+from samkit.nn.hiera import cpu_attention, speed_up_hiera
+
+
+@pytest.mark.parametrize(
+    "q_shape, kv_shape, block",
+    [
+        ((1, 2, 300, 24), (1, 2, 300, 24), 4096),  # one long sequence in blocks of query rows (last block short)
+        ((50, 3, 16, 8), (50, 3, 64, 8), 3000),  # pooled queries over windows, in groups of windows (last short)
+        ((4, 1, 49, 16), (4, 1, 49, 16), 1 << 21),  # everything in one block
+    ],
+)
+def test_blocked_attention_is_attention(q_shape, kv_shape, block):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(q_shape, generator=g)
+    k, v = torch.randn(kv_shape, generator=g), torch.randn(kv_shape, generator=g)
+    want = F.scaled_dot_product_attention(q, k, v)
+    got = cpu_attention(q, k, v, block=block)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # In bf16 it stays within bf16 rounding of the exact result.
+    got16 = cpu_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), block=block)
+    assert got16.dtype == torch.bfloat16
+    assert (got16.float() - want).abs().max() < 0.05
+
+
+def _encode(net, x):
+    with torch.inference_mode():
+        return net.image_encoder(x)["backbone_fpn"]
+
+
+def test_fp32_encoder_unchanged_and_bf16_uses_blocked_attention(monkeypatch):
+    torch.manual_seed(0)
+    plain = build_network("sam2_test")
+    fast = copy.deepcopy(plain)
+    assert speed_up_hiera(fast.image_encoder) > 0
+    assert speed_up_hiera(fast.image_encoder) == 0, "installing twice must not wrap twice"
+    x = torch.randn(1, 3, 256, 256)
+    for a, b in zip(_encode(plain, x), _encode(fast, x)):
+        assert torch.equal(a, b), "fp32 must stay bit-identical"
+
+    calls = []
+    monkeypatch.setattr(hiera, "cpu_attention", lambda *a, **k: calls.append(1) or cpu_attention(*a, **k))
+    _encode(fast, x)
+    assert not calls, "fp32 must keep the fused attention"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = _encode(plain, x)
+        got = _encode(fast, x)
+    n_blocks = sum(1 for m in fast.image_encoder.modules() if type(m).__name__ == "MultiScaleAttention")
+    assert len(calls) == n_blocks
+    for a, b in zip(want, got):
+        assert torch.corrcoef(torch.stack([a.float().flatten(), b.float().flatten()]))[0, 1] > 0.999
+
+
+def test_positional_embedding_cache_follows_size_and_weights():
+    torch.manual_seed(0)
+    plain = build_network("sam2_test")
+    fast = copy.deepcopy(plain)
+    speed_up_hiera(fast.image_encoder)
+    small, large = torch.randn(1, 3, 128, 128), torch.randn(1, 3, 256, 256)
+    for x in (large, small, large):  # a new size must not reuse the other size's embedding
+        for a, b in zip(_encode(plain, x), _encode(fast, x)):
+            assert torch.equal(a, b)
+        kept = fast.image_encoder.trunk.__dict__["_samkit_pos_embed"]
+        assert [k[0] for k in kept] == [(x.shape[-2] // 4, x.shape[-1] // 4)], "not kept for the patch grid's size"
+    # Weights written in place (as load_state_dict does) must be seen.
+    new = {k: v + 0.5 for k, v in plain.state_dict().items() if "pos_embed" in k}
+    plain.load_state_dict(new, strict=False)
+    fast.load_state_dict(new, strict=False)
+    for a, b in zip(_encode(plain, large), _encode(fast, large)):
+        assert torch.equal(a, b), "a stale positional embedding was reused after the weights changed"
