@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.common import Table
 from benchmarks.image import random_boxes
@@ -34,4 +35,4 @@ def test_mask_iou_per_pair():
     a[0, :2] = True  # 8 pixels
     b[0, 1:3] = True  # 8 pixels, 4 shared
     a[1, 0, 0] = True  # nothing shared
-    assert mask_iou(a, b).tolist() == [4 / 12, 0.0, 1.0]  # two empty masks agree
+    assert mask_iou(a, b).tolist() == pytest.approx([4 / 12, 0.0, 1.0])  # two empty masks agree
