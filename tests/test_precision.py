@@ -80,3 +80,27 @@ def test_compiled_model_gives_the_same_masks(tiny_ckpt):
     assert (a.masks.data != b.masks.data).float().mean() < 1e-3
     torch.testing.assert_close(a.iou, b.iou, atol=1e-4, rtol=1e-4)
     assert sorted(compiled.net.state_dict()) == sorted(eager.net.state_dict()), "state-dict keys changed"
+
+
+@pytest.mark.slow
+def test_compiled_video_tracking_stops_compiling_once_the_memory_bank_is_full(tiny_ckpt):
+    """The memory bank grows for 16 frames (7 memories, 16 object pointers), then keeps its size: a compiled model
+    may compile while it grows, fewer times than Dynamo's recompile limit (past which it silently runs eager), and
+    never after. Dynamo's own backend keeps the test fast; what recompiles is decided before any backend runs."""
+    from conftest import moving_square_frames
+    from torch._dynamo.utils import counters
+
+    frames = moving_square_frames(24)
+    box = [[10, 30, 40, 60]]
+    eager = SAM(tiny_ckpt, device="cpu", verbose=False)
+    want = [r.low_res_logits for r in eager.track(frames, bboxes=box, stream=True)]
+    compiled = SAM(tiny_ckpt, device="cpu", verbose=False).compile(backend="eager")
+    before = counters["frames"]["ok"]
+    compiles, got = [], []
+    for r in compiled.track(frames, bboxes=box, stream=True):
+        got.append(r.low_res_logits)
+        compiles.append(counters["frames"]["ok"] - before)
+    assert 0 < compiles[-1] <= torch._dynamo.config.recompile_limit, compiles
+    assert compiles[17] == compiles[-1], f"compiled again in steady state: {compiles}"
+    for t, (a, b) in enumerate(zip(want, got)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"frame {t}")
