@@ -88,9 +88,9 @@ class ImageEngine:
         self.arch = arch
         self.is_sam2 = arch.family == "sam2"
         if self.is_sam2:
-            from samkit.nn.hiera import speed_up_hiera
+            from samkit.nn.speedups import speed_up
 
-            speed_up_hiera(net.image_encoder)
+            speed_up(net)
         self.size = arch.image_size
         self.low_res = self.size // 4
         self.cache_size = cache_size

@@ -1,4 +1,4 @@
-"""The Hiera encoder speed-ups: blocked bf16 attention on the CPU, the positional embedding kept per input size."""
+"""SAM 2 speed-ups: blocked bf16 attention on the CPU (Hiera, memory attention), Hiera's positional embedding kept."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from samkit.nn import build_network
-from samkit.nn import hiera
-from samkit.nn.hiera import cpu_attention, speed_up_hiera
+from samkit.nn import speedups
+from samkit.nn.speedups import cpu_attention, speed_up
 
 
 @pytest.mark.parametrize(
@@ -44,14 +44,14 @@ def test_fp32_encoder_unchanged_and_bf16_uses_blocked_attention(monkeypatch):
     torch.manual_seed(0)
     plain = build_network("sam2_test")
     fast = copy.deepcopy(plain)
-    assert speed_up_hiera(fast.image_encoder) > 0
-    assert speed_up_hiera(fast.image_encoder) == 0, "installing twice must not wrap twice"
+    assert speed_up(fast) > 0
+    assert speed_up(fast) == 0, "installing twice must not wrap twice"
     x = torch.randn(1, 3, 256, 256)
     for a, b in zip(_encode(plain, x), _encode(fast, x)):
         assert torch.equal(a, b), "fp32 must stay bit-identical"
 
     calls = []
-    monkeypatch.setattr(hiera, "cpu_attention", lambda *a, **k: calls.append(1) or cpu_attention(*a, **k))
+    monkeypatch.setattr(speedups, "cpu_attention", lambda *a, **k: calls.append(1) or cpu_attention(*a, **k))
     _encode(fast, x)
     assert not calls, "fp32 must keep the fused attention"
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -67,7 +67,7 @@ def test_positional_embedding_cache_follows_size_and_weights():
     torch.manual_seed(0)
     plain = build_network("sam2_test")
     fast = copy.deepcopy(plain)
-    speed_up_hiera(fast.image_encoder)
+    speed_up(fast)
     small, large = torch.randn(1, 3, 128, 128), torch.randn(1, 3, 256, 256)
     for x in (large, small, large):  # a new size must not reuse the other size's embedding
         for a, b in zip(_encode(plain, x), _encode(fast, x)):
@@ -80,3 +80,29 @@ def test_positional_embedding_cache_follows_size_and_weights():
     fast.load_state_dict(new, strict=False)
     for a, b in zip(_encode(plain, large), _encode(fast, large)):
         assert torch.equal(a, b), "a stale positional embedding was reused after the weights changed"
+
+
+def test_memory_attention_fp32_unchanged_and_bf16_uses_blocked_attention(monkeypatch):
+    torch.manual_seed(0)
+    plain = build_network("sam2_test")
+    fast = copy.deepcopy(plain)
+    speed_up(fast)
+    g = torch.Generator().manual_seed(1)
+    tokens = 16 * 16  # the test architecture's 256 px input gives a 16 x 16 feature grid
+    curr, curr_pos = torch.randn(tokens, 2, 256, generator=g), torch.randn(tokens, 2, 256, generator=g)
+    memory = torch.randn(3 * tokens + 4, 2, 64, generator=g)  # three memory frames, then 4 object-pointer tokens
+    memory_pos = torch.randn(3 * tokens + 4, 2, 64, generator=g)
+
+    def attend(net):
+        with torch.inference_mode():
+            return net.memory_attention(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos,
+                                        num_obj_ptr_tokens=4)
+
+    assert torch.equal(attend(plain), attend(fast)), "fp32 must stay bit-identical"
+    calls = []
+    monkeypatch.setattr(speedups, "cpu_attention", lambda *a, **k: calls.append(1) or cpu_attention(*a, **k))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = attend(plain), attend(fast)
+    layers = len(fast.memory_attention.layers)
+    assert len(calls) == 2 * layers, "self- and cross-attention of every layer"
+    assert torch.corrcoef(torch.stack([want.float().flatten(), got.float().flatten()]))[0, 1] > 0.999

@@ -1,18 +1,19 @@
-"""Inference speed-ups for the Hiera image encoder of SAM 2, installed on a built network's modules.
+"""Inference speed-ups for SAM 2's image encoder (Hiera) and memory attention, installed on a built network.
 
 - **Positional embedding, once per input size.** Hiera interpolates its background positional embedding
   (bicubic) and adds the tiled window embedding on every forward pass; for a fixed input size the result never
   changes. :func:`speed_up_hiera` keeps it per (size, dtype, device) and recomputes it when the parameters are
   written (their version counter moves), so the output is bit for bit what the module computes.
 - **bf16 attention on the CPU.** PyTorch's fused CPU attention runs bf16 at its fp32 speed (its softmax works
-  in fp32 over blocks it does not hand to the bf16 matrix units). Under bf16 on the CPU the Hiera blocks attend
-  through :func:`cpu_attention` instead: batched bf16 matrix products over query blocks small enough for the
-  cache, the softmax written in place. 1.5-2.5x faster per call on an AVX512-BF16 CPU; fp32 and every other
-  device keep the fused kernel, so fp32 results are unchanged.
+  in fp32 over blocks it does not hand to the bf16 matrix units). Under bf16 on the CPU the Hiera blocks and the
+  memory attention's RoPE attentions attend through :func:`cpu_attention` instead: batched bf16 matrix products
+  over query blocks small enough for the cache, the softmax written in place. 1.3-2.5x faster per call on an
+  AVX512-BF16 CPU; fp32 and every other device keep the fused kernel, so fp32 results are unchanged.
 """
 
 from __future__ import annotations
 
+import math
 import types
 
 import torch
@@ -79,6 +80,26 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
+def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            num_k_exclude_rope: int = 0) -> torch.Tensor:
+    """``RoPEAttention.forward`` with the attention in :func:`cpu_attention` under bf16 on the CPU."""
+    if not _bf16_on_cpu(q) or torch.compiler.is_compiling():
+        return type(self).forward(self, q, k, v, num_k_exclude_rope)
+    from ultralytics.models.sam.modules.utils import apply_rotary_enc
+
+    q = self._separate_heads(self.q_proj(q), self.num_heads)
+    k = self._separate_heads(self.k_proj(k), self.num_heads)
+    v = self._separate_heads(self.v_proj(v), self.num_heads)
+    side = math.sqrt(q.shape[-2])  # queries are a square grid of image tokens
+    if self.freqs_cis.shape[0] != q.shape[-2]:
+        self.freqs_cis = self.compute_cis(end_x=side, end_y=side)
+    self.freqs_cis = self.freqs_cis.to(q.device)
+    n_rope = k.shape[-2] - num_k_exclude_rope  # trailing keys (object pointers) carry no position
+    q, k[:, :, :n_rope] = apply_rotary_enc(q, k[:, :, :n_rope], freqs_cis=self.freqs_cis,
+                                           repeat_freqs_k=self.rope_k_repeat)
+    return self.out_proj(self._recombine_heads(cpu_attention(q, k, v)))
+
+
 def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
     """``Hiera._get_pos_embed``, kept per input size while the embedding parameters are unchanged."""
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
@@ -94,23 +115,27 @@ def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
     return cache[key]
 
 
-def speed_up_hiera(encoder: nn.Module) -> int:
-    """Install the speed-ups on every Hiera trunk and attention block under ``encoder``; returns how many modules.
+def speed_up(net: nn.Module) -> int:
+    """Install the speed-ups on every Hiera trunk, Hiera attention and RoPE attention under ``net``; returns how
+    many modules changed.
 
     The modules keep their parameters, state-dict keys and fp32 results; calling it twice changes nothing more.
     """
-    from ultralytics.models.sam.modules.blocks import MultiScaleAttention
+    from ultralytics.models.sam.modules.blocks import MultiScaleAttention, RoPEAttention
     from ultralytics.models.sam.modules.encoders import Hiera
 
     n = 0
-    for module in encoder.modules():
+    for module in net.modules():
         if isinstance(module, Hiera) and "_get_pos_embed" not in module.__dict__:
             module._get_pos_embed = types.MethodType(_cached_pos_embed, module)
             n += 1
         elif isinstance(module, MultiScaleAttention) and "forward" not in module.__dict__:
             module.forward = types.MethodType(_attention_forward, module)
             n += 1
+        elif isinstance(module, RoPEAttention) and "forward" not in module.__dict__:
+            module.forward = types.MethodType(_rope_attention_forward, module)
+            n += 1
     return n
 
 
-__all__ = ["ATTENTION_BLOCK", "cpu_attention", "speed_up_hiera"]
+__all__ = ["ATTENTION_BLOCK", "cpu_attention", "speed_up"]
