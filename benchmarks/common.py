@@ -49,6 +49,24 @@ def median_time(fn, device: str, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, device: str, repeats: int = 5, warmup: int = 1) -> dict:
+    """Median wall time in milliseconds of each ``fns[name]()``, the systems taking turns within every repeat, so
+    that a machine's speed drifting during the run weighs on all of them alike. ``None`` entries stay ``None``."""
+    live = {k: f for k, f in fns.items() if f is not None}
+    for _ in range(warmup):
+        for f in live.values():
+            f()
+    times = {k: [] for k in live}
+    for _ in range(repeats):
+        for k, f in live.items():
+            sync(device)
+            t = time.perf_counter()
+            f()
+            sync(device)
+            times[k].append((time.perf_counter() - t) * 1000)
+    return {k: (statistics.median(times[k]) if k in times else None) for k in fns}
+
+
 @dataclass
 class Table:
     """Rows of ``(section, case, {system: value})``, printed as markdown with other/samkit ratios.

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from ultralytics import ASSETS
 
-from benchmarks.common import MODELS, Table, make_checkpoint, median_time
+from benchmarks.common import MODELS, Table, interleaved_medians, make_checkpoint, median_time
 
 
 def random_boxes(n: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -68,10 +68,9 @@ def run(table: Table, folder, size: str, device: str, half: bool, repeats: int, 
         with autocast:
             ref_pred.set_image(rgb)
 
-    table.add(tag, "encoder (one image)",
-              samkit=median_time(ours_encode, device, repeats),
-              reference=median_time(ref_encode, device, repeats) if ref_pred else None,
-              ultralytics=median_time(lambda: ul.predictor.set_image(image), device, repeats))
+    table.add(tag, "encoder (one image)", **interleaved_medians(
+        {"samkit": ours_encode, "reference": ref_encode if ref_pred else None,
+         "ultralytics": lambda: ul.predictor.set_image(image)}, device, repeats))
 
     # Prompting the same image again: samkit hits its embedding cache; the reference keeps its set_image state;
     # ultralytics.SAM re-encodes on every call.

@@ -6,7 +6,7 @@ import cv2
 import torch
 from ultralytics import ASSETS
 
-from benchmarks.common import make_checkpoint, median_time
+from benchmarks.common import interleaved_medians, make_checkpoint
 from benchmarks.image import random_boxes
 
 
@@ -18,29 +18,32 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def run(rows: list[str], folder, size: str, device: str, repeats: int, n_boxes: int = 10) -> None:
-    """Append one markdown row: fp32 and half encoder medians, their ratio, the min and median mask IoU."""
+    """Append one markdown row: fp32 and half encoder medians (two models taking turns), their ratio, the min and
+    median IoU of the half model's box masks with the fp32 model's."""
     from samkit import SAM
 
     path = make_checkpoint(folder, size)
     image = cv2.imread(str(ASSETS / "bus.jpg"))
     boxes = random_boxes(n_boxes, image.shape[:2])
-    model = SAM(path, device=device, verbose=False)
-
-    def encode():
-        model.engine.clear_cache()
-        model.engine.encode([image])
-
-    fp32 = median_time(encode, device, repeats)
-    want = model(image, bboxes=boxes)[0].masks.data
-    model.half = True
-    if not model.half:
-        rows.append(f"| sam2.1 {size} | {fp32:.1f} | - | - | - | (no half precision on {device}) |")
+    full = SAM(path, device=device, verbose=False)
+    half = SAM(path, device=device, verbose=False, half=True)
+    if not half.half:
+        rows.append(f"| sam2.1 {size} | - | - | - | - | (no half precision on {device}) |")
         return
-    half = median_time(encode, device, repeats)
-    got = model(image, bboxes=boxes)[0].masks.data
+
+    def encoder(model):
+        def encode():
+            model.engine.clear_cache()
+            model.engine.encode([image])
+        return encode
+
+    t = interleaved_medians({"fp32": encoder(full), "half": encoder(half)}, device, repeats)
+    want = full(image, bboxes=boxes)[0].masks.data
+    got = half(image, bboxes=boxes)[0].masks.data
     iou = mask_iou(want, got)
-    dtype = str(model.engine.half_dtype).replace("torch.", "")
-    row = (f"| sam2.1 {size} | {fp32:.1f} | {half:.1f} ({dtype}) | **{fp32 / half:.2f}x** | {iou.min():.3f} | "
+    dtype = str(half.engine.half_dtype).replace("torch.", "")
+    row = (f"| sam2.1 {size} | {t['fp32']:.1f} | {t['half']:.1f} ({dtype}) | **{t['fp32'] / t['half']:.2f}x** | "
+           f"{iou.min():.3f} | "
            f"{iou.median():.3f} |")
     print("  " + row, flush=True)
     rows.append(row)

@@ -36,3 +36,13 @@ def test_mask_iou_per_pair():
     b[0, 1:3] = True  # 8 pixels, 4 shared
     a[1, 0, 0] = True  # nothing shared
     assert mask_iou(a, b).tolist() == pytest.approx([4 / 12, 0.0, 1.0])  # two empty masks agree
+
+
+def test_interleaved_medians_take_turns():
+    from benchmarks.common import interleaved_medians
+
+    order = []
+    out = interleaved_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b"), "c": None},
+                              "cpu", repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4, "systems must alternate within each repeat"
+    assert out["c"] is None and out["a"] >= 0 and out["b"] >= 0

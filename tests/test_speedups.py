@@ -73,7 +73,7 @@ def test_positional_embedding_cache_follows_size_and_weights():
         for a, b in zip(_encode(plain, x), _encode(fast, x)):
             assert torch.equal(a, b)
         kept = fast.image_encoder.trunk.__dict__["_samkit_pos_embed"]
-        assert [k[0] for k in kept] == [(x.shape[-2] // 4, x.shape[-1] // 4)], "not kept for the patch grid's size"
+        assert kept[0][0] == (x.shape[-2] // 4, x.shape[-1] // 4), "not kept for the patch grid's size"
     # Weights written in place (as load_state_dict does) must be seen.
     new = {k: v + 0.5 for k, v in plain.state_dict().items() if "pos_embed" in k}
     plain.load_state_dict(new, strict=False)

@@ -318,3 +318,41 @@ def test_live_source_prompted_on_its_first_frame(tiny, clip_frames, tmp_path):
         v.add(frame=0, obj_id=1, box=[20, 20, 60, 60])
         for a, b in zip(live, v.propagate(max_frames=3)):
             assert torch.equal(a.masks.data, b.masks.data), a.frame
+
+
+def test_half_precision_tracking_follows_fp32(tiny, clip_frames):
+    from samkit.utils.devices import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16: half=True runs fp32 here (test_precision checks that fallback)")
+    box = [[20, 20, 60, 60]]
+    full = [r.low_res_logits[0] for r in tiny.track(clip_frames, bboxes=box, stream=True)]
+    tiny.half = True
+    try:
+        half = [r.low_res_logits[0] for r in tiny.track(clip_frames, bboxes=box, stream=True)]
+    finally:
+        tiny.half = False
+    assert len(half) == len(full) == len(clip_frames)
+    for t, (a, b) in enumerate(zip(full, half)):
+        a, b = a.flatten(), b.float().flatten()
+        assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.98, f"frame {t}"
+        sure = a.abs() > a.abs().quantile(0.5)
+        assert ((a > 0) == (b > 0))[sure].float().mean() > 0.98, f"frame {t}"
+
+
+def test_network_never_runs_with_autograd(tiny, clip_frames):
+    """Every network call of a session (prompts, memory encoding, tracking) runs without autograd: a graph built
+    on the way would keep the encoder's activations alive with the frame's features."""
+    seen = []
+    handles = [getattr(tiny.net, name).register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled()))
+               for name in ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder")]
+    try:
+        with tiny.video(clip_frames) as v:
+            v.add(frame=3, obj_id=1, box=[20, 20, 60, 60])
+            v.add(frame=5, obj_id=1, points=[[40, 40]], labels=[1])
+            list(v.propagate(max_frames=4))
+        tiny(clip_frames[0], bboxes=[[20, 20, 60, 60]])
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(seen) > 10 and not any(seen), f"{sum(seen)} of {len(seen)} network calls ran with autograd on"

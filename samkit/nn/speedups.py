@@ -2,10 +2,10 @@
 
 - **Positional embedding, once per input size.** Hiera interpolates its background positional embedding
   (bicubic) and adds the tiled window embedding on every forward pass; for a fixed input size the result never
-  changes. :func:`speed_up_hiera` keeps it per (size, dtype, device) and recomputes it when the parameters are
-  written (their version counter moves), so the output is bit for bit what the module computes.
-- **bf16 attention on the CPU.** PyTorch's fused CPU attention runs bf16 at its fp32 speed (its softmax works
-  in fp32 over blocks it does not hand to the bf16 matrix units). Under bf16 on the CPU the Hiera blocks and the
+  changes. :func:`speed_up` keeps the last one (for its size, dtype and device) and recomputes it when the
+  parameters are written (their version counter moves), so the output is bit for bit what the module computes.
+- **bf16 attention on the CPU.** PyTorch's fused CPU attention (torch 2.14) measured no faster in bf16 than in
+  fp32 on an AVX512-BF16 CPU, while bf16 matrix products run ~2x faster than fp32 ones. Under bf16 on the CPU the Hiera blocks and the
   memory attention's RoPE attentions attend through :func:`cpu_attention` instead: batched bf16 matrix products
   over query blocks small enough for the cache, the softmax written in place. 1.3-2.5x faster per call on an
   AVX512-BF16 CPU; fp32 and every other device keep the fused kernel, so fp32 results are unchanged.
@@ -49,7 +49,8 @@ def cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int 
 
 
 def _bf16_on_cpu(x: torch.Tensor) -> bool:
-    if x.device.type != "cpu":
+    """Whether a block's input will be attended in bf16 on the CPU, for inference (autograd keeps the original)."""
+    if x.device.type != "cpu" or torch.is_grad_enabled():
         return False
     if x.dtype == torch.bfloat16:
         return True
@@ -101,18 +102,18 @@ def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
 
 
 def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
-    """``Hiera._get_pos_embed``, kept per input size while the embedding parameters are unchanged."""
+    """``Hiera._get_pos_embed``, the last one kept while the input size and the parameters are unchanged."""
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return type(self)._get_pos_embed(self, hw)
     p, w = self.pos_embed, self.pos_embed_window
     autocast = torch.is_autocast_enabled(p.device.type) and torch.get_autocast_dtype(p.device.type)
     key = (tuple(hw), p.dtype, p.device, _version(p), _version(w), p.data_ptr(), w.data_ptr(),
            torch.is_inference_mode_enabled(), autocast)
-    cache = self.__dict__.setdefault("_samkit_pos_embed", {})
-    if key not in cache:
-        cache.clear()
-        cache[key] = type(self)._get_pos_embed(self, hw)
-    return cache[key]
+    kept = self.__dict__.get("_samkit_pos_embed")  # (key, embedding), replaced whole: safe across threads
+    if kept is None or kept[0] != key:
+        kept = (key, type(self)._get_pos_embed(self, hw))
+        self.__dict__["_samkit_pos_embed"] = kept
+    return kept[1]
 
 
 def speed_up(net: nn.Module) -> int:
