@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from ultralytics import ASSETS
 
-from benchmarks.common import MODELS, Table, interleaved_medians, make_checkpoint, median_time
+from benchmarks.common import MODELS, Table, interleaved_medians, make_checkpoint
 
 
 def random_boxes(n: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -84,10 +84,9 @@ def run(table: Table, folder, size: str, device: str, half: bool, repeats: int, 
             with autocast:
                 ref_pred.predict(box=boxes, multimask_output=False)
 
-        table.add(tag, f"second call, {n} box{'es' if n > 1 else ''}",
-                  samkit=median_time(lambda: model(image, bboxes=boxes), device, repeats),
-                  reference=median_time(ref_predict, device, repeats) if ref_pred else None,
-                  ultralytics=median_time(lambda: ul_call(bboxes=boxes), device, repeats))
+        table.add(tag, f"second call, {n} box{'es' if n > 1 else ''}", **interleaved_medians(
+            {"samkit": lambda: model(image, bboxes=boxes), "reference": ref_predict if ref_pred else None,
+             "ultralytics": lambda: ul_call(bboxes=boxes)}, device, repeats))
 
     # Segment everything, encoder included, the reference generator's default thresholds.
     for n in everything:
@@ -95,7 +94,7 @@ def run(table: Table, folder, size: str, device: str, half: bool, repeats: int, 
             model.engine.clear_cache()
             model(image, points_per_side=n)
 
-        ref_time = None
+        ref_everything = None
         if ref_model is not None:
             from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
@@ -105,7 +104,6 @@ def run(table: Table, folder, size: str, device: str, half: bool, repeats: int, 
                 with autocast:
                     gen.generate(rgb)
 
-            ref_time = median_time(ref_everything, device, max(1, repeats // 2), warmup=0 if device == "cpu" else 1)
-        table.add(tag, f"segment everything {n}x{n}",
-                  samkit=median_time(ours_everything, device, max(1, repeats // 2), warmup=0 if device == "cpu" else 1),
-                  reference=ref_time)
+        table.add(tag, f"segment everything {n}x{n}", **interleaved_medians(
+            {"samkit": ours_everything, "reference": ref_everything}, device, max(1, repeats // 2),
+            warmup=0 if device == "cpu" else 1))
