@@ -5,10 +5,11 @@
   changes. :func:`speed_up` keeps the last one (for its size, dtype and device) and recomputes it when the
   parameters are written (their version counter moves), so the output is bit for bit what the module computes.
 - **bf16 attention on the CPU.** PyTorch's fused CPU attention (torch 2.14) measured no faster in bf16 than in
-  fp32 on an AVX512-BF16 CPU, while bf16 matrix products run ~2x faster than fp32 ones. Under bf16 on the CPU the Hiera blocks and the
-  memory attention's RoPE attentions attend through :func:`cpu_attention` instead: batched bf16 matrix products
-  over query blocks small enough for the cache, the softmax written in place. 1.3-2.5x faster per call on an
-  AVX512-BF16 CPU; fp32 and every other device keep the fused kernel, so fp32 results are unchanged.
+  fp32 on an AVX512-BF16 CPU, while bf16 matrix products run ~2x faster than fp32 ones. Under bf16 on the CPU
+  (inference only) the Hiera blocks and the memory attention's RoPE attentions attend through
+  :func:`cpu_attention` instead: batched bf16 matrix products over query blocks small enough for the cache, the
+  softmax written in place. 1.3-2.6x faster per call on an AVX512-BF16 CPU; fp32, autograd and every other
+  device keep the fused kernel, so fp32 results are unchanged.
 """
 
 from __future__ import annotations
