@@ -252,8 +252,8 @@ class _Synthetic(VideoSource):
 
 @pytest.mark.slow
 def test_resident_memory_is_flat_over_a_long_video(tiny):
-    # 750 frames after a warm-up of 150: a session keeping ~30 KB a frame (one frame's memory features, its
-    # low-resolution masks) would grow past the limit; the reference keeps ~800 KB a frame at this size.
+    # 750 frames after a warm-up of 150: a session keeping even ~30 KB a frame (half of one frame's memory
+    # features at this size) would grow past the limit; the reference keeps every frame, ~800 KB each here.
     first, last = 150, 900
     with tiny.video(_Synthetic(last)) as v:
         v.add(frame=0, obj_id=1, box=[5, 20, 21, 40])
