@@ -35,20 +35,6 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn, device: str, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds (after ``warmup`` untimed calls)."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
 def interleaved_medians(fns: dict, device: str, repeats: int = 5, warmup: int = 1) -> dict:
     """Median wall time in milliseconds of each ``fns[name]()``, the systems taking turns within every repeat, so
     that a machine's speed drifting during the run weighs on all of them alike. ``None`` entries stay ``None``."""

@@ -344,13 +344,12 @@ class VideoSession:
             for frame, (out, is_cond) in list(obj.pending.items()):
                 if out["maskmem_features"] is None:
                     feats, _, sizes = self._feats(frame)
-                    with torch.inference_mode():
-                        high = F.interpolate(out["pred_masks"], size=(self.size, self.size), mode="bilinear",
-                                             align_corners=False)
-                        with self.model.engine.autocast():
-                            mem, mem_pos = self.net._encode_new_memory(
-                                current_vision_feats=feats, feat_sizes=sizes, pred_masks_high_res=high,
-                                object_score_logits=out["object_score_logits"], is_mask_from_pts=True)
+                    high = F.interpolate(out["pred_masks"], size=(self.size, self.size), mode="bilinear",
+                                         align_corners=False)
+                    with torch.inference_mode(), self.model.engine.autocast():
+                        mem, mem_pos = self.net._encode_new_memory(
+                            current_vision_feats=feats, feat_sizes=sizes, pred_masks_high_res=high,
+                            object_score_logits=out["object_score_logits"], is_mask_from_pts=True)
                     out["maskmem_features"], out["maskmem_pos_enc"] = mem, mem_pos
                 key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
                 obj.outputs[key][frame] = out
