@@ -1,4 +1,5 @@
-"""SAM 2 speed-ups: blocked bf16 attention on the CPU (Hiera, memory attention), Hiera's positional embedding kept."""
+"""SAM 2 speed-ups: blocked bf16 attention on the CPU (Hiera, memory attention), the memory attention's values
+averaged at their own width, Hiera's positional embedding kept."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from samkit.nn import build_network
 from samkit.nn import speedups
-from samkit.nn.speedups import cpu_attention, speed_up
+from samkit.nn.speedups import cpu_attention, speed_up, streaming_attention
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,42 @@ def test_blocked_attention_is_attention(q_shape, kv_shape, block):
     got16 = cpu_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), block=block)
     assert got16.dtype == torch.bfloat16
     assert (got16.float() - want).abs().max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "q_shape, k_shape, v_width, key_block, block",
+    [
+        ((1, 1, 300, 32), (1, 1, 2500, 32), 8, 512, 512 * 40),  # 5 key blocks (last short), 8 query blocks
+        ((2, 3, 70, 16), (2, 3, 33, 16), 4, 1024, 1 << 22),  # several batches and heads, one block each
+        ((1, 1, 64, 16), (1, 1, 100, 16), 24, 10, 160),  # values wider than keys; key blocks of 10
+    ],
+)
+def test_streaming_attention_is_attention(q_shape, k_shape, v_width, key_block, block):
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(q_shape, generator=g), torch.randn(k_shape, generator=g)
+    v = torch.randn(*k_shape[:-1], v_width, generator=g)
+    want = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, -1) @ v
+    got = streaming_attention(q, k, v, key_block=key_block, block=block)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # bf16 inputs: the running sums stay fp32, so the result is as close as the rounding of the inputs allows.
+    got16 = streaming_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), key_block=key_block, block=block)
+    assert got16.dtype == torch.bfloat16
+    assert (got16.float() - want).abs().max() < 0.05
+
+
+def test_streaming_attention_rescales_when_a_later_block_holds_the_maximum():
+    """Logits of several hundred: exp() overflows unless every block is rescaled to the running maximum, and a
+    maximum that arrives in a later block must shrink what was summed before it."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 20, 8, generator=g) * 30
+    k = torch.randn(1, 1, 64, 8, generator=g) * 30
+    k[..., 40:, :] *= 3  # the largest logits of most rows in the last key blocks
+    v = torch.randn(1, 1, 64, 3, generator=g)
+    want = torch.softmax(q.double() @ k.double().transpose(-1, -2) * 8**-0.5, -1) @ v.double()
+    got = streaming_attention(q, k, v, key_block=16)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
 
 def _encode(net, x):
@@ -82,7 +119,9 @@ def test_positional_embedding_cache_follows_size_and_weights():
         assert torch.equal(a, b), "a stale positional embedding was reused after the weights changed"
 
 
-def test_memory_attention_fp32_unchanged_and_bf16_uses_blocked_attention(monkeypatch):
+def test_memory_attention_values_averaged_at_their_own_width(monkeypatch):
+    """The cross-attention to the 64-wide memories streams over narrow values (the same sums, re-ordered); the
+    self-attention keeps the fused kernel in fp32 and is blocked in bf16; autograd keeps the original."""
     torch.manual_seed(0)
     plain = build_network("sam2_test")
     fast = copy.deepcopy(plain)
@@ -93,16 +132,28 @@ def test_memory_attention_fp32_unchanged_and_bf16_uses_blocked_attention(monkeyp
     memory = torch.randn(3 * tokens + 4, 2, 64, generator=g)  # three memory frames, then 4 object-pointer tokens
     memory_pos = torch.randn(3 * tokens + 4, 2, 64, generator=g)
 
-    def attend(net):
-        with torch.inference_mode():
+    def attend(net, grad=False):
+        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
             return net.memory_attention(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos,
                                         num_obj_ptr_tokens=4)
 
-    assert torch.equal(attend(plain), attend(fast)), "fp32 must stay bit-identical"
-    calls = []
-    monkeypatch.setattr(speedups, "cpu_attention", lambda *a, **k: calls.append(1) or cpu_attention(*a, **k))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        want, got = attend(plain), attend(fast)
     layers = len(fast.memory_attention.layers)
-    assert len(calls) == 2 * layers, "self- and cross-attention of every layer"
-    assert torch.corrcoef(torch.stack([want.float().flatten(), got.float().flatten()]))[0, 1] > 0.999
+    streamed, blocked = [], []
+    monkeypatch.setattr(speedups, "streaming_attention",
+                        lambda *a, **k: streamed.append(a[2].shape) or streaming_attention(*a, **k))
+    monkeypatch.setattr(speedups, "cpu_attention", lambda *a, **k: blocked.append(1) or cpu_attention(*a, **k))
+    want = attend(plain)
+    got = attend(fast)
+    assert len(streamed) == layers and not blocked, "fp32: the cross-attention of every layer streams, no more"
+    assert all(shape[-1] == 64 for shape in streamed), "values must be averaged at the memories' width"
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+    streamed.clear()
+    assert torch.equal(attend(fast, grad=True), attend(plain, grad=True)), "autograd keeps the original"
+    assert not streamed
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want16, got16 = attend(plain), attend(fast)
+    assert len(blocked) == layers, "bf16: the self-attention of every layer blocked"
+    assert len(streamed) == layers, "bf16: the cross-attention of every layer streamed"
+    assert torch.corrcoef(torch.stack([want16.float().flatten(), got16.float().flatten()]))[0, 1] > 0.999

@@ -53,7 +53,9 @@ def _compare(name, ours: dict, theirs: dict, n: int):
         got = r.masks.data.numpy()
         for k in range(n):
             assert 0.01 < theirs[t][k].mean() < 0.99, f"degenerate reference mask ({name}, frame {t}, object {k})"
-            assert _iou(got[k], theirs[t][k]) >= 0.97, (name, t, k)
+            # Equal masks in practice (IoU 1.0 for every object and frame here); the margin leaves room for a few
+            # pixels whose logits sit within rounding of 0 (samkit's memory attention sums in another order).
+            assert _iou(got[k], theirs[t][k]) >= 0.999, (name, t, k)
 
 
 BOX, CLICKS, NEG = [40, 60, 200, 200], [[250, 100], [280, 150]], [[100, 100]]
