@@ -157,3 +157,21 @@ def test_memory_attention_values_averaged_at_their_own_width(monkeypatch):
     assert len(blocked) == layers, "bf16: the self-attention of every layer blocked"
     assert len(streamed) == layers, "bf16: the cross-attention of every layer streamed"
     assert torch.corrcoef(torch.stack([want16.float().flatten(), got16.float().flatten()]))[0, 1] > 0.999
+
+
+def test_narrow_values_with_several_heads():
+    """Each head's slice of ``v_proj`` applied to that head's average: checked on a RoPE attention with 2 heads
+    (SAM 2's memory attention has one), values 16 wide, queries of a batch of 3."""
+    from ultralytics.models.sam.modules.blocks import RoPEAttention
+
+    torch.manual_seed(0)
+    plain = RoPEAttention(embedding_dim=64, num_heads=2, kv_in_dim=16, rope_k_repeat=True, feat_sizes=(8, 8))
+    fast = copy.deepcopy(plain)
+    assert speed_up(fast) == 1
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(3, 64, 64, generator=g)
+    k, v = torch.randn(3, 2 * 64 + 4, 16, generator=g), torch.randn(3, 2 * 64 + 4, 16, generator=g)
+    with torch.inference_mode():
+        want = plain(q, k, v, num_k_exclude_rope=4)
+        got = fast(q, k, v, num_k_exclude_rope=4)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
