@@ -78,6 +78,13 @@ def _tokens_to_image(attn: nn.Module, q_in: torch.Tensor, xk: torch.Tensor, xv: 
     return attn.out_proj(out.reshape(b, t, hd))
 
 
+def _act_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, written into ``x`` when ``act`` is a GELU (the decoders' upscaling activation)."""
+    if type(act) is nn.GELU:
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    return act(x)
+
+
 def _few_tokens(attn: nn.Module, t: int) -> bool:
     """Whether factoring pays: fewer (head, token) pairs than internal channels."""
     return attn.num_heads * t < attn.q_proj.out_features
@@ -171,7 +178,10 @@ def decode_shared(decoder: nn.Module, image_embed: torch.Tensor, image_pe: torch
     if sam2 and decoder.use_high_res_features and high_res is not None:
         dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
         feat_s0, feat_s1 = high_res
-        up = act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
+        if torch.is_grad_enabled():
+            up = act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
+        else:  # the same, in place: no new (B, 32, 256, 256) maps for the sum and the activation
+            up = _act_(act2, dc2(act1(ln1(dc1(src).add_(feat_s1)))).add_(feat_s0))
     else:
         up = decoder.output_upscaling(src)
     mask_tokens = hs[:, s + 1 : s + 1 + decoder.num_mask_tokens]
