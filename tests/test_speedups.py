@@ -175,3 +175,27 @@ def test_narrow_values_with_several_heads():
         want = plain(q, k, v, num_k_exclude_rope=4)
         got = fast(q, k, v, num_k_exclude_rope=4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_sine_position_kept_contiguous_per_size_and_device():
+    """The neck's sine encoding: the module's values, a new tensor every call, and one per device (the module's
+    own cache, keyed on the size alone, would hand a tensor computed on one device to an input on another)."""
+    torch.manual_seed(0)
+    plain = build_network("sam2_test")
+    fast = copy.deepcopy(plain)
+    speed_up(fast)
+    pe, fast_pe = plain.image_encoder.neck.position_encoding, fast.image_encoder.neck.position_encoding
+    with torch.inference_mode():
+        for shape in [(1, 32, 24, 20), (3, 32, 8, 8), (1, 32, 24, 20)]:
+            x = torch.zeros(shape)
+            want, got = pe(x), fast_pe(x)
+            assert torch.equal(got, want) and got.is_contiguous()
+            got.add_(1.0)  # a caller writing into the result must not reach the kept encoding
+            assert torch.equal(fast_pe(x), want)
+        meta = fast_pe(torch.zeros(1, 32, 24, 20, device="meta"))
+        assert meta.device.type == "meta" and meta.shape == pe(torch.zeros(1, 32, 24, 20)).shape
+        assert fast_pe(torch.zeros(1, 32, 24, 20)).device.type == "cpu"
+    # Whole encoder: still bit for bit.
+    x = torch.randn(1, 3, 256, 256)
+    for a, b in zip(_encode(plain, x), _encode(fast, x)):
+        assert torch.equal(a, b)
