@@ -195,6 +195,7 @@ def test_sine_position_kept_contiguous_per_size_and_device():
         meta = fast_pe(torch.zeros(1, 32, 24, 20, device="meta"))
         assert meta.device.type == "meta" and meta.shape == pe(torch.zeros(1, 32, 24, 20)).shape
         assert fast_pe(torch.zeros(1, 32, 24, 20)).device.type == "cpu"
+        assert list(fast_pe.__dict__["_samkit_pos"]) == [((24, 20), torch.device("cpu"))], "old device's copies kept"
     # Whole encoder: still bit for bit.
     x = torch.randn(1, 3, 256, 256)
     for a, b in zip(_encode(plain, x), _encode(fast, x)):

@@ -211,9 +211,12 @@ def _sine_position(self, x: torch.Tensor) -> torch.Tensor:
     kept = self.__dict__.setdefault("_samkit_pos", {})
     pos = kept.get((size, x.device))
     if pos is None:
-        self.cache.pop(size, None)  # computed afresh on this device, then left to this cache alone
+        if any(device != x.device for _, device in kept):  # the network moved: let the old device's copies go
+            kept.clear()
+        own = getattr(self, "cache", {})
+        own.pop(size, None)  # computed afresh on this device, then left to this cache alone
         pos = type(self).forward(self, x[:1])[0].contiguous()
-        self.cache.pop(size, None)
+        own.pop(size, None)
         kept[(size, x.device)] = pos
     return pos[None].repeat(x.shape[0], 1, 1, 1)
 
@@ -222,7 +225,8 @@ def speed_up(net: nn.Module) -> int:
     """Install the speed-ups on every Hiera trunk, Hiera attention, RoPE attention and sine positional encoding
     under ``net``; returns how many modules changed.
 
-    The modules keep their parameters, state-dict keys and fp32 results; calling it twice changes nothing more.
+    The modules keep their parameters and state-dict keys, and their fp32 results bit for bit except the memory
+    attention's cross-attention on the CPU (equal within rounding); calling it twice changes nothing more.
     """
     from ultralytics.models.sam.modules.blocks import MultiScaleAttention, PositionEmbeddingSine, RoPEAttention
     from ultralytics.models.sam.modules.encoders import Hiera
