@@ -89,17 +89,14 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_b
     for i in range(n):
         for r in range(0, lq, rows):
             qi = q[i, r : r + rows]
-            acc = top = total = None
+            # The running state starts empty: a maximum of -inf, so the first block's rescaling is exp(-inf) = 0.
+            top = qi.new_full((qi.shape[0], 1), -math.inf, dtype=torch.float32)
+            total = torch.zeros_like(top)
+            acc = qi.new_zeros(qi.shape[0], cv, dtype=torch.float32)
             for j in range(0, lk, key_block):
                 kj, vj = k[i, j : j + key_block], v[i, j : j + key_block]
                 logits = torch.mm(qi, kj.T, out=space[: qi.shape[0] * kj.shape[0]].view(qi.shape[0], kj.shape[0]))
                 block_top = logits.amax(-1, keepdim=True).float()
-                if acc is None:
-                    top = block_top
-                    logits.sub_(top).exp_()
-                    total = logits.sum(-1, keepdim=True, dtype=torch.float32)
-                    acc = (logits @ vj).float()
-                    continue
                 new_top = torch.maximum(top, block_top)
                 scale = (top - new_top).exp_()  # what the sums so far were weighted by, relative to now
                 logits.sub_(new_top).exp_()
@@ -113,9 +110,15 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_b
     return out.view(b, h, lq, cv)
 
 
+def _cpu_inference(x: torch.Tensor) -> bool:
+    """Whether ``x`` is attended on the CPU, for inference, outside compilation (the only place the replacements
+    below take over: autograd and torch.compile keep the modules' own forwards)."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def _bf16_on_cpu(x: torch.Tensor) -> bool:
-    """Whether a block's input will be attended in bf16 on the CPU, for inference (autograd keeps the original)."""
-    if x.device.type != "cpu" or torch.is_grad_enabled():
+    """Whether a block's input will be attended in bf16 on the CPU, for inference."""
+    if not _cpu_inference(x):
         return False
     if x.dtype == torch.bfloat16:
         return True
@@ -124,7 +127,7 @@ def _bf16_on_cpu(x: torch.Tensor) -> bool:
 
 def _attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     """``MultiScaleAttention.forward`` with the attention in :func:`cpu_attention` under bf16 on the CPU."""
-    if not _bf16_on_cpu(x) or torch.compiler.is_compiling():
+    if not _bf16_on_cpu(x):
         return type(self).forward(self, x)
     from ultralytics.models.sam.modules.blocks import do_pool
 
@@ -146,10 +149,6 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def _cpu_inference(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-
 def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             num_k_exclude_rope: int = 0) -> torch.Tensor:
     """``RoPEAttention.forward``: under bf16 on the CPU the attention in :func:`cpu_attention`; on the CPU, values
@@ -157,7 +156,7 @@ def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     bf16 = _bf16_on_cpu(q)
     head = self.internal_dim // self.num_heads
     narrow = v.shape[-1] < head and _cpu_inference(q)
-    if torch.compiler.is_compiling() or not (bf16 or narrow):
+    if not (bf16 or narrow):
         return type(self).forward(self, q, k, v, num_k_exclude_rope)
     from ultralytics.models.sam.modules.utils import apply_rotary_enc
 
