@@ -1,5 +1,6 @@
 """SAM 2 speed-ups: blocked bf16 attention on the CPU (Hiera, memory attention), the memory attention's values
-averaged at their own width, Hiera's positional embedding kept."""
+averaged at their own width, its keys turned in place, its first self-attention shared by the objects of a
+frame, Hiera's positional embedding kept."""
 
 from __future__ import annotations
 
@@ -200,3 +201,71 @@ def test_sine_position_kept_contiguous_per_size_and_device():
     x = torch.randn(1, 3, 256, 256)
     for a, b in zip(_encode(plain, x), _encode(fast, x)):
         assert torch.equal(a, b)
+
+
+def test_first_layer_self_attention_shared_by_objects_on_one_frame():
+    """Objects tracked one at a time on a frame share the first layer's self-attention (it sees only the frame's
+    features): computed once, reused while the features, positions, weights and precision are the same, and the
+    result is the module's own for every object."""
+    torch.manual_seed(0)
+    plain = build_network("sam2_test")
+    fast = copy.deepcopy(plain)
+    speed_up(fast)
+    calls = []
+    fast.memory_attention.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    g = torch.Generator().manual_seed(3)
+    tokens = 16 * 16
+    curr, curr_pos = torch.randn(tokens, 1, 256, generator=g), torch.randn(tokens, 1, 256, generator=g)
+    memories = [(torch.randn(2 * tokens + 4, 1, 64, generator=g), torch.randn(2 * tokens + 4, 1, 64, generator=g))
+                for _ in range(3)]
+
+    def attend(net, feats, pos, memory, memory_pos, grad=False):
+        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
+            return net.memory_attention(curr=feats, memory=memory, curr_pos=pos, memory_pos=memory_pos,
+                                        num_obj_ptr_tokens=4)
+
+    for i, (memory, memory_pos) in enumerate(memories):  # three objects on one frame
+        got = attend(fast, curr, curr_pos, memory, memory_pos)
+        torch.testing.assert_close(got, attend(plain, curr, curr_pos, memory, memory_pos), atol=2e-5, rtol=1e-5)
+        with torch.inference_mode():
+            got.add_(1.0)  # a caller writing into its result must not reach what is kept
+    assert len(calls) == 1, f"first layer's self-attention ran {len(calls)} times for one frame"
+
+    # Equal features in a new tensor (the next object, features re-read) still count as the same frame.
+    got = attend(fast, curr.clone(), curr_pos.clone(), *memories[0])
+    assert len(calls) == 1
+    torch.testing.assert_close(got, attend(plain, curr, curr_pos, *memories[0]), atol=2e-5, rtol=1e-5)
+
+    # Called directly: equal input with other positions computes again; writing into a result reaches nothing kept.
+    layer, plain_layer = fast.memory_attention.layers[0], plain.memory_attention.layers[0]
+    x = torch.randn(1, tokens, 256, generator=g)
+    pos_a, pos_b = torch.randn(1, tokens, 256, generator=g), torch.randn(1, tokens, 256, generator=g)
+    with torch.inference_mode():
+        for pos in (pos_a, pos_b, pos_b, pos_b):
+            got = layer._forward_sa(x, pos)
+            assert torch.equal(got, plain_layer._forward_sa(x, pos))
+            got.mul_(0.0)
+    assert len(calls) == 3, "positions not part of what is compared"
+    calls.clear()
+    calls.append(1)
+
+    # A new frame, new positions, a weight written in place, autograd, bf16: each computes again.
+    other = curr.clone()
+    other[5, 0, 7] += 1e-3
+    cases = [
+        lambda net: attend(net, other, curr_pos, *memories[1]),
+        lambda net: attend(net, other, curr_pos + 1e-3, *memories[1]),
+        lambda net: attend(net, other, curr_pos + 1e-3, *memories[1], grad=True),
+    ]
+    for n, case in enumerate(cases, start=2):
+        torch.testing.assert_close(case(fast), case(plain), atol=2e-5, rtol=1e-5)
+        assert len(calls) == n
+    new = {k: v * 1.1 for k, v in plain.state_dict().items() if k.startswith("memory_attention.layers.0.norm1")}
+    plain.load_state_dict(new, strict=False)
+    fast.load_state_dict(new, strict=False)
+    torch.testing.assert_close(cases[1](fast), cases[1](plain), atol=2e-5, rtol=1e-5)
+    assert len(calls) == 5, "a stale self-attention was reused after the weights changed"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = cases[1](fast), cases[1](plain)
+    assert len(calls) == 6 and a.dtype == b.dtype
+    assert torch.corrcoef(torch.stack([a.float().flatten(), b.float().flatten()]))[0, 1] > 0.999

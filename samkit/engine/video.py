@@ -455,13 +455,14 @@ class VideoSession:
             if out is None:
                 side = self.size // 4
                 logits.append(torch.full((1, 1, side, side), NO_OBJ_SCORE, device=self.model.device))
-                scores.append(torch.tensor(float("-inf")))
+                scores.append(torch.full((1,), float("-inf"), device=self.model.device))
             else:
                 logits.append(out["pred_masks"].float())
-                scores.append(out["object_score_logits"].float().reshape(-1)[0].cpu())
+                scores.append(out["object_score_logits"].float().reshape(-1)[:1])
         low = torch.cat(logits) if logits else torch.zeros((0, 1, self.size // 4, self.size // 4))
         masks = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0.0
-        presence = torch.sigmoid(torch.stack(scores)) if scores else torch.zeros(0)
+        # One copy to the host for all objects' scores (not one wait for the device per object).
+        presence = torch.sigmoid(torch.cat(scores)).cpu() if scores else torch.zeros(0)
         prompts = None
         if any(frame in o.clicks for o in objs):  # the frame's clicks and boxes, drawn by Results.plot()
             n, p = len(objs), max(len(o.clicks.get(frame, {"labels": ()})["labels"]) for o in objs)
