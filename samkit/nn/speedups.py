@@ -189,7 +189,7 @@ def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     n_rope = k.shape[-2] - num_k_exclude_rope  # trailing keys (object pointers) carry no position
     lq = q.shape[-2]
     keys_fit = n_rope == lq or (self.rope_k_repeat and n_rope % lq == 0)  # else the module's own error
-    if not (bf16 or narrow) or not keys_fit or q.ndim != 3:
+    if not (bf16 or narrow) or not keys_fit:
         return type(self).forward(self, q, k, v, num_k_exclude_rope)
     side = math.sqrt(lq)  # queries are a square grid of image tokens
     if self.freqs_cis.shape[0] != lq:
@@ -223,18 +223,17 @@ def _shared_self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | No
     """
     if not _cpu_inference(tgt):
         return type(self)._forward_sa(self, tgt, query_pos)
-    params = tuple((p.data_ptr(), _version(p)) for p in self.parameters())
     autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+    key = (tuple((p.data_ptr(), _version(p)) for p in self.parameters()), autocast, tgt.dtype, tgt.shape,
+           torch.is_inference_mode_enabled())
     kept = self.__dict__.get("_samkit_sa")  # (key, input, positions, result), replaced whole
     if kept is not None:
-        key, seen, seen_pos, result = kept
-        if (key == (params, autocast, tgt.dtype, tgt.shape, torch.is_inference_mode_enabled())
-                and torch.equal(seen, tgt)
+        seen_key, seen, seen_pos, result = kept
+        if (seen_key == key and torch.equal(seen, tgt)
                 and (seen_pos is None if query_pos is None else seen_pos is not None
                      and seen_pos.dtype == query_pos.dtype and torch.equal(seen_pos, query_pos))):
             return result.clone()  # the caller owns its result, as with the module's own
     result = type(self)._forward_sa(self, tgt, query_pos)
-    key = (params, autocast, tgt.dtype, tgt.shape, torch.is_inference_mode_enabled())
     self.__dict__["_samkit_sa"] = (key, tgt.clone(), None if query_pos is None else query_pos.clone(),
                                    result.clone())
     return result
