@@ -212,6 +212,13 @@ def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     return self.out_proj(self._recombine_heads(out))
 
 
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Whether two optional tensors are both absent, or of one dtype and equal element for element."""
+    if a is None or b is None:
+        return a is b
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
 def _shared_self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
     """``MemoryAttentionLayer._forward_sa`` of the memory attention's first layer, its last result kept.
 
@@ -229,9 +236,7 @@ def _shared_self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | No
     kept = self.__dict__.get("_samkit_sa")  # (key, input, positions, result), replaced whole
     if kept is not None:
         seen_key, seen, seen_pos, result = kept
-        if (seen_key == key and torch.equal(seen, tgt)
-                and (seen_pos is None if query_pos is None else seen_pos is not None
-                     and seen_pos.dtype == query_pos.dtype and torch.equal(seen_pos, query_pos))):
+        if seen_key == key and _same(seen, tgt) and _same(seen_pos, query_pos):
             return result.clone()  # the caller owns its result, as with the module's own
     result = type(self)._forward_sa(self, tgt, query_pos)
     self.__dict__["_samkit_sa"] = (key, tgt.clone(), None if query_pos is None else query_pos.clone(),
