@@ -11,14 +11,22 @@ A box whose mask comes back empty keeps its place: with ``empty="box"`` (default
 mask, so every box of a box dataset has a segmentation row; with ``empty="skip"`` it has none (the other rows keep
 their own class ids). The summary counts them either way.
 
-Resumable: every image's outputs are written atomically and then a record in ``.parts/<stem>.json``; a re-run
-skips images that have one. Unreadable images and malformed label files are skipped with the reason in the
-summary instead of stopping the run.
+Resumable: every image's outputs are written atomically and then a record in ``.parts/<stem>.json`` saying what
+produced them: the run's settings (format, ``rle``, ``empty``, ``half``, the SAM checkpoint's SHA-256, and the box
+source: the detector's weights checksum with ``conf`` / ``iou`` / ``classes`` / ``imgsz`` / ``max_det``, or box
+labels) and the image's (and its box-label file's) SHA-256. A re-run skips an image only when its record says the
+same settings and the same inputs produced it; anything else (another format into the same folder, another model,
+an edited label file, a replaced image) is annotated again, and the summary says how many and why. Unreadable
+images and malformed label files are skipped with the reason in the summary instead of stopping the run.
+
+The output folder may not be the box-label folder (the YOLO-seg labels would overwrite the box labels).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +49,10 @@ class AnnotateSummary:
         output: The output folder.
         images_total: Images found in ``data``.
         images_done: Images annotated by this run.
-        images_resumed: Images already annotated by an earlier run (skipped).
+        images_resumed: Images already annotated by an earlier run with the same settings and inputs (skipped).
+        holes: Masks with holes written as COCO polygons, which cannot hold them (``rle=True`` keeps them).
+        images_redone: Of ``images_done``, images an earlier run had annotated with other settings or from inputs
+            that have changed since.
         objects: Boxes annotated by this run.
         empty_masks: Of those, boxes whose mask came back empty (written as boxes or skipped, per ``empty``).
         skipped: ``(image, reason)`` for every image that could not be annotated.
@@ -52,6 +63,8 @@ class AnnotateSummary:
     images_total: int = 0
     images_done: int = 0
     images_resumed: int = 0
+    images_redone: int = 0
+    holes: int = 0
     objects: int = 0
     empty_masks: int = 0
     empty: str = "box"
@@ -61,6 +74,8 @@ class AnnotateSummary:
     def add(self, record: dict) -> None:
         if record["status"] == "done":
             self.images_done += 1
+            self.images_redone += bool(record.get("redone"))
+            self.holes += int(record.get("holes") or 0)
             self.objects += record["objects"]
             self.empty_masks += record["empty"]
         elif record["status"] == "resumed":
@@ -70,10 +85,11 @@ class AnnotateSummary:
 
     def __str__(self) -> str:
         how = "written as their boxes" if self.empty == "box" else "no row written"
+        redone = f" ({self.images_redone} redone: other settings or changed inputs)" if self.images_redone else ""
         lines = [
-            f"auto_annotate: {self.images_total} images ({self.images_done} annotated, {self.images_resumed} already "
-            f"done, {len(self.skipped)} skipped), {self.objects} objects ({self.empty_masks} empty masks, {how}) in "
-            f"{self.seconds:.1f} s -> {self.output}"
+            f"auto_annotate: {self.images_total} images ({self.images_done} annotated{redone}, {self.images_resumed} "
+            f"already done, {len(self.skipped)} skipped), {self.objects} objects ({self.empty_masks} empty masks, "
+            f"{how}) in {self.seconds:.1f} s -> {self.output}"
         ]
         lines += [f"  skipped {p}: {why}" for p, why in self.skipped]
         return "\n".join(lines)
@@ -87,13 +103,17 @@ class Annotator:
 
     def __init__(self, sam_model="sam2.1_b.pt", det_model=None, labels=None, format="yolo", output_dir=".",
                  device="", half=False, conf=0.25, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
-                 empty="box"):
+                 empty="box", settings: dict | None = None):
         self.sam_model, self.det_model, self.device, self.half = sam_model, det_model, device, half
         self.labels = None if labels is None else Path(labels)
         self.format, self.out, self.rle, self.empty = format, Path(output_dir), rle, empty
         self.det_args = dict(conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, verbose=False)
         self._sam = self._det = None
+        if det_model is not None and hasattr(det_model, "predict"):
+            self._det = det_model
         self.names: dict[int, str] = {}
+        self.settings = settings if settings is not None else run_settings(self)
+        self._holes = _HoleCount()  # masks whose COCO polygons lost holes (the run warns once, with the total)
 
     # ------------------------------------------------------------------ models
     @property
@@ -132,17 +152,35 @@ class Annotator:
     def record_path(self, path: str) -> Path:
         return self.out / ".parts" / f"{Path(path).stem}.json"
 
+    def inputs(self, path: str) -> dict:
+        """Checksums of what the image's labels are made from: the image file and (with ``labels=``) its box-label
+        file (None when it has none: a background image)."""
+        inputs = {"image": file_sha256(path)}
+        if self.labels is not None:
+            label_file = self.labels / f"{Path(path).stem}.txt"
+            inputs["labels"] = file_sha256(label_file) if label_file.is_file() else None
+        return inputs
+
     def __call__(self, path: str) -> dict:
-        """Annotate ``path``; returns ``{"path", "status": done|resumed|skipped, "reason", "objects", "empty"}``."""
+        """Annotate ``path``; returns ``{"path", "status": done|resumed|skipped, "reason", "objects", "empty",
+        "redone"}`` (``redone``: why an earlier record of this image was not good enough, or absent)."""
         from samkit.data.sources import SourceError, read_image
 
         rec = self.record_path(path)
+        try:
+            inputs = self.inputs(path)
+        except OSError as e:
+            return {"path": path, "status": "skipped", "reason": f"cannot read {path}: {e.strerror or e}"}
+        redone = None
         if rec.exists():
-            return {"path": path, "status": "resumed"}
+            redone = _stale(rec, self.settings, inputs)
+            if redone is None:
+                return {"path": path, "status": "resumed"}
         try:
             image = read_image(path)
             xyxy, cls = self.boxes(image, path)
         except (SourceError, ValueError, OSError) as e:
+            rec.unlink(missing_ok=True)  # its outputs no longer match the image or its boxes
             return {"path": path, "status": "skipped", "reason": str(e)}
         h, w = image.shape[:2]
         if len(xyxy):
@@ -156,7 +194,7 @@ class Annotator:
                 x1, y1, x2, y2 = np.round(xyxy[k]).astype(int)
                 masks[k, max(y1, 0) : max(y2, y1 + 1), max(x1, 0) : max(x2, x1 + 1)] = True
         part = {"path": path, "file_name": Path(path).name, "height": h, "width": w, "annotations": [],
-                "names": {str(k): v for k, v in self.names.items()}}
+                "names": {str(k): v for k, v in self.names.items()}, "settings": self.settings, "inputs": inputs}
         if self.format == "yolo":
             self._write_yolo(path, masks, xyxy, cls, empty, (h, w))
         elif self.format == "png":
@@ -164,7 +202,9 @@ class Annotator:
         else:
             part["annotations"] = self._coco_annotations(masks, xyxy, cls, empty)
         atomic_write_text(rec, json.dumps(part))
-        return {"path": path, "status": "done", "objects": len(xyxy), "empty": int(empty.sum())}
+        done = {"path": path, "status": "done", "objects": len(xyxy), "empty": int(empty.sum()),
+                "holes": self._holes.take()}
+        return {**done, "redone": redone} if redone else done
 
     def _write_yolo(self, path, masks, xyxy, cls, empty, hw) -> None:
         from ultralytics.engine.results import Masks
@@ -185,6 +225,12 @@ class Annotator:
     def _write_png(self, path, masks, empty) -> None:
         import cv2
 
+        stem = Path(path).stem
+        # Masks of an earlier run on this image (other boxes, or empty="box" then "skip") must not stay behind.
+        pattern = re.compile(re.escape(stem) + r"_\d{3,}\.png")
+        for old in self.out.glob(f"{glob_escape(stem)}_*.png"):
+            if pattern.fullmatch(old.name):
+                old.unlink()
         for k, m in enumerate(masks):
             if empty[k] and self.empty == "skip":
                 continue
@@ -200,7 +246,7 @@ class Annotator:
         for k, m in enumerate(masks):
             if empty[k] and self.empty == "skip":
                 continue
-            a = coco_annotations(m[None], [int(cls[k])], [1.0], image_id=0, rle=self.rle)
+            a = coco_annotations(m[None], [int(cls[k])], [1.0], image_id=0, rle=self.rle, holes=self._holes)
             if a:
                 a[0].pop("score", None)
                 a[0].pop("id", None)
@@ -208,10 +254,103 @@ class Annotator:
         return anns
 
 
+class _HoleCount:
+    """Counts masks whose polygons lose holes, without logging (the run logs once, see auto_annotate)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def check(self, mask_or_flag, where: str) -> bool:
+        from samkit.export.coco import mask_has_holes
+
+        lost = bool(mask_or_flag) if isinstance(mask_or_flag, (bool, np.bool_)) else mask_has_holes(mask_or_flag)
+        self.count += lost
+        return lost
+
+    def take(self) -> int:
+        n, self.count = self.count, 0
+        return n
+
+
 def _box_polygon(box, hw) -> np.ndarray:
     h, w = hw
     x1, y1, x2, y2 = box
     return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64) / [w, h]
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters escaped (``[``, ``*``, ``?``)."""
+    import glob
+
+    return glob.escape(text)
+
+
+def file_sha256(path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _detector_checksum(det) -> str:
+    """SHA-256 of a loaded YOLO detector's weights file, or of its parameters when it has no file."""
+    ckpt = getattr(det, "ckpt_path", None)
+    if ckpt and Path(ckpt).is_file():
+        return file_sha256(ckpt)
+    h = hashlib.sha256()
+    net = getattr(det, "model", det)
+    for k, v in net.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_settings(annotator: Annotator) -> dict:
+    """Everything besides the inputs that decides an annotation run's outputs, as a JSON-able dict: the format and
+    its options, the SAM checkpoint's SHA-256 and the box source. Loads the detector (not SAM) to checksum it."""
+    from samkit.utils.downloads import resolve_weights
+
+    a = annotator
+    settings = {"format": a.format, "rle": bool(a.rle) if a.format == "coco" else None, "empty": a.empty,
+                "half": bool(a.half), "sam": file_sha256(resolve_weights(a.sam_model, progress=False))}
+    if a.labels is not None:
+        settings["boxes"] = {"source": "labels"}
+    else:
+        d = a.det_args
+        settings["boxes"] = {"source": "detector", "weights": _detector_checksum(a.detector), "conf": d["conf"],
+                             "iou": d["iou"], "classes": None if d["classes"] is None else sorted(d["classes"]),
+                             "imgsz": d["imgsz"], "max_det": d["max_det"]}
+    return json.loads(json.dumps(settings))  # the form it has once read back from a record
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            short = [v[:12] + "..." if isinstance(v, str) and len(v) == 64 else v for v in (a, b)]
+            out.append(f"{prefix}{k}: {short[0]!r} -> {short[1]!r}")
+    return out
+
+
+def _stale(rec: Path, settings: dict, inputs: dict) -> str | None:
+    """None when the record at ``rec`` was written by these settings from these inputs; else why not."""
+    try:
+        old = json.loads(rec.read_text())
+    except (OSError, ValueError):
+        return "its record is unreadable"
+    if not isinstance(old, dict) or "settings" not in old:
+        return "its record does not say which settings produced it"
+    if old["settings"] != settings:
+        return "other settings (" + ", ".join(_differences(old["settings"], settings)) + ")"
+    if old.get("inputs") != inputs:
+        changed = [k for k in inputs if (old.get("inputs") or {}).get(k) != inputs[k]]
+        return "changed since: " + " and ".join({"image": "the image", "labels": "its box labels"}[k] for k in changed)
+    return None
 
 
 def read_box_labels(path: Path, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +397,9 @@ def list_images(data) -> list[str]:
     return items
 
 
-def merge_coco(out: Path, images: list[str], names: dict[int, str]) -> Path:
-    """Gather the per-image records of ``images`` into ``out/annotations.json`` (ids in file-name order)."""
+def merge_coco(out: Path, images: list[str], names: dict[int, str], settings: dict | None = None) -> Path:
+    """Gather the per-image records of ``images`` into ``out/annotations.json`` (ids in file-name order); with
+    ``settings``, only records those settings wrote."""
     from samkit.export.coco import coco_document, write_coco
 
     imgs, anns = [], []
@@ -268,6 +408,8 @@ def merge_coco(out: Path, images: list[str], names: dict[int, str]) -> Path:
         if not rec.exists():
             continue
         part = json.loads(rec.read_text())
+        if settings is not None and part.get("settings") != settings:
+            continue
         names = {**{int(k): v for k, v in part.get("names", {}).items()}, **names}
         imgs.append({"id": image_id, "file_name": part["file_name"], "height": part["height"],
                      "width": part["width"]})
@@ -298,6 +440,7 @@ def auto_annotate(
     ray_address: str | None = None,
     ray_actors: int = 1,
     verbose: bool = True,
+    _log_summary: bool = True,
 ) -> AnnotateSummary:
     """Turn a folder of images into a segmentation dataset with SAM masks for detector or label boxes.
 
@@ -339,25 +482,43 @@ def auto_annotate(
         base = base if base.is_dir() else base.parent
         output_dir = base.parent / f"{base.name}_auto_annotate_labels"
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if labels is not None and out.resolve() == Path(labels).resolve():
+        raise ValueError(f"output_dir={str(output_dir)!r} is the box-label folder labels={str(labels)!r}: the "
+                         "segmentation labels would overwrite the box labels; choose another output_dir")
+    from samkit.export.atomic import make_dirs
+
+    make_dirs(out)
     kw = dict(sam_model=sam_model, det_model=det_model, labels=labels, format=format, output_dir=out, device=device,
               half=half, conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, rle=rle, empty=empty)
+    annotator = Annotator(**kw)  # checksums the SAM weights and loads the detector (to checksum it)
+    kw["settings"] = annotator.settings
     summary = AnnotateSummary(out, images_total=len(images), empty=empty)
     names: dict[int, str] = {}
+    redone: list[tuple[str, str]] = []
     if engine == "ray":
         from samkit.integrations.ray import annotate_on_ray
 
         for record in annotate_on_ray(images, kw, address=ray_address, actors=ray_actors):
             summary.add(record)
+            if record.get("redone"):
+                redone.append((record["path"], record["redone"]))
             names.update({int(k): v for k, v in json.loads(record.pop("names", "{}")).items()})
     else:
-        annotator = Annotator(**kw)
         for p in progress(images, total=len(images), desc="auto_annotate", unit="image", enabled=verbose):
-            summary.add(annotator(p))
+            record = annotator(p)
+            summary.add(record)
+            if record.get("redone"):
+                redone.append((record["path"], record["redone"]))
         names = annotator.names
+    if redone:
+        LOGGER.warning("%s: %d image(s) had labels from an earlier run that did not match this one and were "
+                       "annotated again (first: %s: %s)", out, len(redone), Path(redone[0][0]).name, redone[0][1])
+    if summary.holes:
+        LOGGER.warning("%s: %d mask(s) have holes that COCO polygons cannot hold (written filled in); rle=True keeps "
+                       "them", out, summary.holes)
     if format == "coco":
-        merge_coco(out, images, names)
+        merge_coco(out, images, names, annotator.settings)
     summary.seconds = time.perf_counter() - t0
-    if verbose:
+    if verbose and _log_summary:
         LOGGER.info("%s", summary)
     return summary

@@ -3,8 +3,10 @@
 Modes:
     predict   segment images (prompts, or everything without them) or track a video:
               samkit predict model=sam2.1_b.pt source=bus.jpg bboxes="[[100,100,200,200]]" save=True
+              (without source=: the sample images bus.jpg and zidane.jpg, everything segmented)
     track     prompt one frame of a video and track the objects through it:
               samkit track model=sam2.1_b.pt source=clip.mp4 points="[[210,350]]" labels="[1]" frame=0
+              (without source=: a short sample clip, tracking a box around the man on the right)
     annotate  boxes from a detector (or box labels) -> SAM masks -> dataset labels:
               samkit annotate data=images/ det_model=yolo11x.pt sam_model=sam2.1_b.pt format=coco
     info      describe a model (``samkit info model=sam2.1_b.pt``) or list the registry (``samkit info``)
@@ -12,8 +14,8 @@ Modes:
     help      this text (also ``-h`` / ``--help``)
     version   the samkit version
 
-predict and track write to project/name (default runs/<mode>/exp, numbered exp2, exp3... unless exist_ok=True):
-save=True overlays (on by default here when no other output is asked for), save_txt=True YOLO-seg labels,
+predict and track write to project/name (default runs/<mode>/exp, numbered exp-2, exp-3... as Ultralytics does,
+unless exist_ok=True): save=True overlays (on by default here when no other output is asked for), save_txt=True YOLO-seg labels,
 save_coco=True COCO JSON, save_masks=True PNG masks. Every setting and its default: samkit/cfg/default.yaml.
 
 Every value is parsed as a Python literal when it is one (``[1, 2]``, ``True``, ``0.5``), else kept as text.
@@ -54,13 +56,9 @@ TESTED_ULTRALYTICS = ((8, 4, 190), (8, 5, 0))
 
 
 def _setup_logging(verbose: bool) -> None:
-    logger = logging.getLogger("samkit")
-    if not any(getattr(h, "_samkit_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._samkit_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    """Information (progress notes, where outputs went) only with ``verbose``; warnings always. The package's
+    default handler writes them to standard error."""
+    logging.getLogger("samkit").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _version(dist: str) -> str | None:
@@ -177,7 +175,7 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         from samkit.model import SAM
 
         model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"])
-        for k, v in model.info().items():
+        for k, v in model.info(verbose=False).items():  # the summary line was logged when it loaded
             print(f"{k}: {v}")
         return 0
     if mode in ("predict", "track"):
@@ -191,8 +189,9 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
             half=cfg["half"], conf=cfg["conf"], iou=cfg["iou"], classes=cfg["classes"], imgsz=cfg["imgsz"],
             max_det=cfg["max_det"], rle=bool(cfg["rle"]), empty=cfg["empty"], engine=cfg["engine"],
             ray_address=cfg["ray_address"], ray_actors=cfg["ray_actors"], verbose=cfg["verbose"],
+            _log_summary=False,
         )
-        print(summary)
+        print(summary)  # on standard output only (the library logs it when called from Python)
         ok = summary.images_done + summary.images_resumed or not summary.images_total
         return 0 if ok else 1  # every image skipped: a failed run
     raise AssertionError(mode)
@@ -202,15 +201,27 @@ def _predict(mode: str, cfg: dict[str, Any]) -> int:
     from samkit.model import SAM, _is_live
     from samkit.utils.progress import progress
 
-    if cfg["source"] is None:
-        raise ConfigError(f"samkit {mode} needs source= (an image, folder, video, webcam index or stream URL)")
+    from samkit.utils import LOGGER
+
+    prompts = {k: cfg[k] for k in ("bboxes", "points", "labels")}
+    source = cfg["source"]
+    if source is None:  # a first run: the sample images, or the sample clip with a box on its frame 0
+        from samkit.data import samples
+
+        if mode == "predict":
+            source = samples.sample_images()
+            LOGGER.warning("source= is missing: segmenting the sample images %s", ", ".join(source))
+        else:
+            source = str(samples.sample_clip())
+            if all(v is None for v in prompts.values()):
+                prompts["bboxes"] = samples.SAMPLE_CLIP_BOX
+            LOGGER.warning("source= is missing: tracking %s with %s", source,
+                           ", ".join(f"{k}={v}" for k, v in prompts.items() if v is not None))
     outputs = {k: cfg[k] for k in _OUTPUTS}
     if outputs["save"] is None:  # the command line saves overlays unless other outputs were asked for
         outputs["save"] = not any(cfg[k] for k in ("save_txt", "save_coco", "save_masks"))
     model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
                 compile=cfg["compile"], **({"cache": cfg["cache"]} if mode == "predict" else {}))
-    prompts = {k: cfg[k] for k in ("bboxes", "points", "labels")}
-    source = cfg["source"]
     total = None
     from samkit.data.sources import is_video_path
 
@@ -238,7 +249,11 @@ def _predict(mode: str, cfg: dict[str, Any]) -> int:
         n += 1
         masks += len(r)
     where = f"; saved to {model.save_dir}" if model.save_dir is not None else ""
-    print(f"{n} {'frame' if video else 'image'}{'s' if n != 1 else ''}, {masks} mask{'s' if masks != 1 else ''}{where}")
+    skipped = f"; {len(model.skipped)} skipped (unreadable)" if model.skipped else ""
+    print(f"{n} {'frame' if video else 'image'}{'s' if n != 1 else ''}, {masks} mask{'s' if masks != 1 else ''}"
+          f"{skipped}{where}")
+    for path, why in model.skipped:
+        print(f"  skipped {path}: {why}")
     return 0
 
 

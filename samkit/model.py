@@ -20,6 +20,9 @@ from samkit.utils import LOGGER
 from samkit.utils.devices import select_device
 from samkit.utils.downloads import resolve_weights
 
+#: Per-call settings of predict() / track(), for close-match suggestions.
+_CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream", "save",
+              "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok", "verbose", "device", "show")
 _FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM"}
 
 
@@ -34,13 +37,37 @@ def _is_live(source) -> bool:
 
 
 def _track_through(session, frame: int, max_frames: int | None):
-    """Forward from ``frame``, then backward from ``frame - 1``; closes the session at the end."""
+    """Forward from ``frame``, then backward from ``frame - 1`` to 0 (every frame of a video file once); closes the
+    session at the end."""
     try:
         yield from session.propagate(start=frame, max_frames=max_frames)
-        if frame > 0 and not session.video.live:
-            yield from session.propagate(start=frame - 1, reverse=True, max_frames=max_frames)
+        if frame > 0 and not session.video.live and (max_frames is None or max_frames > 0):
+            back = None if max_frames is None else max_frames - 1  # frames frame-1 .. frame-max_frames
+            yield from session.propagate(start=frame - 1, reverse=True, max_frames=back)
     finally:
         session.close()
+
+
+def _can_show() -> bool:
+    """Whether result windows can be shown here (Ultralytics' check; it warns when they cannot)."""
+    from ultralytics.utils.checks import check_imshow
+
+    return bool(check_imshow(warn=True))
+
+
+def _is_yolo_results(value) -> bool:
+    return hasattr(value, "boxes") and hasattr(value, "names") and hasattr(value, "orig_shape")
+
+
+def _per_image_boxes(bboxes, n_images: int):
+    """A list of YOLO Results (what ``YOLO(...)(images)`` returns) -> one Results per image; anything else -> None
+    (the same prompts for every image)."""
+    if not isinstance(bboxes, (list, tuple)) or not bboxes or not all(_is_yolo_results(b) for b in bboxes):
+        return None
+    if len(bboxes) != n_images:
+        raise ValueError(f"bboxes= holds {len(bboxes)} YOLO Results but the source has {n_images} image(s): give one "
+                         "Results per image, in the source's order")
+    return list(bboxes)
 
 
 class SAM:
@@ -63,7 +90,8 @@ class SAM:
             on the CPU (Inductor).
 
     Attributes:
-        net: The underlying ultralytics ``SAM2Model`` / ``SAMModel`` (eval mode).
+        net: The underlying ultralytics ``SAM2Model`` / ``SAMModel`` (eval mode); also ``model.model``, as in
+            Ultralytics.
         arch: The registry :class:`~samkit.nn.registry.Architecture` the weights were recognised as.
         version: ``"2.1"``, ``"2.0"`` or ``"1"``.
         ckpt_path: The checkpoint file that was loaded.
@@ -105,6 +133,7 @@ class SAM:
             self.compile()
         self._image: tuple[np.ndarray, str] | None = None
         self.save_dir: Path | None = None  # the folder of the last run that wrote outputs
+        self.skipped: list[tuple[str, str]] = []  # (image, reason) for the unreadable images of the last call
         if verbose:
             LOGGER.info("loaded %s", self._summary(self._describe()))
 
@@ -115,6 +144,11 @@ class SAM:
                 "%s is named like %s (%s %s) but its weights are %s %s; using what the weights say",
                 self.ckpt_path, entry.name, entry.arch.name, entry.version, self.arch.name, self.version,
             )
+
+    @property
+    def model(self) -> nn.Module:
+        """The network (``self.net``), under the name Ultralytics users reach for."""
+        return self.net
 
     # ------------------------------------------------------------------ device
     def to(self, device: str | int | torch.device) -> SAM:
@@ -199,15 +233,21 @@ class SAM:
         project: str | os.PathLike | None = None,
         name: str | None = None,
         exist_ok: bool = False,
+        verbose: bool | None = None,
+        device: str | int | torch.device | None = None,
+        show: bool = False,
         **everything,
     ) -> list:
         """Segment objects on images: the prompted objects, or everything when no prompt is given.
 
         Args:
             source: Image(s): a path, folder, glob, URL, numpy array (HWC BGR), PIL image (RGB), torch tensor
-                (BCHW RGB 0-1) or a list of these. ``None`` uses the image given to :meth:`set_image`.
+                (BCHW RGB 0-1) or a list of these. ``None`` uses the image given to :meth:`set_image`. An image of a
+                folder / list that cannot be read is skipped with a warning naming it (listed in ``model.skipped``);
+                the call fails only when no image could be read.
             bboxes: xyxy pixel box(es), an (N, 4) array, or Ultralytics ``Boxes`` / ``Results`` (their classes,
-                names, confidences and track ids carry over).
+                names, confidences and track ids carry over); a list of YOLO ``Results`` (what ``yolo(images)``
+                returns) gives each image its own boxes.
             points: xy pixel click(s): a flat list is one click per object, (N, P, 2) is P clicks per object.
             labels: 1 (positive) / 0 (negative) per click; default all positive.
             masks: Mask prompt(s): HxW / NxHxW binary at image size, or low-resolution logits.
@@ -222,8 +262,12 @@ class SAM:
             save_masks: Write one PNG per mask to ``project/name/masks/``.
             rle: COCO masks as RLE (True) or polygons (False); default polygons for images, RLE for video.
             project, name, exist_ok: The output folder, ``project/name``: default ``runs/predict/exp``, numbered
-                (``exp2``...) when it exists unless ``exist_ok``. The folder used is kept in ``model.save_dir``.
+                (``exp-2``...) when it exists unless ``exist_ok``. The folder used is kept in ``model.save_dir``.
                 See :mod:`samkit.export.run` for the layout.
+            verbose: Log this call's information (where outputs went); default the model's ``verbose``. Warnings
+                are shown either way.
+            device: Move the model to this device first (it stays there), as Ultralytics' ``device=`` does.
+            show: Show each result in a window (where a display is available).
             **everything: Without prompts, the automatic mask generator's settings (``points_per_side``,
                 ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``, ``stability_score_offset``,
                 ``box_nms_thresh``, ``crop_n_layers``, ``crop_nms_thresh``, ``crop_overlap_ratio``,
@@ -231,50 +275,113 @@ class SAM:
                 :class:`~samkit.engine.everything.EverythingConfig`.
 
         Returns:
-            One :class:`~samkit.results.Results` per image. The same prompts apply to every image. Without
+            One :class:`~samkit.results.Results` per image read. The same prompts apply to every image. Without
             prompts, each Results holds every mask found, best first per crop, with ``stability_score``,
             ``point_coords`` and ``crop_boxes`` besides the predicted ``iou``.
         """
-        from samkit.data.sources import is_video_path, iter_images, load_frame
-        from samkit.engine.prompts import normalize_prompts
-        from samkit.results import Results
+        from samkit.data.sources import is_video_path, iter_images
 
+        verbose = self.verbose if verbose is None else bool(verbose)
+        if device is not None:
+            self.to(device)
         out = dict(save=save, save_txt=save_txt, save_coco=save_coco, save_masks=save_masks, rle=rle,
-                   project=project, name=name, exist_ok=exist_ok)
+                   project=project, name=name, exist_ok=exist_ok, verbose=verbose, show=show)
+        given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
+        prompted = any(v is not None for v in given.values())
+        if source is not None and (is_video_path(source) or _is_live(source)):
+            if everything or multimask:
+                raise ValueError("a video takes bboxes=, points= / labels=, masks= or prompts= (tracked from "
+                                 "frame 0); segment-everything and multimask are for images")
+            return self.track(source, **given, stream=stream, _mode="predict", **out)
+        everything_cfg = self._everything_cfg(everything, multimask, prompted=prompted)  # fail before any work
+        multimask = bool(multimask)
         if source is None:
             if self._image is None:
                 raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
-            frames = [self._image]
+            items = None
         else:
-            if is_video_path(source) or _is_live(source):
-                if everything or multimask:
-                    raise ValueError("a video takes bboxes=, points= / labels=, masks= or prompts= (tracked from "
-                                     "frame 0); segment-everything and multimask are for images")
-                return self.track(source, bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts,
-                                  stream=stream, _mode="predict", **out)
-            if stream:
-                items = iter_images(source)
-                kw = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts,
-                          multimask=multimask, **everything)
-                self._everything_cfg(everything, multimask, prompted=any(
-                    v is not None for v in (bboxes, points, labels, masks, prompts)))  # fail now, not mid-stream
-                return self._saving((self.predict(item, **kw)[0] for item in items), "predict", out)
-            frames = [(f.image, f.path) for f in (load_frame(it, i) for i, it in enumerate(iter_images(source)))]
-        given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
-        everything_cfg = self._everything_cfg(everything, multimask, prompted=any(v is not None for v in given.values()))
-        multimask = bool(multimask)
+            items = iter_images(source)
+        per_image = _per_image_boxes(bboxes, 1 if items is None else len(items))
+        self.skipped = []
+        if stream:
+            results = (r for chunk in self._chunks(items, 1) for r in self._predict_chunk(
+                chunk, given, per_image, everything_cfg, multimask, batch))
+            results = self._fail_if_nothing_read(results, items)
+        else:
+            loaded = list(self._chunks(items, None))
+            results = [] if not loaded else self._predict_chunk(loaded[0], given, per_image, everything_cfg,
+                                                                multimask, batch)
+            if not results and self.skipped:
+                self._raise_unreadable(items)
+        results = self._saving(results, "predict", out)
+        return results if stream else list(results)
+
+    def _chunks(self, items, size: int | None):
+        """Frames of ``items`` as lists of ``(index, image, path)`` (``size`` at a time; None: all at once), the
+        unreadable ones skipped with a warning and recorded in ``self.skipped``."""
+        from samkit.data.sources import SourceError, load_frame
+
+        if items is None:
+            yield [(0, *self._image)]
+            return
+        chunk = []
+        for i, item in enumerate(items):
+            try:
+                f = load_frame(item, i)
+            except SourceError as e:
+                name = item if isinstance(item, (str, Path)) else f"image {i} of the source"
+                self.skipped.append((str(name), str(e)))
+                LOGGER.warning("skipped %s: %s", name, e)
+                continue
+            chunk.append((i, f.image, f.path))
+            if size is not None and len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk or size is None:
+            yield chunk
+
+    def _raise_unreadable(self, items) -> None:
+        from samkit.data.sources import SourceError
+
+        if len(items) == 1:
+            raise SourceError(self.skipped[0][1])
+        raise SourceError(f"none of the {len(items)} images could be read (first: {self.skipped[0][0]}: "
+                          f"{self.skipped[0][1]})")
+
+    def _fail_if_nothing_read(self, results, items):
+        n = 0
+        for r in results:
+            n += 1
+            yield r
+        if not n and self.skipped:
+            self._raise_unreadable(items)
+
+    def _predict_chunk(self, frames, given, per_image, everything_cfg, multimask, batch) -> list:
+        """Results for ``frames`` (``(index in the source, image, path)``): one encoder pass, then the prompts."""
+        from samkit.engine.prompts import normalize_prompts
+        from samkit.results import Results
+
+        if not frames:
+            return []
         results = []
         t0 = time.perf_counter()
-        embeddings = self.engine.encode([im for im, _ in frames], batch=batch)
+        embeddings = self.engine.encode([im for _, im, _ in frames], batch=batch)
         t_encode = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
-        for (image, path), emb in zip(frames, embeddings):
+        for (index, image, path), emb in zip(frames, embeddings):
             t1 = time.perf_counter()
             if everything_cfg is not None:
                 results.append(self._everything_results(image, path, emb, everything_cfg, t_encode))
                 continue
-            obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **given)
+            prompts = given if per_image is None else {**given, "bboxes": per_image[index]}
+            obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **prompts)
+            if obj is None:  # a YOLO Results without detections for this image: no objects, no masks
+                h, w = image.shape[:2]
+                results.append(Results(image, path=path, masks=torch.zeros((0, h, w), dtype=torch.bool),
+                                       iou=torch.zeros(0), names=dict(per_image[index].names)))
+                continue
             dec = self.engine.decode(emb, obj, multimask=multimask)
             n, k = dec.scores.shape
+            tracked = bool(len(obj)) and bool((obj.track_id >= 0).all())
             ids = torch.as_tensor(np.where(obj.track_id >= 0, obj.track_id, np.arange(n)))
             results.append(
                 Results(
@@ -289,22 +396,29 @@ class SAM:
                     prompts=obj,
                     low_res_logits=dec.low_res_logits.reshape(n * k, *dec.low_res_logits.shape[2:]),
                     speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
+                    tracked=tracked,
                 )
             )
-        return list(self._saving(results, "predict", out))
+        return results
 
     def _saving(self, results, mode: str, out: dict):
-        """``results`` unchanged when nothing is to be written; else a generator that writes each Results as it
-        passes (see :mod:`samkit.export.run`) and sets ``self.save_dir``."""
+        """``results`` unchanged when nothing is to be written or shown; else a generator that writes (and shows)
+        each Results as it passes (see :mod:`samkit.export.run`) and sets ``self.save_dir``."""
         from samkit.export.run import ResultSaver, increment_path, saving
 
-        if not any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
+        show = bool(out.get("show")) and _can_show()
+        if not show and not any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
             return results
-        project = Path(out["project"]) if out["project"] is not None else Path("runs") / mode
-        self.save_dir = increment_path(project / (out["name"] or "exp"), out["exist_ok"])
-        self.save_dir.mkdir(parents=True, exist_ok=True)  # claim the name now: a second run numbers its own
-        saver = ResultSaver(self.save_dir, **{k: out[k] for k in ("save", "save_txt", "save_coco", "save_masks", "rle")})
-        return saving(results, saver)
+        saver = None
+        if any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
+            project = Path(out["project"]) if out["project"] is not None else Path("runs") / mode
+            self.save_dir = increment_path(project / (out["name"] or "exp"), out["exist_ok"])
+            from samkit.export.atomic import make_dirs
+
+            make_dirs(self.save_dir)  # claim the name now: a second run numbers its own
+            saver = ResultSaver(self.save_dir, verbose=out.get("verbose", True),
+                                **{k: out[k] for k in ("save", "save_txt", "save_coco", "save_masks", "rle")})
+        return saving(results, saver, show=show)
 
     @staticmethod
     def _everything_cfg(options: dict, multimask: bool | None, prompted: bool):
@@ -315,7 +429,8 @@ class SAM:
         known = EverythingConfig.keys()
         for key in options:
             if key not in known or key == "multimask":
-                raise TypeError(f"predict() got an unknown keyword argument {key!r}{suggest(key, known)}")
+                raise TypeError(f"predict() got an unknown keyword argument {key!r}"
+                                f"{suggest(key, (*known, *_CALL_KEYS))}")
         if prompted:
             if options:
                 raise ValueError(f"{', '.join(options)} only apply to segment-everything (no prompt), but prompts "
@@ -345,6 +460,7 @@ class SAM:
               frame: int = 0, stream: bool = False, max_frames: int | None = None, save: bool = False,
               save_txt: bool = False, save_coco: bool = False, save_masks: bool = False, rle: bool | None = None,
               project: str | os.PathLike | None = None, name: str | None = None, exist_ok: bool = False,
+              verbose: bool | None = None, device: str | int | torch.device | None = None, show: bool = False,
               _mode: str = "track", **session):
         """Prompt frame ``frame`` of a video and track the objects through it.
 
@@ -360,6 +476,7 @@ class SAM:
             save, save_txt, save_coco, save_masks, rle, project, name, exist_ok: Outputs, as in :meth:`predict`
                 (default folder ``runs/track/exp``): an mp4 with every frame in order and the prompts drawn on
                 their frame, labels and masks per frame.
+            verbose, device, show: As in :meth:`predict` (``show`` plays the tracked frames in a window).
             **session: :class:`~samkit.engine.video.VideoSession` settings (``fill_hole_area``,
                 ``correct_as_cond``, ``max_prompt_frames``).
 
@@ -369,8 +486,18 @@ class SAM:
         from samkit.engine.prompts import normalize_prompts
         from samkit.engine.video import VideoSession
 
+        from samkit.cfg import suggest
+
+        known = ("fill_hole_area", "correct_as_cond", "max_prompt_frames", "names")
+        for key in session:
+            if key not in known:
+                raise TypeError(f"track() got an unknown keyword argument {key!r}"
+                                f"{suggest(key, (*known, *_CALL_KEYS, 'frame', 'max_frames'))}")
+        verbose = self.verbose if verbose is None else bool(verbose)
+        if device is not None:
+            self.to(device)
         out = dict(save=save, save_txt=save_txt, save_coco=save_coco, save_masks=save_masks, rle=rle,
-                   project=project, name=name, exist_ok=exist_ok)
+                   project=project, name=name, exist_ok=exist_ok, verbose=verbose, show=show)
         session = VideoSession(self, source, **session)
         try:
             obj = normalize_prompts((session.video.height, session.video.width), bboxes=bboxes, points=points,
@@ -413,16 +540,18 @@ class SAM:
             return "SAM 2.1" if self.version == "2.1" else "SAM 2"
         return _FAMILY_NAMES[self.arch.family]
 
-    def info(self) -> dict[str, Any]:
-        """Describe the loaded model (and log it when verbose).
+    def info(self, verbose: bool | None = None) -> dict[str, Any]:
+        """Describe the loaded model (and log it when ``verbose``, default the model's).
 
         Returns:
             ``family`` (e.g. ``"SAM 2.1"``), ``size`` (``"tiny"``, ``"base_plus"``, ``"vit_h"``...), ``version``,
-            ``architecture`` (registry key), ``parameters`` (count), ``device``, ``dtype``, ``image_size`` (network
-            input side in pixels) and ``checkpoint`` (path).
+            ``architecture`` (registry key), ``parameters`` (count), ``device``, ``dtype`` (what the network
+            computes in: ``bfloat16`` / ``float16`` with ``half=True`` where supported, else ``float32``),
+            ``weights_dtype`` (the parameters' dtype), ``image_size`` (network input side in pixels) and
+            ``checkpoint`` (path).
         """
         info = self._describe()
-        if self.verbose:
+        if self.verbose if verbose is None else verbose:
             LOGGER.info(self._summary(info))
         return info
 
@@ -434,7 +563,8 @@ class SAM:
             "architecture": self.arch.name,
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": str(self.engine.half_dtype or self.dtype).replace("torch.", ""),  # what the network computes in
+            "weights_dtype": str(self.dtype).replace("torch.", ""),
             "image_size": self.arch.image_size,
             "checkpoint": str(self.ckpt_path),
         }

@@ -31,7 +31,8 @@ class Results(_UltralyticsResults):
 
     Ultralytics attributes: ``masks.data`` (N, H, W) bool, ``masks.xy`` (polygons), ``boxes.xyxy`` (boxes enclosing
     each mask, pixels), ``boxes.conf`` (the detector's confidence when prompts came from YOLO, else the
-    predicted IoU), ``boxes.cls``, ``boxes.id`` (object ids), ``names``, ``orig_img`` (BGR), ``plot()``,
+    predicted IoU), ``boxes.cls``, ``boxes.id`` (object ids of tracked objects: video frames and YOLO tracks; None
+    for images, as in Ultralytics), ``names``, ``orig_img`` (BGR), ``plot()``,
     ``show()``, ``save()``, ``to_json()``.
 
     ``masks`` and ``boxes`` live on the model's device (``cpu()`` moves them, as in Ultralytics); the extras below
@@ -39,7 +40,9 @@ class Results(_UltralyticsResults):
 
     Extras:
         iou: (N,) float predicted IoU of each mask.
-        obj_ids: (N,) int object ids (the prompt's ``id`` / YOLO track id, else the object's index).
+        obj_ids: (N,) int object ids (the prompt's ``id`` / YOLO track id / video object id, else the object's
+            index); they pick each object's colour and mask file name. ``boxes.id`` shows them only when
+            ``tracked``.
         prompts: The :class:`~samkit.engine.prompts.ObjectPrompts` that produced the masks (None without prompts).
         low_res_logits: (N, r, r) mask logits, reusable as a mask prompt for refinement.
         stability_score: (N,) float, segment-everything only (None otherwise).
@@ -66,6 +69,7 @@ class Results(_UltralyticsResults):
         stability_score: torch.Tensor | None = None,
         point_coords: torch.Tensor | None = None,
         crop_boxes: torch.Tensor | None = None,
+        tracked: bool = False,
     ):
         n, dev = masks.shape[0], masks.device
         obj_ids = torch.arange(n) if obj_ids is None else torch.as_tensor(obj_ids).long().cpu()
@@ -73,11 +77,13 @@ class Results(_UltralyticsResults):
         iou = torch.as_tensor(iou).float().cpu()
         conf = iou if conf is None else torch.as_tensor(conf).float().cpu()
         names = names or {0: "object"}
-        extra = torch.stack([obj_ids.float(), conf, cls], 1).to(dev)
+        # Ultralytics' Boxes: (x1, y1, x2, y2, [id,] conf, cls); an id column only for tracked objects.
+        extra = torch.stack([obj_ids.float(), conf, cls] if tracked else [conf, cls], 1).to(dev)
         boxes = torch.cat([masks_to_boxes(masks).to(dev), extra], 1)
         super().__init__(orig_img, path=path, names=names, boxes=boxes, masks=masks.bool(), speed=speed)
         self.iou = iou
         self.obj_ids = obj_ids
+        self.tracked = tracked
         self.prompts = prompts
         self.low_res_logits = None if low_res_logits is None else low_res_logits.cpu()
         self.stability_score = None if stability_score is None else stability_score.cpu()
@@ -121,24 +127,29 @@ class Results(_UltralyticsResults):
                        warn_empty=warn_empty)
         return str(txt_file)
 
-    def to_coco(self, rle: bool = False, image_id: int = 1, first_id: int = 1) -> dict:
+    def to_coco(self, rle: bool = False, image_id: int = 1, first_id: int = 1, holes=None) -> dict:
         """This image as a COCO instances document.
 
         Args:
             rle: Compressed RLE segmentations (pycocotools) instead of polygons.
             image_id: The image's id.
             first_id: The first annotation's id (the others follow).
+            holes: The run's :class:`~samkit.export.coco.HoleWarning` (polygons cannot hold a mask's holes: it
+                warns once per run); default one warning per process.
 
         Returns:
             ``{"images": [...], "annotations": [...], "categories": [...]}``: one annotation per non-empty mask with
             ``category_id`` = the class id (unshifted), ``bbox`` xywh pixels, ``area`` in pixels, ``iscrowd`` 0,
-            ``score`` (the detector's confidence, else the predicted IoU) and ``track_id`` (the object id).
+            ``score`` (the detector's confidence, else the predicted IoU) and, for tracked objects, ``track_id``.
+            A video frame's image is ``{"id": <frame index>, "file_name": <the video's file name>, "video":
+            <its path>, "frame_index": <frame index>}`` (``image_id`` is then ignored).
         """
         from samkit.export.coco import coco_annotations, coco_document
 
         h, w = self.orig_shape
-        name = Path(self.path).name if self.frame is None else f"{self.stem}.jpg"
-        image = {"id": image_id, "file_name": name, "height": int(h), "width": int(w)}
+        if self.frame is not None:
+            image_id = int(self.frame)
+        image = {"id": image_id, "file_name": Path(str(self.path)).name, "height": int(h), "width": int(w)}
         if self.frame is not None:
             image.update(video=str(self.path), frame_index=int(self.frame))
         if not len(self):
@@ -150,15 +161,17 @@ class Results(_UltralyticsResults):
             image_id=image_id,
             first_id=first_id,
             rle=rle,
-            track_ids=self.obj_ids.tolist(),
+            track_ids=self.obj_ids.tolist() if self.tracked else None,
+            holes=holes,
+            where=Path(str(self.path)).name if self.frame is None else f"{Path(str(self.path)).name} frame {self.frame}",
         )
         return coco_document([image], anns, self.names)
 
-    def save_coco(self, path: str | Path, rle: bool = False) -> str:
+    def save_coco(self, path: str | Path, rle: bool = False, holes=None) -> str:
         """Write :meth:`to_coco` as JSON to ``path`` (atomically, replacing it)."""
         from samkit.export.coco import write_coco
 
-        write_coco(path, self.to_coco(rle=rle))
+        write_coco(path, self.to_coco(rle=rle, holes=holes))
         return str(path)
 
     def save_masks(self, folder: str | Path) -> list[str]:

@@ -117,7 +117,7 @@ def test_predict_saves_overlays_by_default_and_numbers_runs(tmp_path):
     from ultralytics import ASSETS
 
     ckpt = _present_ckpt(tmp_path)
-    for expect in ("exp", "exp2"):
+    for expect in ("exp", "exp-2"):
         r = run("predict", f"model={ckpt}", "device=cpu", f"source={ASSETS / 'zidane.jpg'}", "bboxes=[10,10,300,300]",
                 f"project={tmp_path}", "verbose=False")
         assert r.returncode == 0, r.stderr

@@ -137,7 +137,7 @@ def test_results_are_ultralytics_compatible(tiny_ckpt, tmp_path):
     img = (np.random.default_rng(3).random((100, 120, 3)) * 255).astype(np.uint8)
     r = model(img, bboxes=[[10, 10, 60, 60], [30, 30, 110, 90]])[0]
     assert r.masks.data.shape == (2, 100, 120) and r.boxes.xyxy.shape == (2, 4)
-    assert r.boxes.id.tolist() == [0, 1] and r.names == {0: "object"}
+    assert r.boxes.id is None and r.obj_ids.tolist() == [0, 1] and r.names == {0: "object"}
     assert r.orig_img is img or np.array_equal(r.orig_img, img)
     for i in range(2):
         m = r.masks.data[i] > 0.5

@@ -64,8 +64,9 @@ def test_info_and_device(tiny_ckpt):
     assert info == {
         "family": "SAM 2.1", "size": "test", "version": "2.1", "architecture": "sam2_test",
         "parameters": sum(p.numel() for p in model.net.parameters()), "device": "cpu", "dtype": "float32",
-        "image_size": 256, "checkpoint": str(tiny_ckpt),
+        "weights_dtype": "float32", "image_size": 256, "checkpoint": str(tiny_ckpt),
     }
+    assert model.model is model.net
     assert info["parameters"] > 1_000_000
     assert model.to("cpu") is model and model.device == torch.device("cpu")
     assert "SAM 2.1" in repr(model)

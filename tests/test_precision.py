@@ -31,8 +31,10 @@ def test_half_on_cpu(tiny_ckpt, caplog):
         model.half = True
     if not devices.cpu_has_bf16():
         assert not model.half and "no native bf16" in caplog.text
+        assert model.info()["dtype"] == "float32"
         return
     assert model.half and model.dtype == torch.float32, "weights stay fp32 under autocast"
+    assert (model.info()["dtype"], model.info()["weights_dtype"]) == ("bfloat16", "float32")
     patch = model.net.image_encoder.trunk.patch_embed.proj.weight
     assert patch.is_contiguous(memory_format=torch.channels_last), "half precision runs the encoder channels-last"
     seen = []

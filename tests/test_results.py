@@ -41,6 +41,7 @@ def result():
         conf=torch.tensor([0.7, 0.6, 0.95]),
         names={0: "person", 2: "car", 5: "dog"},
         prompts=prompts,
+        tracked=True,  # ids from a tracker (YOLO tracks, video objects)
     )
 
 
@@ -52,6 +53,16 @@ def test_boxes_enclose_masks(result):
     m = torch.zeros((1, 5, 7), dtype=torch.bool)
     m[0, 4, 6] = True
     assert masks_to_boxes(m).tolist() == [[6, 4, 7, 5]]
+
+
+def test_untracked_results_have_no_ids(result):
+    """Image results of objects nobody tracked: no ``boxes.id`` (supervision would report tracker ids) and no
+    ``track_id`` in COCO; the ids still name the mask files."""
+    r = Results(result.orig_img, path=result.path, masks=result.masks.data, iou=result.iou, obj_ids=result.obj_ids,
+                cls=result.boxes.cls, names=result.names)
+    assert r.boxes.id is None and not r.boxes.is_track and r.boxes.cls.tolist() == [2, 5, 0]
+    np.testing.assert_array_equal(r.boxes.xyxy.numpy(), result.boxes.xyxy.numpy())
+    assert all("track_id" not in a for a in r.to_coco()["annotations"])
 
 
 def test_save_txt_overwrites_and_keeps_class_ids(result, tmp_path, caplog):

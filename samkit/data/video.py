@@ -275,6 +275,9 @@ def open_video(source) -> VideoSource:
         path = Path(source)
         if path.is_dir():
             return FolderVideo(path)
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            raise SourceError(f"{str(source)!r} is an image, not a video: segment images with predict "
+                              "(model.predict / samkit predict); a video made of frame images is a folder of them")
         if path.suffix.lower() in VIDEO_SUFFIXES or path.is_file():
             return FileVideo(path)
         raise SourceError(f"video source {str(source)!r} does not exist")

@@ -374,7 +374,7 @@ class VideoSession:
         n = self.num_frames
         limit = max_frames if max_frames is not None else (n if n is not None else 2**62)
         if reverse:
-            frames = self.video.frames(start, reverse=True, stop=max(start - limit, 0) - 1) if start > 0 else iter(())
+            frames = self.video.frames(start, reverse=True, stop=max(start - limit, 0) - 1)
         else:
             stop = None if n is None else min(start + limit, n - 1) + 1
             if stop is None and max_frames is not None:
@@ -479,7 +479,7 @@ class VideoSession:
                                     names=self.names)
         res = Results(self._frame(frame), path=self.video.name, masks=masks, iou=presence,
                       obj_ids=torch.tensor(ids, dtype=torch.long), cls=torch.tensor([o.cls for o in objs]),
-                      names=self.names, prompts=prompts, low_res_logits=low[:, 0])
+                      names=self.names, prompts=prompts, low_res_logits=low[:, 0], tracked=True)
         res.frame = frame
         res.presence = presence
         res.fps = self.video.fps

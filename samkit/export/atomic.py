@@ -85,6 +85,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def make_dirs(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) for outputs; returns it.
+
+    Raises:
+        OutputError: It cannot be created (a file in the way, permissions, a read-only file system...); the message
+            names the folder and says why.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        probe = folder / "_"  # _reason() describes the folder a file would go in
+        raise OutputError(f"cannot create the output folder {folder}: {_reason(probe, e, 'folder', None)}", folder,
+                          e.errno) from e
+    return folder
+
+
 def _create_temporary(path: Path) -> tuple[int, str]:
     """Create and open a new hidden file next to ``path``; returns its descriptor and name."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

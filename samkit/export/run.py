@@ -1,6 +1,7 @@
 """A run's output folder and the writer that fills it, one Results at a time.
 
-Layout of ``project/name`` (default ``runs/<mode>/exp``, then ``exp2``, ``exp3``... unless ``exist_ok``):
+Layout of ``project/name`` (default ``runs/<mode>/exp``, then ``exp-2``, ``exp-3``... as Ultralytics numbers its
+runs, unless ``exist_ok``):
 
 - ``save``: the plotted image (masks, boxes, prompts) as ``<image name>``; for a video, ``<video stem>.mp4`` with
   every frame in order (object colours follow object ids, so they stay the same from frame to frame);
@@ -19,18 +20,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ultralytics.utils.files import increment_path  # noqa: F401  (re-exported)
+
 from samkit.utils import LOGGER
-
-
-def increment_path(path: str | Path, exist_ok: bool = False) -> Path:
-    """``path`` when it does not exist yet (or ``exist_ok``), else ``path2``, ``path3``... (the first free one)."""
-    path = Path(path)
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while Path(f"{path}{n}").exists():
-        n += 1
-    return Path(f"{path}{n}")
 
 
 def safe_stem(name: str) -> str:
@@ -47,17 +39,22 @@ class ResultSaver:
         save_dir: The run's folder (created on the first write).
         save, save_txt, save_coco, save_masks: Which outputs (see the module docstring).
         rle: COCO segmentations as RLE (True) or polygons (False); None: polygons for images, RLE for video frames.
+        verbose: Log where the outputs went when the run ends.
     """
 
     def __init__(self, save_dir: str | Path, save: bool = False, save_txt: bool = False, save_coco: bool = False,
-                 save_masks: bool = False, rle: bool | None = None):
+                 save_masks: bool = False, rle: bool | None = None, verbose: bool = True):
         self.save_dir = Path(save_dir)
         self.save, self.save_txt, self.save_coco, self.save_masks = save, save_txt, save_coco, save_masks
         self.rle = rle
+        self.verbose = verbose
         self._videos: dict[str, object] = {}
         self._coco_images: list[dict] = []
         self._coco_annotations: list[dict] = []
         self._coco_names: dict[int, str] = {}
+        from samkit.export.coco import HoleWarning
+
+        self._holes = HoleWarning()  # polygons lose holes: one warning per run
         self.written: list[Path] = []
         self.count = 0
 
@@ -67,7 +64,9 @@ class ResultSaver:
 
     def __call__(self, r) -> None:
         """Write one Results (an image, or one frame of a video when ``r.frame`` is set)."""
-        self.save_dir.mkdir(parents=True, exist_ok=True)
+        from samkit.export.atomic import make_dirs
+
+        make_dirs(self.save_dir)
         video = r.frame is not None
         stem = r.stem
         if self.save:
@@ -84,10 +83,12 @@ class ResultSaver:
         if self.save_coco:
             if video:
                 rle = True if self.rle is None else self.rle
-                self.written.append(Path(r.save_coco(self.save_dir / "labels" / f"{stem}.json", rle=rle)))
+                self.written.append(Path(r.save_coco(self.save_dir / "labels" / f"{stem}.json", rle=rle,
+                                                     holes=self._holes)))
             else:
                 image_id = len(self._coco_images) + 1
-                doc = r.to_coco(rle=bool(self.rle), image_id=image_id, first_id=len(self._coco_annotations) + 1)
+                doc = r.to_coco(rle=bool(self.rle), image_id=image_id, first_id=len(self._coco_annotations) + 1,
+                                holes=self._holes)
                 self._coco_images += doc["images"]
                 self._coco_annotations += doc["annotations"]
                 self._coco_names.update({c["id"]: c["name"] for c in doc["categories"]})
@@ -118,7 +119,7 @@ class ResultSaver:
             doc = coco_document(self._coco_images, self._coco_annotations, self._coco_names)
             self.written.append(write_coco(self.save_dir / "coco.json", doc))
             self._coco_images, self._coco_annotations = [], []
-        if self.count:
+        if self.count and self.verbose:
             LOGGER.info("results saved to %s", self.save_dir)
         if errors:
             raise errors[0]
@@ -130,11 +131,25 @@ class ResultSaver:
         self.close()
 
 
-def saving(results, saver: ResultSaver):
-    """Yield ``results`` one by one, writing each first; the saver is closed when the iteration ends or stops."""
+def saving(results, saver: ResultSaver | None, show: bool = False):
+    """Yield ``results`` one by one, writing each first (``saver``) and showing it in a window (``show``); the saver
+    is closed when the iteration ends or stops."""
     try:
         for r in results:
-            saver(r)
+            if saver is not None:
+                saver(r)
+            if show:
+                show_result(r)
             yield r
     finally:
-        saver.close()
+        if saver is not None:
+            saver.close()
+
+
+def show_result(r) -> None:
+    """Show one Results in an OpenCV window named after its source (an image waits 300 ms, a video frame 1 ms, as
+    Ultralytics' predictor does)."""
+    import cv2
+
+    cv2.imshow(str(r.path), r.plot())
+    cv2.waitKey(1 if r.frame is not None else 300)

@@ -40,6 +40,8 @@ class _AnnotateActor:
             "reason": [r.get("reason", "") for r in records],
             "objects": [int(r.get("objects", 0)) for r in records],
             "empty": [int(r.get("empty", 0)) for r in records],
+            "holes": [int(r.get("holes", 0)) for r in records],
+            "redone": [r.get("redone") or "" for r in records],
             "names": [names] * len(records),
         }
 

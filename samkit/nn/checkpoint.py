@@ -71,9 +71,14 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         reason = _torch_load_reason(e)
         if "GLOBAL" in reason or "global" in reason:
+            yolo = _ultralytics_model_class(path, reason)
+            if yolo is not None:
+                raise UnsafeCheckpointError(
+                    f"{path} is an Ultralytics model file ({yolo}), not Segment Anything weights: load it with "
+                    "ultralytics.YOLO (for auto-annotation, pass it as det_model=) and give SAM a SAM checkpoint "
+                    "(e.g. sam2.1_b.pt). It was refused without running any of it (samkit loads weights only)."
+                ) from None
             hint = ""
-            if "ultralytics" in reason:
-                hint = " It looks like an Ultralytics YOLO model file, not a Segment Anything checkpoint."
             raise UnsafeCheckpointError(
                 f"{path}: refused to load: the file asks to import and run Python objects when unpickled "
                 f"({reason}); samkit loads weights only (torch.load weights_only=True), and nothing in the file "
@@ -85,6 +90,20 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: not a readable PyTorch checkpoint, or truncated/corrupt ({size} bytes): {_torch_load_reason(e)}"
         ) from None
     return _extract_state_dict(obj, path)
+
+
+def _ultralytics_model_class(path: Path, reason: str) -> str | None:
+    """The Ultralytics model class a refused pickle asks for (``DetectionModel``...), found without unpickling."""
+    names = [reason]
+    try:
+        names += list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # an older torch, or a file it cannot list: the error text is all there is
+        pass
+    for name in names:
+        m = re.search(r"ultralytics\.nn\.tasks\.(\w+)", name)
+        if m:
+            return m.group(1)
+    return "ultralytics" if any("ultralytics" in n for n in names) else None
 
 
 def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
