@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
 
 import cv2
 import numpy as np
@@ -165,3 +168,178 @@ def test_ray_engine_equals_local(dataset, sam_ckpt, tmp_path):
             assert json.loads((tmp_path / "ray-coco" / "annotations.json").read_text()) == \
                 json.loads((tmp_path / "local-coco" / "annotations.json").read_text())
     ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def _rows(path) -> list[int]:
+    return [int(r.split()[0]) for r in path.read_text().splitlines()]
+
+
+def test_resume_skips_only_what_the_same_settings_and_inputs_produced(dataset, sam_ckpt, tmp_path, caplog):
+    from pycocotools.coco import COCO
+
+    images, labels = dataset
+    out = tmp_path / "out"
+
+    def run(**kw):
+        return auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=out, verbose=False,
+                             **kw)
+
+    first = run()
+    assert (first.images_done, first.images_redone) == (3, 0)
+    # Another format into the same folder: nothing of it was done yet, so every image is annotated again.
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        coco = run(format="coco")
+    assert (coco.images_done, coco.images_redone, coco.images_resumed) == (3, 3, 0)
+    assert "annotated again" in caplog.text and "format: 'yolo' -> 'coco'" in caplog.text
+    assert len(COCO(str(out / "annotations.json")).getAnnIds()) == 6
+    same = run(format="coco")
+    assert (same.images_done, same.images_resumed) == (0, 3)
+    assert len(COCO(str(out / "annotations.json")).getAnnIds()) == 6
+    # An edited box-label file: that image again, with its new boxes; a new label file for the background image.
+    (labels / "bus.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (labels / "background.txt").write_text("4 0.5 0.5 0.5 0.5\n")
+    edited = run(format="coco")
+    assert (edited.images_done, edited.images_redone, edited.images_resumed) == (2, 2, 1)
+    coco_doc = COCO(str(out / "annotations.json"))
+    cats = {coco_doc.imgs[i]["file_name"]: [a["category_id"] for a in coco_doc.loadAnns(coco_doc.getAnnIds(imgIds=[i]))]
+            for i in coco_doc.getImgIds()}
+    assert cats == {"background.jpg": [4], "bus.jpg": [1], "zidane.jpg": [0, 0, 27]}
+    # Back to YOLO rows: the earlier .txt files are stale (bus had 3 boxes then) and are written again.
+    yolo = run()
+    assert yolo.images_done == 3 and _rows(out / "bus.txt") == [1] and _rows(out / "background.txt") == [4]
+    # A replaced image, rle=True, empty="skip", half: each is work the folder does not hold.
+    cv2.imwrite(str(images / "zidane.jpg"), np.full((90, 120, 3), 200, np.uint8))
+    assert run().images_done == 1
+    for kw in (dict(format="coco", rle=True), dict(empty="skip")):
+        assert run(**kw).images_done == 3, kw
+
+
+def test_resume_redoes_work_of_another_sam_model(dataset, sam_ckpt, tmp_path):
+    images, labels = dataset
+    other = tmp_path / "other.pt"
+    save_random(other, "sam2_test", "2.1", seed=7)
+    out = tmp_path / "out"
+    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=out, verbose=False)
+    again = auto_annotate(images, labels=labels, sam_model=other, device="cpu", output_dir=out, verbose=False)
+    assert (again.images_done, again.images_redone, again.images_resumed) == (3, 3, 0)
+    record = json.loads((out / ".parts" / "bus.json").read_text())
+    from samkit.annotate import file_sha256
+
+    assert record["settings"]["sam"] == file_sha256(other)
+
+
+def test_detector_settings_are_part_of_what_produced_a_label(dataset, sam_ckpt, tmp_path):
+    from ultralytics import YOLO
+
+    images, _ = dataset
+    det = YOLO("yolo11n.yaml")
+    out = tmp_path / "det"
+    kw = dict(det_model=det, sam_model=sam_ckpt, device="cpu", max_det=2, output_dir=out, verbose=False)
+    assert auto_annotate(images, conf=0.0, **kw).objects == 6
+    assert auto_annotate(images, conf=0.0, **kw).images_resumed == 3
+    none = auto_annotate(images, conf=1.0, **kw)  # another threshold: every image again, now with no box
+    assert (none.images_done, none.objects) == (3, 0) and (out / "bus.txt").read_text() == ""
+
+
+def test_output_folder_may_not_be_the_box_label_folder(dataset, sam_ckpt):
+    images, labels = dataset
+    before = {p.name: p.read_text() for p in labels.iterdir()}
+    with pytest.raises(ValueError, match="is the box-label folder"):
+        auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=labels / ".." / "labels",
+                      verbose=False)
+    assert {p.name: p.read_text() for p in labels.iterdir()} == before
+
+
+def test_png_rerun_leaves_no_masks_of_earlier_boxes(dataset, sam_ckpt, tmp_path):
+    images, labels = dataset
+    out = tmp_path / "png"
+    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="png", output_dir=out,
+                  verbose=False)
+    (labels / "bus.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="png", output_dir=out,
+                  verbose=False)
+    assert sorted(p.name for p in out.glob("bus_*.png")) == ["bus_000.png"]
+    assert len(list(out.glob("zidane_*.png"))) == 3
+
+
+def test_outputs_have_the_mode_of_a_plain_open(dataset, sam_ckpt, tmp_path):
+    images, labels = dataset
+    old = os.umask(0o002)
+    try:
+        auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco", output_dir=tmp_path / "o",
+                      verbose=False)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert len(files) == 4  # annotations.json and one record per annotated image
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o664}
+
+
+def test_coco_polygons_say_once_that_holes_are_lost(dataset, sam_ckpt, tmp_path, monkeypatch, caplog):
+    images, labels = dataset
+    real = SAM.predict
+
+    def ring_masks(self, *a, **k):
+        out = real(self, *a, **k)
+        with torch.inference_mode():
+            m = out[0].masks.data
+            m[:] = False
+            m[:, 10:60, 10:60] = True
+            m[:, 30:40, 30:40] = False  # a hole in every mask
+        return out
+
+    monkeypatch.setattr(SAM, "predict", ring_masks)
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco",
+                          output_dir=tmp_path / "c", verbose=False)
+    assert s.holes == 6
+    assert [r.getMessage() for r in caplog.records if "holes" in r.getMessage()] == [
+        f"{tmp_path / 'c'}: 6 mask(s) have holes that COCO polygons cannot hold (written filled in); rle=True keeps them"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco", rle=True,
+                      output_dir=tmp_path / "r", verbose=False)
+    assert "holes" not in caplog.text
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_complete_labels(tmp_path, sam_ckpt):
+    """SIGKILL part-way, then the same settings (finishes the rest), then other settings (redoes everything): every
+    label complete, none half-written, nothing skipped that was not done."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pycocotools.coco import COCO
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    base = cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (135, 180))
+    n = 16
+    for i in range(n):
+        cv2.imwrite(str(images / f"im{i:02d}.jpg"), np.roll(base, 7 * i, axis=1))
+        (labels / f"im{i:02d}.txt").write_text("".join(f"{k} 0.5 0.5 {0.2 + 0.1 * k} 0.3\n" for k in range(1 + i % 3)))
+    out = tmp_path / "out"
+    args = [shutil.which("samkit") or "samkit", "annotate", f"data={images}", f"labels={labels}",
+            f"sam_model={sam_ckpt}", "device=cpu", f"output_dir={out}", "verbose=False"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / ".parts").glob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / ".parts").glob("*.json")))
+    assert 3 <= done_before < n, "the run was not killed part-way"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{n - done_before} annotated" in again.stdout and f"{done_before} already done" in again.stdout
+    for i in range(n):
+        assert _rows(out / f"im{i:02d}.txt") == list(range(1 + i % 3)), f"im{i:02d}.txt is incomplete"
+    coco = subprocess.run([*args, "format=coco"], capture_output=True, text=True, timeout=300)
+    assert coco.returncode == 0 and f"{n} annotated ({n} redone" in coco.stdout, coco.stdout + coco.stderr
+    doc = COCO(str(out / "annotations.json"))
+    assert len(doc.getImgIds()) == n and len(doc.getAnnIds()) == sum(1 + i % 3 for i in range(n))

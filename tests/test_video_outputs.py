@@ -207,7 +207,7 @@ def test_track_saves_video_labels_masks_and_rle(tiny, clip, tmp_path):
             png = cv2.imread(str(out / "masks" / f"arrays_{t:06d}_{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
             assert np.array_equal(png > 0, r.masks.data[k].numpy())
     again = tiny.track(clip, bboxes=[[20, 20, 60, 60]], max_frames=1, save=True, project=tmp_path, name="run")
-    assert tiny.save_dir == tmp_path / "run2" and len(again) == 2
+    assert tiny.save_dir == tmp_path / "run-2" and len(again) == 2
     assert len(_read_video(tmp_path / "run2" / "arrays.mp4")) == 2
 
 
