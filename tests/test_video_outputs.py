@@ -208,7 +208,7 @@ def test_track_saves_video_labels_masks_and_rle(tiny, clip, tmp_path):
             assert np.array_equal(png > 0, r.masks.data[k].numpy())
     again = tiny.track(clip, bboxes=[[20, 20, 60, 60]], max_frames=1, save=True, project=tmp_path, name="run")
     assert tiny.save_dir == tmp_path / "run-2" and len(again) == 2
-    assert len(_read_video(tmp_path / "run2" / "arrays.mp4")) == 2
+    assert len(_read_video(tmp_path / "run-2" / "arrays.mp4")) == 2
 
 
 def test_overlay_writer_orders_frames_and_keeps_them_on_error(tmp_path, caplog):
@@ -269,3 +269,35 @@ def test_predict_saves_image_outputs(tiny, tmp_path):
     assert not (tmp_path / "s2").exists()
     assert len(list(gen)) == 2 and sorted(p.name for p in (tmp_path / "s" / "labels").iterdir()) == [
         "bus.txt", "zidane.txt"]
+
+
+@pytest.mark.parametrize("k", [0, 1, 6, 11])
+def test_every_frame_is_written_whatever_frame_is_prompted(tiny, clip, tmp_path, k):
+    from pycocotools.coco import COCO
+
+    video = write_video(tmp_path / "clip.avi", clip, codec="MJPG")
+    results = tiny.track(video, bboxes=[[2 * k, 30, 2 * k + 24, 54]], frame=k, save=True, save_txt=True,
+                         save_coco=True, project=tmp_path, name="run")
+    assert [r.frame for r in results] == [*range(k, 12), *range(k - 1, -1, -1)]
+    out = tiny.save_dir
+    assert len(_read_video(out / "clip.mp4")) == 12
+    assert sorted(p.name for p in (out / "labels").glob("*.txt")) == [f"clip_{t:06d}.txt" for t in range(12)]
+    for t in range(12):
+        coco = COCO(str(out / "labels" / f"clip_{t:06d}.json"))
+        assert list(coco.imgs) == [t] and coco.imgs[t]["file_name"] == "clip.avi" and coco.imgs[t]["frame_index"] == t
+        rows = (out / "labels" / f"clip_{t:06d}.txt").read_text().splitlines()
+        assert len(rows) == len(coco.getAnnIds(imgIds=[t])) == int(results[[r.frame for r in results].index(t)]
+                                                                     .masks.data.flatten(1).any(1).sum())
+
+
+def test_max_frames_counts_frames_after_the_prompt_in_each_direction(tiny, clip):
+    got = [r.frame for r in tiny.track(clip, bboxes=[[12, 30, 36, 54]], frame=6, max_frames=2)]
+    assert got == [6, 7, 8, 5, 4]
+    assert [r.frame for r in tiny.track(clip, bboxes=[[12, 30, 36, 54]], frame=6, max_frames=0)] == [6]
+
+
+def test_reverse_from_frame_0_yields_frame_0(tiny, clip):
+    with tiny.video(clip) as v:
+        v.add(frame=1, obj_id=1, box=[2, 30, 26, 54])
+        assert [r.frame for r in v.propagate(start=0, reverse=True)] == [0]
+        assert [r.frame for r in v.propagate(start=3, reverse=True)] == [3, 2, 1, 0]
