@@ -1,0 +1,165 @@
+"""Calls as Ultralytics users make them: per-call settings, unreadable images in a folder, YOLO results as prompts,
+warnings that reach the user, output folders that cannot be written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from ultralytics import ASSETS
+from ultralytics.engine.results import Results as YoloResults
+
+from samkit import SAM
+from samkit.data.sources import SourceError
+from samkit.export.atomic import OutputError
+
+
+@pytest.fixture(scope="module")
+def model(tiny_ckpt):
+    return SAM(tiny_ckpt, device="cpu", verbose=False)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    img = cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (135, 180))
+    cv2.imwrite(str(d / "a.jpg"), img)
+    (d / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
+    cv2.imwrite(str(d / "c.jpg"), img[:, ::-1])
+    return d
+
+
+def test_ultralytics_per_call_settings(model, tmp_path, caplog):
+    img = cv2.imread(str(ASSETS / "bus.jpg"))
+    model.verbose = True
+    try:
+        with caplog.at_level(logging.INFO, logger="samkit"):
+            r = model(img, bboxes=[100, 200, 500, 800], verbose=False, device="cpu", save=True, project=tmp_path,
+                      name="quiet", show=False)
+        assert len(r) == 1 and (tmp_path / "quiet" / "image0.jpg").is_file()
+        assert "results saved" not in caplog.text, "verbose=False on the call must silence information"
+        with caplog.at_level(logging.INFO, logger="samkit"):
+            model(img, bboxes=[100, 200, 500, 800], save=True, project=tmp_path, name="loud")
+        assert f"results saved to {tmp_path / 'loud'}" in caplog.text
+    finally:
+        model.verbose = False
+    gen = model(img, bboxes=[100, 200, 500, 800], stream=True, exist_ok=True)
+    assert not isinstance(gen, list) and len(list(gen)) == 1
+    assert model.model is model.net
+
+
+def test_show_where_nothing_can_be_shown_warns_and_goes_on(model, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr("ultralytics.utils.checks.check_imshow", lambda warn=False: False)
+    out = model(cv2.imread(str(ASSETS / "bus.jpg")), bboxes=[100, 200, 500, 800], show=True)
+    assert len(out) == 1 and len(out[0]) == 1
+
+
+def test_show_calls_opencv_per_result(model, monkeypatch):
+    shown = []
+    monkeypatch.setattr("ultralytics.utils.checks.check_imshow", lambda warn=False: True)
+    monkeypatch.setattr(cv2, "imshow", lambda name, im: shown.append((name, im.shape)))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
+    model([cv2.imread(str(ASSETS / "bus.jpg"))] * 2, bboxes=[100, 200, 500, 800], show=True)
+    assert shown == [("image0.jpg", (1080, 810, 3)), ("image1.jpg", (1080, 810, 3))]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(verbos=False), "unknown keyword argument 'verbos' \\(did you mean 'verbose'\\?\\)"),
+        (dict(save_text=True), "did you mean 'save_txt'"),
+        (dict(imgsz=640), "unknown keyword argument 'imgsz'"),
+    ],
+)
+def test_unknown_keywords_fail_with_a_suggestion(model, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        model(ASSETS / "bus.jpg", bboxes=[100, 200, 500, 800], **kwargs)
+
+
+def test_unknown_track_keyword_fails_with_a_suggestion(model):
+    frames = [np.zeros((64, 64, 3), np.uint8)] * 2
+    with pytest.raises(TypeError, match="'fill_holes_area' \\(did you mean 'fill_hole_area'\\?\\)"):
+        model.track(frames, bboxes=[1, 1, 30, 30], fill_holes_area=4)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unreadable_image_in_a_folder_is_skipped_and_listed(model, folder, caplog, stream):
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        results = list(model(folder, bboxes=[10, 10, 100, 100], stream=stream))
+    assert [os.path.basename(r.path) for r in results] == ["a.jpg", "c.jpg"]
+    assert [(os.path.basename(p), "cannot be decoded" in why) for p, why in model.skipped] == [("b.jpg", True)]
+    assert f"skipped {folder / 'b.jpg'}" in caplog.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_nothing_readable_is_an_error(model, folder, stream):
+    for name in ("a.jpg", "c.jpg"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(SourceError, match="none of the 3 images could be read"):
+        list(model(folder, bboxes=[10, 10, 100, 100], stream=stream))
+    with pytest.raises(SourceError, match="b.jpg' cannot be decoded"):
+        model(folder / "b.jpg", bboxes=[10, 10, 100, 100])
+
+
+def _yolo(boxes, cls, shape=(180, 135)):
+    data = torch.tensor([[*b, 0.9, c] for b, c in zip(boxes, cls)], dtype=torch.float32).reshape(-1, 6)
+    return YoloResults(np.zeros((*shape, 3), np.uint8), path="x.jpg", names={0: "person", 5: "bus"}, boxes=data)
+
+
+def test_a_list_of_yolo_results_gives_each_image_its_boxes(model, folder):
+    (folder / "b.jpg").unlink()
+    dets = [_yolo([[10, 10, 100, 120], [5, 5, 60, 60]], [5, 0]), _yolo([], [])]
+    a, c = model(folder, bboxes=dets)
+    assert a.boxes.cls.tolist() == [5, 0] and a.names[5] == "bus" and torch.allclose(a.boxes.conf, torch.tensor(0.9))
+    assert len(c) == 0 and c.masks.data.shape == (0, 180, 135)
+    with pytest.raises(ValueError, match="3 YOLO Results but the source has 2 image"):
+        model(folder, bboxes=[*dets, dets[0]])
+
+
+def test_a_box_outside_the_image_is_an_error(model):
+    with pytest.raises(ValueError, match=r"bboxes\[1\] = \[700, 700, 800, 800\] lies entirely outside the 640x480"):
+        model(np.zeros((480, 640, 3), np.uint8), bboxes=[[10, 10, 50, 50], [700, 700, 800, 800]])
+
+
+def test_tracking_an_image_says_predict_is_for_images(model):
+    with pytest.raises(SourceError, match="is an image, not a video: segment images with predict"):
+        model.track(str(ASSETS / "bus.jpg"), bboxes=[10, 10, 100, 100])
+
+
+def test_an_output_folder_blocked_by_a_file_is_named(model, tmp_path):
+    (tmp_path / "runs").write_text("a file where the runs folder should be")
+    with pytest.raises(OutputError, match=f"cannot create the output folder {tmp_path / 'runs' / 'exp'}: "
+                                          f"{tmp_path / 'runs'} exists and is a file, not a folder"):
+        model(ASSETS / "bus.jpg", bboxes=[10, 10, 100, 100], save=True, project=tmp_path / "runs")
+
+
+def _python(code: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**os.environ, "SAMKIT_OFFLINE": "1"})
+
+
+def test_warnings_reach_a_python_user_and_information_follows_verbose(tiny_ckpt, tmp_path):
+    """In a plain script (no logging set up): warnings on stderr whatever verbose says; information only with
+    verbose; an application's own logging configuration shows each message once."""
+    misnamed = tmp_path / "sam2.1_b.pt"  # SAM 2.1 base+ by its name, the tiny test network by its weights
+    shutil.copy(tiny_ckpt, misnamed)
+    quiet = _python(f"from samkit import SAM; SAM({str(misnamed)!r}, device='cpu', verbose=False)", tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "WARNING" in quiet.stderr and "using what the weights say" in quiet.stderr
+    assert "loaded" not in quiet.stderr and quiet.stdout == ""
+    loud = _python(f"from samkit import SAM; SAM({str(tiny_ckpt)!r}, device='cpu')", tmp_path)
+    assert "loaded SAM 2.1 test" in loud.stderr and "WARNING" not in loud.stderr
+    configured = _python("import logging; logging.basicConfig(level=logging.INFO, format='app: %(message)s'); "
+                         f"from samkit import SAM; SAM({str(misnamed)!r}, device='cpu')", tmp_path)
+    lines = configured.stderr.splitlines()
+    assert sum("using what the weights say" in ln for ln in lines) == 1
+    assert any(ln.startswith("app: loaded SAM 2.1 test") for ln in lines)
