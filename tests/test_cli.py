@@ -187,3 +187,111 @@ def test_annotate_resume_is_a_success(tmp_path):
     (tmp_path / "images_auto_annotate_labels" / ".parts" / "a.json").unlink()
     failed = run(*args)
     assert failed.returncode == 1 and "skipped" in failed.stdout
+
+
+def test_first_predict_without_source_segments_the_sample_images(tmp_path):
+    """A newcomer's second command: no source, the sample images, an overlay to open, and a note saying so."""
+    import cv2
+
+    ckpt = _present_ckpt(tmp_path)
+    r = subprocess.run([SAMKIT, "predict", f"model={ckpt}", "device=cpu", "points_per_side=4"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "source= is missing: segmenting the sample images" in r.stderr and "bus.jpg" in r.stderr
+    out = tmp_path / "runs" / "predict" / "exp"
+    assert f"2 images" in r.stdout and f"saved to {out.relative_to(tmp_path)}" in r.stdout
+    assert cv2.imread(str(out / "bus.jpg")).shape == (1080, 810, 3)
+    assert cv2.imread(str(out / "zidane.jpg")).shape == (720, 1280, 3)
+
+
+def test_first_track_without_source_tracks_the_sample_clip(tmp_path):
+    import cv2
+
+    from samkit.data.samples import CLIP_FRAMES, sample_clip
+
+    ckpt = _present_ckpt(tmp_path)
+    r = subprocess.run([SAMKIT, "track", f"model={ckpt}", "device=cpu", "save_txt=True", "save=True"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"source= is missing: tracking {sample_clip()} with bboxes=" in r.stderr
+    out = tmp_path / "runs" / "track" / "exp"
+    cap = cv2.VideoCapture(str(out / "pan.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == CLIP_FRAMES == 24
+    cap.release()
+    assert len(list((out / "labels").glob("pan_*.txt"))) == CLIP_FRAMES
+
+
+def test_the_sample_clip_is_the_one_the_project_makes(tmp_path):
+    from samkit.data.samples import clip_frames, make_sample_clip, sample_clip
+
+    shipped, made = sample_clip(), make_sample_clip(tmp_path / "pan.mp4")
+    import cv2
+
+    for path in (shipped, made):
+        cap = cv2.VideoCapture(str(path))
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f)
+        cap.release()
+        want = clip_frames()
+        assert len(frames) == len(want) == 24
+        assert max(abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, want)) < 6, path
+
+
+def test_info_describes_the_model_once(tiny_ckpt):
+    r = run("info", f"model={tiny_ckpt}", "device=cpu", "verbose=True")
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout + r.stderr).count("M parameters") == 1 and r.stdout.count("family: SAM 2.1") == 1
+
+
+def test_annotate_summary_goes_to_stdout_only(tmp_path):
+    args = [a for a in _annotate_args(tmp_path, "bus", "3 0.5 0.5 0.4 0.4\n", (270, 360)) if a != "verbose=False"]
+    r = run(*args, "verbose=True")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("auto_annotate: 1 images") == 1 and "auto_annotate: 1 images" not in r.stderr
+
+
+def test_predict_skips_an_unreadable_image_and_lists_it(tmp_path):
+    import cv2
+    from ultralytics import ASSETS
+
+    ckpt = _present_ckpt(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (135, 180)))
+    (images / "b.jpg").write_bytes(b"")
+    args = ("predict", f"model={ckpt}", "device=cpu", f"source={images}", "bboxes=[10,10,100,100]",
+            f"project={tmp_path}", "save_txt=True")
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert "1 image, 1 mask; 1 skipped (unreadable)" in r.stdout and f"skipped {images / 'b.jpg'}:" in r.stdout
+    assert f"skipped {images / 'b.jpg'}" in r.stderr  # the warning, as it happened
+    assert len((tmp_path / "exp" / "labels" / "a.txt").read_text().splitlines()) == 1
+    (images / "a.jpg").write_bytes(b"")
+    nothing = run(*args)
+    assert nothing.returncode == 2 and "none of the 2 images could be read" in nothing.stderr
+
+
+def test_bad_inputs_get_samkit_errors(tmp_path):
+    from ultralytics import ASSETS
+    from ultralytics.nn.tasks import DetectionModel
+
+    import torch
+
+    yolo = tmp_path / "yolo11n.pt"
+    torch.save({"model": DetectionModel("yolo11n.yaml", verbose=False)}, yolo)
+    r = run("predict", f"model={yolo}", f"source={ASSETS / 'bus.jpg'}")
+    assert r.returncode == 2 and "is an Ultralytics model file (DetectionModel), not Segment Anything" in r.stderr
+    ckpt = _present_ckpt(tmp_path)
+    r = run("track", f"model={ckpt}", "device=cpu", f"source={ASSETS / 'bus.jpg'}", "bboxes=[10,10,100,100]")
+    assert r.returncode == 2 and "is an image, not a video: segment images with predict" in r.stderr
+    (tmp_path / "blocked").write_text("")
+    r = run("predict", f"model={ckpt}", "device=cpu", f"source={ASSETS / 'bus.jpg'}", "bboxes=[10,10,100,100]",
+            f"project={tmp_path / 'blocked'}")
+    assert r.returncode == 2 and f"{tmp_path / 'blocked'} exists and is a file, not a folder" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("samkit predict: error: OutputError: cannot create the output folder")
+    assert "Traceback" not in r.stderr and ".tmp" not in r.stderr
