@@ -3,7 +3,7 @@
 Modes:
     predict   segment images (prompts, or everything without them) or track a video:
               samkit predict model=sam2.1_b.pt source=bus.jpg bboxes="[[100,100,200,200]]" save=True
-              (without source=: the sample images bus.jpg and zidane.jpg, everything segmented)
+              (without source=: the sample images bus.jpg and zidane.jpg, with boxes around their people and bus)
     track     prompt one frame of a video and track the objects through it:
               samkit track model=sam2.1_b.pt source=clip.mp4 points="[[210,350]]" labels="[1]" frame=0
               (without source=: a short sample clip, tracking a box around the man on the right)
@@ -179,7 +179,7 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
             print(f"{k}: {v}")
         return 0
     if mode in ("predict", "track"):
-        return _predict(mode, cfg)
+        return _predict(mode, cfg, given)
     if mode == "annotate":
         from samkit.annotate import auto_annotate
 
@@ -197,7 +197,7 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     raise AssertionError(mode)
 
 
-def _predict(mode: str, cfg: dict[str, Any]) -> int:
+def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     from samkit.model import SAM, _is_live
     from samkit.utils.progress import progress
 
@@ -210,7 +210,10 @@ def _predict(mode: str, cfg: dict[str, Any]) -> int:
 
         if mode == "predict":
             source = samples.sample_images()
-            LOGGER.warning("source= is missing: segmenting the sample images %s", ", ".join(source))
+            if all(v is None for v in prompts.values()) and not any(k in given for k in _EVERYTHING):
+                prompts["bboxes"] = samples.sample_detections()  # segment-everything settings: everything
+            LOGGER.warning("source= is missing: segmenting the sample images %s%s", ", ".join(source),
+                           " with boxes around their people and bus" if prompts["bboxes"] is not None else "")
         else:
             source = str(samples.sample_clip())
             if all(v is None for v in prompts.values()):

@@ -193,15 +193,24 @@ def test_first_predict_without_source_segments_the_sample_images(tmp_path):
     """A newcomer's second command: no source, the sample images, an overlay to open, and a note saying so."""
     import cv2
 
+    from samkit.data.samples import SAMPLE_BOXES
+
     ckpt = _present_ckpt(tmp_path)
-    r = subprocess.run([SAMKIT, "predict", f"model={ckpt}", "device=cpu", "points_per_side=4"], capture_output=True,
-                       text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run([SAMKIT, "predict", f"model={ckpt}", "device=cpu", "save_txt=True", "save=True"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "source= is missing: segmenting the sample images" in r.stderr and "bus.jpg" in r.stderr
     out = tmp_path / "runs" / "predict" / "exp"
-    assert f"2 images" in r.stdout and f"saved to {out.relative_to(tmp_path)}" in r.stdout
+    assert "2 images, 6 masks" in r.stdout and f"saved to {out.relative_to(tmp_path)}" in r.stdout
     assert cv2.imread(str(out / "bus.jpg")).shape == (1080, 810, 3)
     assert cv2.imread(str(out / "zidane.jpg")).shape == (720, 1280, 3)
+    for name, (_, cls) in SAMPLE_BOXES.items():  # one row per sample box, its COCO class id as is
+        rows = (out / "labels" / f"{name[:-4]}.txt").read_text().splitlines()
+        assert [int(row.split()[0]) for row in rows] == cls
+    # Segment-everything settings without a source: everything on the sample images, no sample boxes.
+    r = subprocess.run([SAMKIT, "predict", f"model={ckpt}", "device=cpu", "points_per_side=2", "save_txt=True"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0 and "with boxes" not in r.stderr and "2 images" in r.stdout, r.stderr
 
 
 def test_first_track_without_source_tracks_the_sample_clip(tmp_path):

@@ -1,6 +1,8 @@
 """Sample inputs for first runs: the images that ship with Ultralytics and a short clip samkit makes from one.
 
-``samkit predict`` without ``source=`` segments :func:`sample_images`; ``samkit track`` without ``source=`` tracks
+``samkit predict`` without ``source=`` segments :func:`sample_images`, prompted (unless prompts are given) with the
+boxes of :func:`sample_detections` (people and the bus, as a detector would give them, with COCO class ids and names);
+``samkit track`` without ``source=`` tracks
 :data:`SAMPLE_CLIP_BOX` through :func:`sample_clip`, a 2-second pan across Ultralytics' ``zidane.jpg`` (made by
 :func:`make_sample_clip`; a clone of the repository has it in ``assets/``, an installed package writes it to the
 cache folder on first use).
@@ -28,6 +30,28 @@ def sample_images() -> list[str]:
     from ultralytics import ASSETS
 
     return [str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")]
+
+
+#: Boxes (xyxy pixels) and COCO class ids of the objects in the sample images, as a detector would report them.
+SAMPLE_BOXES = {
+    "bus.jpg": ([[30, 230, 800, 740], [52, 398, 248, 905], [222, 405, 342, 865], [668, 395, 810, 880]], [5, 0, 0, 0]),
+    "zidane.jpg": ([[125, 195, 800, 720], [745, 40, 1150, 720]], [0, 0]),
+}
+SAMPLE_NAMES = {0: "person", 5: "bus"}
+
+
+def sample_detections() -> list:
+    """One Ultralytics ``Results`` per sample image holding :data:`SAMPLE_BOXES` (confidence 1), in the order of
+    :func:`sample_images`: prompts for them, as a detector's results would be."""
+    import torch
+    from ultralytics.engine.results import Results
+
+    out = []
+    for path in sample_images():
+        boxes, cls = SAMPLE_BOXES[Path(path).name]
+        data = torch.tensor([[*b, 1.0, c] for b, c in zip(boxes, cls)], dtype=torch.float32)
+        out.append(Results(cv2.imread(path), path=path, names=dict(SAMPLE_NAMES), boxes=data))
+    return out
 
 
 def clip_frames() -> list[np.ndarray]:
