@@ -10,7 +10,11 @@ Forms accepted (coordinates are xyxy / xy pixels of the original image):
 - The explicit ragged form: ``prompts=[{"points": [[x, y], ...], "labels": [1, 0]}, {"box": [...],
   "points": [...], "labels": [...]}, {"mask": HxW}]``, any number of clicks per object.
 - Ultralytics ``Boxes`` or ``Results`` from a YOLO model as ``bboxes``: class ids, names, confidences and track
-  ids carry over to the output.
+  ids carry over to the output. The list ``YOLO(...)(image)`` returns may be passed as it is when it holds one
+  Results; the Results of several images are refused (the prompts here are for one image).
+
+Coordinates reaching outside the image are clipped to it with a warning; a box lying entirely outside it is an error.
+Every malformed value raises a ``ValueError`` naming the argument and the value.
 
 Mask prompts are either binary masks at image size (bool / uint8 / 0-1 values) or the low-resolution logits a
 previous prediction returned (float, ``low_res x low_res``).
@@ -18,6 +22,9 @@ previous prediction returned (float, ``low_res x low_res``).
 
 from __future__ import annotations
 
+import math
+import numbers
+import reprlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +89,7 @@ class ObjectPrompts:
     @property
     def has_mask(self) -> np.ndarray:
         """(N,) bool: which objects have a mask prompt."""
-        if self.masks is None:
+        if self.masks is None or not len(self):
             return np.zeros(len(self), bool)
         return ~np.isnan(self.masks.reshape(len(self), -1)[:, 0])
 
@@ -97,21 +104,94 @@ class ObjectPrompts:
         return self.points[i][keep], self.labels[i][keep]
 
 
-def _as_array(value, name: str, dtype=np.float32) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
+def _to_numpy(value):
+    """Torch tensors as numpy arrays (detached, on the CPU; dtypes numpy lacks, like bfloat16, widened), also inside
+    lists and tuples (numpy would call ``.numpy()`` on them there, which fails for tensors that need grad)."""
+    if isinstance(value, (list, tuple)):
+        nested = any(isinstance(v, (list, tuple)) or hasattr(v, "detach") for v in value)
+        return [_to_numpy(v) for v in value] if nested else value
+    if not (hasattr(value, "detach") and hasattr(value, "cpu")):
+        return value
+    t = value.detach().cpu()
     try:
-        arr = np.asarray(value, dtype=dtype)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name} {_short(value)} is not a regular array of numbers (ragged or non-numeric)") from None
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(f"{name} {_short(value)} contains NaN or infinite values")
+        return t.numpy()
+    except TypeError:  # bfloat16, float8, complex32 ...
+        return (t.cfloat() if t.is_complex() else t.float()).numpy()
+
+
+def _not_numbers(name: str, value) -> ValueError:
+    return ValueError(f"{name} {_short(value)} is not a regular array of numbers (ragged or non-numeric)")
+
+
+def _numeric(value, name: str) -> np.ndarray:
+    """``value`` as an array of booleans, integers or floats in its own dtype (Python numbers too large for any
+    fixed dtype as float64), or a ValueError naming ``name`` and the value."""
+    try:
+        arr = np.asarray(_to_numpy(value))
+    except Exception:  # ragged or too deep nesting, objects numpy cannot take in
+        raise _not_numbers(name, value) from None
+    kind = arr.dtype.kind
+    if kind == "O":  # Python ints beyond 64 bits, or mixed objects
+        if arr.size == 0 or not all(isinstance(v, numbers.Real) for v in arr.flat):
+            raise _not_numbers(name, value)
+        try:
+            arr = arr.astype(np.float64)
+        except OverflowError:
+            raise ValueError(f"{name} {_short(value)} holds a number too large for a coordinate or value") from None
+        except Exception:
+            raise _not_numbers(name, value) from None
+    elif kind in "US":
+        raise ValueError(f"{name} must hold numbers, got text {_short(value)}")
+    elif kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got {arr.dtype} values {_short(value)}")
     return arr
 
 
+def _as_array(value, name: str, dtype=np.float32) -> np.ndarray:
+    """``value`` as a ``dtype`` array of finite numbers that ``dtype`` holds exactly enough (whole numbers for an
+    integer dtype), or a ValueError naming ``name`` and the value."""
+    arr = _numeric(value, name)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} {_short(value)} contains NaN or infinite values")
+    if arr.size and arr.dtype.kind != "b":
+        as_py = float if arr.dtype.kind == "f" else int
+        lo, hi = as_py(arr.min()), as_py(arr.max())
+        if np.dtype(dtype).kind == "f":
+            limit = float(np.finfo(dtype).max)
+            if lo < -limit or hi > limit:
+                raise ValueError(f"{name} {_short(value)} holds values beyond +-{limit:.3g}")
+        else:
+            if arr.dtype.kind == "f" and (np.mod(arr, 1) != 0).any():
+                raise ValueError(f"{name} {_short(value)} must hold whole numbers")
+            info = np.iinfo(dtype)
+            if lo < info.min or hi > info.max:
+                raise ValueError(f"{name} {_short(value)} holds values outside [{info.min}, {info.max}]")
+    return arr.astype(dtype)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 4
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = 30, 40, 40
+
+
 def _short(value) -> str:
-    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    """A one-line repr of a prompt value for messages, under 80 characters."""
+    try:
+        if hasattr(value, "shape") and hasattr(value, "tolist"):
+            shape = tuple(value.shape)
+            if math.prod(shape) > 64:
+                return f"<{type(value).__name__} of shape {shape}, dtype {value.dtype}>"
+            value = value.tolist()
+        text = _REPR.repr(value)
+    except Exception:  # e.g. an int with more digits than Python converts to text
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
     return text if len(text) < 80 else text[:77] + "..."
+
+
+def _coords(box: np.ndarray) -> str:
+    """[x1, y1, x2, y2] as given: the shortest text of each float32 (700, not 700.0)."""
+    return "[" + ", ".join(np.format_float_positional(v, trim="-") if abs(v) < 1e16 else str(v) for v in box) + "]"
 
 
 def _check_box(box: np.ndarray, name: str) -> None:
@@ -121,19 +201,41 @@ def _check_box(box: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}[{i}] = {box[i].tolist()} has x2 < x1 or y2 < y1; boxes are [x1, y1, x2, y2]")
 
 
+def _is_results(value) -> bool:
+    return hasattr(value, "boxes") and hasattr(value, "names")
+
+
+def _is_boxes(value) -> bool:
+    return hasattr(value, "xyxy") and hasattr(value, "cls")
+
+
 def _boxes_from(value, name="bboxes") -> tuple[np.ndarray, dict]:
-    """Boxes from a list / array / tensor, or from Ultralytics Boxes / Results (keeping their metadata)."""
+    """Boxes from a list / array / tensor, or from Ultralytics Boxes / Results (keeping their metadata); a list
+    holding one Results (what ``YOLO(...)(image)`` returns) counts as that Results."""
     meta: dict = {}
-    if hasattr(value, "boxes") and hasattr(value, "names"):  # ultralytics Results
-        meta["names"] = dict(value.names)
+    if isinstance(value, (list, tuple)) and any(_is_results(v) or _is_boxes(v) for v in value):
+        kind = "Results" if all(_is_results(v) for v in value) else "Boxes" if all(map(_is_boxes, value)) else None
+        if kind is None:
+            raise ValueError(f"{name} mixes YOLO Results or Boxes with other values: give one image's Results, or "
+                             "boxes as numbers")
+        if len(value) > 1:
+            raise ValueError(f"{name} holds {len(value)} YOLO {kind} (one per image) for one image: give the {kind} "
+                             f"of this image")
+        value = value[0]
+    if _is_results(value):
+        try:
+            meta["names"] = {int(k): str(v) for k, v in dict(value.names).items()}
+        except Exception:
+            raise ValueError(f"{name}: the YOLO Results' names {_short(value.names)} are not a dict of class id -> "
+                             "name") from None
         value = value.boxes
         if value is None:
             raise ValueError(f"{name}: the YOLO Results has no boxes (is it a classification result?)")
-    if hasattr(value, "xyxy") and hasattr(value, "cls"):  # ultralytics Boxes
-        meta["cls"] = _as_array(value.cls, "cls", np.int64)
-        meta["conf"] = _as_array(value.conf, "conf")
+    if _is_boxes(value):
+        meta["cls"] = _as_array(value.cls, f"{name}.cls", np.int64)
+        meta["conf"] = _as_array(value.conf, f"{name}.conf")
         if getattr(value, "id", None) is not None:
-            meta["track_id"] = _as_array(value.id, "id", np.int64)
+            meta["track_id"] = _as_array(value.id, f"{name}.id", np.int64)
         value = value.xyxy
     arr = _as_array(value, name)
     if arr.ndim == 1:
@@ -148,7 +250,19 @@ def _check_labels(labels: np.ndarray, name: str = "labels") -> None:
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         v = float(labels[bad][0])
-        raise ValueError(f"{name} must be 1 (positive) or 0 (negative), got {int(v) if v.is_integer() else v}")
+        raise ValueError(
+            f"{name} must be 1 (positive) or 0 (negative), got {int(v) if v.is_integer() and abs(v) < 1e16 else v}"
+        )
+
+
+def _int_of(value, name: str, default: int) -> int:
+    """One whole number (a class or track id) from a prompt dict; ``default`` when None."""
+    if value is None:
+        return default
+    arr = _as_array(value, name, np.int64)
+    if arr.size != 1:
+        raise ValueError(f"{name} must be one integer, got {_short(value)}")
+    return int(arr.reshape(()))
 
 
 def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +273,8 @@ def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
         pts = pts[:, None]
     if pts.ndim != 3 or pts.shape[-1] != 2:
         raise ValueError(f"points must be [x, y], a list of [x, y] (one per object) or (N, P, 2); got {pts.shape}")
+    if pts.shape[1] == 0 and len(pts):
+        raise ValueError(f"points of shape {pts.shape} hold no clicks: give (N, P, 2) with P >= 1")
     if labels is None:
         lab = np.ones(pts.shape[:2], np.int32)
     else:
@@ -178,7 +294,7 @@ def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mask_stack(masks, image_hw: tuple[int, int], low_res: int, name="masks") -> tuple[np.ndarray, bool]:
-    arr = masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
+    arr = _numeric(masks, name)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim == 4 and arr.shape[1] == 1:
@@ -187,20 +303,22 @@ def _mask_stack(masks, image_hw: tuple[int, int], low_res: int, name="masks") ->
         raise ValueError(f"{name} must be HxW or NxHxW, got shape {arr.shape}")
     h, w = image_hw
     is_binary_dtype = arr.dtype == np.bool_ or arr.dtype.kind in "ui"
-    if arr.shape[1:] == (low_res, low_res) and not is_binary_dtype and (arr.shape[1:] != (h, w) or arr.min() < 0):
-        out = arr.astype(np.float32)
-        if not np.isfinite(out).all():
-            raise ValueError(f"{name}: mask logits contain NaN or infinite values")
-        return out, True
+    finite = arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
+    if (arr.shape[1:] == (low_res, low_res) and not is_binary_dtype
+            and (arr.shape[1:] != (h, w) or (arr.size and arr.min() < 0))):
+        if not finite or (arr.size and np.abs(arr).max() > np.finfo(np.float32).max):
+            raise ValueError(f"{name}: mask logits contain NaN, infinite or out-of-range values")
+        return arr.astype(np.float32), True
     if arr.shape[1:] != (h, w):
+        low = arr.shape[1:] == (low_res, low_res)
+        hint = " (low-resolution logits are floats, not bool or integers)" if low else ""
         raise ValueError(
             f"{name} of size {arr.shape[1:]} match neither the image ({h}, {w}) nor the low-resolution "
-            f"logits ({low_res}, {low_res})"
+            f"logits ({low_res}, {low_res}){hint}"
         )
-    out = arr.astype(np.float32)
-    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
+    if not finite or (arr.size and (arr.min() < 0 or arr.max() > 1)):
         raise ValueError(f"{name}: binary masks at image size must hold 0/1 (or bool) values")
-    return out, False
+    return arr.astype(np.float32), False
 
 
 def normalize_prompts(
@@ -216,7 +334,7 @@ def normalize_prompts(
 
     Args:
         image_hw: (height, width) of the image the prompts refer to; coordinates outside it are clipped with a
-            warning.
+            warning, and a box entirely outside it (one that clipping would flatten onto the border) is an error.
         bboxes, points, labels, masks: Ultralytics-style prompts (see the module docstring).
         prompts: The explicit per-object form; exclusive with the others.
         low_res: Side of the model's low-resolution mask logits (256 for 1024-px models).
@@ -228,7 +346,9 @@ def normalize_prompts(
         if any(v is not None for v in (bboxes, points, labels, masks)):
             raise ValueError("give either prompts=[...] or bboxes/points/labels/masks, not both")
         out = _from_dicts(prompts, image_hw, low_res)
+        box_name = "prompts[{i}]['box']"
     else:
+        box_name = "bboxes[{i}]"
         if labels is not None and points is None:
             raise ValueError("labels were given without points")
         if bboxes is None and points is None and masks is None:
@@ -255,7 +375,7 @@ def normalize_prompts(
         if boxes is None:
             boxes = np.full((n, 4), np.nan, np.float32)
         out = ObjectPrompts(points=pts, labels=lab, boxes=boxes, masks=mstack, mask_is_logits=is_logits, **meta)
-    _clip(out, image_hw)
+    _clip(out, image_hw, box_name)
     return out
 
 
@@ -270,16 +390,20 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
             raise ValueError(f"prompts[{i}] must be a dict with keys {PROMPT_KEYS}, got {type(p).__name__}")
         for k in p:
             if k not in PROMPT_KEYS:
-                raise ValueError(
-                    f"prompts[{i}] has unknown key {k!r}{suggest(str(k), PROMPT_KEYS)}; keys are {', '.join(PROMPT_KEYS)}"
-                )
+                hint = suggest(k, PROMPT_KEYS) if isinstance(k, str) else ""
+                raise ValueError(f"prompts[{i}] has unknown key {_short(k)}{hint}; keys are {', '.join(PROMPT_KEYS)}")
         if not any(p.get(k) is not None for k in ("points", "box", "mask")):
             raise ValueError(f"prompts[{i}] has no points, box or mask")
         if p.get("points") is not None:
-            pt = _as_array(p["points"], f"prompts[{i}]['points']").reshape(-1, 2) if np.size(p["points"]) else None
-            if pt is None or np.asarray(p["points"]).shape[-1] != 2:
-                raise ValueError(f"prompts[{i}]['points'] must be [[x, y], ...], got {_short(p['points'])}")
-            lb = np.ones(len(pt)) if p.get("labels") is None else _as_array(p["labels"], "labels", np.float64).ravel()
+            name = f"prompts[{i}]['points']"
+            pt = _as_array(p["points"], name)
+            if pt.ndim == 0 or pt.size == 0 or pt.shape[-1] != 2:
+                raise ValueError(f"{name} must be [[x, y], ...], got {_short(p['points'])}")
+            pt = pt.reshape(-1, 2)
+            if p.get("labels") is None:
+                lb = np.ones(len(pt))
+            else:
+                lb = _as_array(p["labels"], f"prompts[{i}]['labels']", np.float64).ravel()
             if len(lb) != len(pt):
                 raise ValueError(f"prompts[{i}]: {len(lb)} labels for {len(pt)} points")
             _check_labels(lb, f"prompts[{i}]['labels']")
@@ -297,8 +421,8 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
         else:
             boxes.append(np.full(4, np.nan, np.float32))
         masks.append(p.get("mask"))
-        cls.append(int(p.get("cls", 0)))
-        ids.append(int(p.get("id", -1)))
+        cls.append(_int_of(p.get("cls"), f"prompts[{i}]['cls']", 0))
+        ids.append(_int_of(p.get("id"), f"prompts[{i}]['id']", -1))
     n, pmax = len(prompts), max(len(p) for p in pts_list)
     points = np.zeros((n, pmax, 2), np.float32)
     labels = np.full((n, pmax), -1, np.int32)
@@ -322,10 +446,12 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
                     raise ValueError(f"prompts[{i}]['mask'] must be one HxW mask, got {len(s)}")
                 mstack[i] = s[0]
     return ObjectPrompts(points=points, labels=labels, boxes=np.stack(boxes).astype(np.float32), masks=mstack,
-                         mask_is_logits=is_logits, cls=np.array(cls), track_id=np.array(ids))
+                         mask_is_logits=is_logits, cls=np.array(cls, np.int64), track_id=np.array(ids, np.int64))
 
 
-def _clip(p: ObjectPrompts, image_hw: tuple[int, int]) -> None:
+def _clip(p: ObjectPrompts, image_hw: tuple[int, int], box_name: str = "bboxes[{i}]") -> None:
+    """Clip points and boxes to the image, with a warning; a box entirely outside it is an error (``box_name``
+    formats its name from its index ``i``)."""
     h, w = image_hw
     real = p.labels >= 0
     px, py = p.points[..., 0], p.points[..., 1]
@@ -333,6 +459,15 @@ def _clip(p: ObjectPrompts, image_hw: tuple[int, int]) -> None:
     b = p.boxes
     has = p.has_box
     outside_box = has & ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h))
+    # Reaching out of the image and not into it: clipping would leave a zero-area box on the border, which the model
+    # still answers with a mask. (A degenerate box inside the image is left alone.)
+    off = outside_box & ((b[:, 0] >= w) | (b[:, 1] >= h) | (b[:, 2] <= 0) | (b[:, 3] <= 0))
+    if off.any():
+        i = int(np.argmax(off))
+        raise ValueError(
+            f"{box_name.format(i=i)} = {_coords(b[i])} lies entirely outside the {w}x{h} image (width x height); "
+            "a box must overlap the image"
+        )
     if outside_pts.any() or outside_box.any():
         LOGGER.warning(
             "%d point(s) and %d box(es) reach outside the %dx%d image; clipped to it",
