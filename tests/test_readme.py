@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -54,10 +55,78 @@ def test_readme_has_examples():
     assert len(PYTHON) >= 2 and len(COMMANDS) >= 4
 
 
+def _frames(path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def check_outputs(root: Path) -> dict[str, int]:
+    """Open everything an example wrote under ``root`` the way users would and check it; returns counts by kind.
+
+    Files have the mode a plain ``open()`` gives; every overlay video has as many frames as its source and, when
+    labels were written, one label file per frame; YOLO-seg labels pass Ultralytics' own label checker; COCO files
+    load in pycocotools with every annotation's mask non-empty; mask PNGs hold 0/255.
+    """
+    import cv2
+    import numpy as np
+    from pycocotools.coco import COCO
+    from ultralytics.data.utils import verify_image_label
+
+    umask = os.umask(0)
+    os.umask(umask)
+    counts = {"video": 0, "txt": 0, "coco": 0, "png": 0}
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".tmp") or ".partial" in p.name], "temporary files left behind"
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, f"{p} has mode {oct(p.stat().st_mode)}"
+        if any(part.startswith(".") for part in p.relative_to(root).parts):  # samkit's own records (.parts/)
+            continue
+        if p.suffix == ".mp4":
+            source = next(root.parent.glob(f"{p.stem}.*"), None)
+            assert source is not None and _frames(p) == _frames(source), f"{p}: frames missing"
+            labels = sorted((p.parent / "labels").glob(f"{p.stem}_*.txt"))
+            assert not labels or len(labels) == _frames(source), f"{p}: not one label file per frame"
+            counts["video"] += 1
+        elif p.suffix == ".txt":
+            image = next((q for q in root.parent.rglob(f"{p.stem}.*") if q.suffix in (".jpg", ".png")), None)
+            if image is None:  # a video frame's labels: a frame-sized image for the checker
+                video = next(root.parent.glob(f"{p.stem.rsplit('_', 1)[0]}.*"))
+                cap = cv2.VideoCapture(str(video))
+                image = p.with_name(f"{p.stem}.check.png")
+                cv2.imwrite(str(image), cap.read()[1])
+                cap.release()
+            out = verify_image_label((str(image), str(p), "", False, 1000, 0, 0, False))
+            if image.name.endswith(".check.png"):
+                image.unlink()
+            assert out[8] == 0, f"Ultralytics' label checker refuses {p}: {out[-1]}"
+            counts["txt"] += 1
+        elif p.suffix == ".json":
+            coco = COCO(str(p))
+            for a in coco.loadAnns(coco.getAnnIds()):
+                assert coco.annToMask(a).sum() > 0 and a["category_id"] in coco.cats, p
+            counts["coco"] += 1
+        elif p.suffix == ".png" and p.parent.name == "masks":
+            assert set(np.unique(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE))) <= {0, 255}, p
+            counts["png"] += 1
+    return counts
+
+
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
 def test_python_examples(code, weights, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...) and read the fixture's files
     exec(compile(code, str(README), "exec"), {})
+    written = check_outputs(tmp_path / "runs") if (tmp_path / "runs").exists() else {}
+    if "model.track(" in code:  # prompted on frame 1: the video and its labels still have all 3 frames
+        assert written["video"] == 1 and _frames(tmp_path / "runs" / "track" / "exp" / "clip.mp4") == 3
+        assert len(list((tmp_path / "runs" / "track" / "exp" / "labels").glob("clip_*.json"))) == 3
+    if "save_coco=True" in code and "save_masks(" in code:
+        assert written["txt"] >= 2 and written["coco"] >= 2 and written["png"] >= 2
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -67,3 +136,30 @@ def test_cli_examples(command, weights, tmp_path):
                        env=dict(os.environ), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+    if args[1] in ("predict", "track"):
+        written = check_outputs(tmp_path / "runs")
+        assert written["video" if args[1] == "track" else "txt"] or args[1] == "predict" and not written["txt"]
+        assert "saved to runs/" in r.stdout and Path(tmp_path, r.stdout.split("saved to ")[1].strip()).is_dir()
+    if args[1] == "annotate":
+        out = tmp_path / "images_auto_annotate_labels"
+        assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == (
+            ["annotations.json"] if "format=coco" in command else ["bus.txt"])
+        check_outputs(out)
+
+
+def test_annotate_commands_in_order(weights, tmp_path):
+    """The README's annotate lines run one after the other into one folder: the second (another box source and
+    format) writes its own labels instead of calling the first run's work done."""
+    lines = [shlex.split(c) for c in COMMANDS if c.startswith("samkit annotate")]
+    assert len(lines) == 2
+    outputs = []
+    for args in lines:
+        r = subprocess.run([shutil.which("samkit"), *args[1:], "conf=0.0"], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        outputs.append(r.stdout)
+    assert "1 annotated" in outputs[0] and "1 annotated (1 redone" in outputs[1], outputs
+    out = tmp_path / "images_auto_annotate_labels"
+    rows = (out / "bus.txt").read_text().splitlines()
+    assert len(rows) > 0  # the detector at conf 0 finds boxes (random weights)
+    check_outputs(out)
