@@ -184,7 +184,12 @@ class Annotator:
             return {"path": path, "status": "skipped", "reason": str(e)}
         h, w = image.shape[:2]
         if len(xyxy):
-            r = self.sam.predict(image, bboxes=xyxy)[0]
+            try:
+                r = self.sam.predict(image, bboxes=xyxy)[0]
+            except ValueError as e:  # a box the prompts refuse (one entirely outside the image)
+                rec.unlink(missing_ok=True)
+                where = self.labels / f"{Path(path).stem}.txt" if self.labels is not None else "the detector"
+                return {"path": path, "status": "skipped", "reason": f"{where}: {e}"}
             masks = r.masks.data.cpu().numpy()
         else:
             masks = np.zeros((0, h, w), bool)
@@ -314,7 +319,7 @@ def run_settings(annotator: Annotator) -> dict:
 
     a = annotator
     settings = {"format": a.format, "rle": bool(a.rle) if a.format == "coco" else None, "empty": a.empty,
-                "half": bool(a.half), "sam": file_sha256(resolve_weights(a.sam_model, progress=False))}
+                "half": bool(a.half), "sam": file_sha256(resolve_weights(a.sam_model))}
     if a.labels is not None:
         settings["boxes"] = {"source": "labels"}
     else:

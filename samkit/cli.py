@@ -15,8 +15,9 @@ Modes:
     version   the samkit version
 
 predict and track write to project/name (default runs/<mode>/exp, numbered exp-2, exp-3... as Ultralytics does,
-unless exist_ok=True): save=True overlays (on by default here when no other output is asked for), save_txt=True YOLO-seg labels,
-save_coco=True COCO JSON, save_masks=True PNG masks. Every setting and its default: samkit/cfg/default.yaml.
+unless exist_ok=True): save=True overlays (on by default here when no other output is asked for), save_txt=True
+YOLO-seg labels, save_coco=True COCO JSON, save_masks=True PNG masks. Every setting and its default:
+samkit/cfg/default.yaml.
 
 Every value is parsed as a Python literal when it is one (``[1, 2]``, ``True``, ``0.5``), else kept as text.
 ``cfg=my.yaml`` loads settings from a file; ``key=value`` arguments win over it. A misspelt key fails with a
@@ -223,20 +224,11 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     outputs = {k: cfg[k] for k in _OUTPUTS}
     if outputs["save"] is None:  # the command line saves overlays unless other outputs were asked for
         outputs["save"] = not any(cfg[k] for k in ("save_txt", "save_coco", "save_masks"))
-    model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
-                compile=cfg["compile"], **({"cache": cfg["cache"]} if mode == "predict" else {}))
-    total = None
     from samkit.data.sources import is_video_path
 
+    # The source is checked before the model loads (a typo must not cost a download).
     video = mode == "track" or is_video_path(source) or _is_live(source)
-    if mode == "track":
-        results = model.track(source, **prompts, frame=cfg["frame"], max_frames=cfg["max_frames"], stream=True,
-                              fill_hole_area=cfg["fill_hole_area"], correct_as_cond=cfg["correct_as_cond"],
-                              max_prompt_frames=cfg["max_prompt_frames"], **outputs)
-    else:
-        everything = {} if any(v is not None for v in prompts.values()) else {k: cfg[k] for k in _EVERYTHING}
-        results = model.predict(source, **prompts, multimask=cfg["multimask"] or None, batch=cfg["batch"],
-                                stream=True, **outputs, **everything)
+    total = None
     if not video:
         from samkit.data.sources import iter_images
 
@@ -246,6 +238,17 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
 
         with open_video(source) as v:
             total = len(v) if cfg["max_frames"] is None else None
+    model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
+                compile=cfg["compile"], **({"cache": cfg["cache"]} if mode == "predict" else {}))
+    outputs["verbose"] = False  # where the outputs went is printed below, once
+    if mode == "track":
+        results = model.track(source, **prompts, frame=cfg["frame"], max_frames=cfg["max_frames"], stream=True,
+                              fill_hole_area=cfg["fill_hole_area"], correct_as_cond=cfg["correct_as_cond"],
+                              max_prompt_frames=cfg["max_prompt_frames"], **outputs)
+    else:
+        everything = {} if any(v is not None for v in prompts.values()) else {k: cfg[k] for k in _EVERYTHING}
+        results = model.predict(source, **prompts, multimask=cfg["multimask"] or None, batch=cfg["batch"],
+                                stream=True, **outputs, **everything)
     n = masks = 0
     for r in progress(results, total=total, desc=f"samkit {mode}", unit="frame" if video else "image",
                       enabled=cfg["verbose"]):

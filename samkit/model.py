@@ -23,6 +23,21 @@ from samkit.utils.downloads import resolve_weights
 #: Per-call settings of predict() / track(), for close-match suggestions.
 _CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream", "save",
               "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok", "verbose", "device", "show")
+#: Ultralytics predict settings that have no meaning for SAM, and why (their errors say so).
+_NOT_FOR_SAM = {
+    "imgsz": "SAM models resize every image to their own input size",
+    "conf": "SAM returns one mask per prompt; filter by r.iou, or give YOLO's boxes (bboxes=yolo(img))",
+    "iou": "there is no NMS on prompted masks (segment-everything has box_nms_thresh=)",
+    "classes": "SAM has no classes; give YOLO's boxes (bboxes=yolo(img)) to keep theirs",
+    "max_det": "SAM returns one mask per prompt",
+    "half": "set it on the model: SAM(..., half=True) or model.half = True",
+    "retina_masks": "masks always come at the image's resolution",
+    "augment": "there is no test-time augmentation",
+    "agnostic_nms": "there is no NMS on prompted masks",
+    "vid_stride": "video is tracked frame by frame (max_frames= bounds a run)",
+    "save_conf": "COCO files hold each mask's score",
+    "save_crop": "masks are saved whole (save_masks=True)",
+}
 _FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM"}
 
 
@@ -46,6 +61,17 @@ def _track_through(session, frame: int, max_frames: int | None):
             yield from session.propagate(start=frame - 1, reverse=True, max_frames=back)
     finally:
         session.close()
+
+
+def _unknown_keyword(method: str, key: str, known) -> str:
+    """The error text for an unknown keyword: why, for Ultralytics settings that do not apply to SAM; else the
+    closest known settings."""
+    from samkit.cfg import suggest
+
+    if key in _NOT_FOR_SAM:
+        return f"{method}() got an unknown keyword argument {key!r}: Ultralytics' {key}= does not apply to SAM " \
+               f"({_NOT_FOR_SAM[key]})"
+    return f"{method}() got an unknown keyword argument {key!r}{suggest(key, known)}"
 
 
 def _can_show() -> bool:
@@ -423,14 +449,12 @@ class SAM:
     @staticmethod
     def _everything_cfg(options: dict, multimask: bool | None, prompted: bool):
         """The automatic mask generator's settings, or None when prompts were given."""
-        from samkit.cfg import suggest
         from samkit.engine.everything import EverythingConfig
 
         known = EverythingConfig.keys()
         for key in options:
             if key not in known or key == "multimask":
-                raise TypeError(f"predict() got an unknown keyword argument {key!r}"
-                                f"{suggest(key, (*known, *_CALL_KEYS))}")
+                raise TypeError(_unknown_keyword("predict", key, (*known, *_CALL_KEYS)))
         if prompted:
             if options:
                 raise ValueError(f"{', '.join(options)} only apply to segment-everything (no prompt), but prompts "
@@ -486,13 +510,10 @@ class SAM:
         from samkit.engine.prompts import normalize_prompts
         from samkit.engine.video import VideoSession
 
-        from samkit.cfg import suggest
-
         known = ("fill_hole_area", "correct_as_cond", "max_prompt_frames", "names")
         for key in session:
             if key not in known:
-                raise TypeError(f"track() got an unknown keyword argument {key!r}"
-                                f"{suggest(key, (*known, *_CALL_KEYS, 'frame', 'max_frames'))}")
+                raise TypeError(_unknown_keyword("track", key, (*known, *_CALL_KEYS, "frame", "max_frames")))
         verbose = self.verbose if verbose is None else bool(verbose)
         if device is not None:
             self.to(device)

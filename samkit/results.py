@@ -163,7 +163,7 @@ class Results(_UltralyticsResults):
             rle=rle,
             track_ids=self.obj_ids.tolist() if self.tracked else None,
             holes=holes,
-            where=Path(str(self.path)).name if self.frame is None else f"{Path(str(self.path)).name} frame {self.frame}",
+            where=Path(str(self.path)).name + ("" if self.frame is None else f" frame {self.frame}"),
         )
         return coco_document([image], anns, self.names)
 
@@ -197,7 +197,12 @@ class Results(_UltralyticsResults):
         Returns:
             The annotated image, BGR HxWx3 uint8 (a PIL image with ``pil=True``).
         """
-        img = super().plot(*args, color_mode=color_mode, pil=False, **kwargs)
+        view = self
+        if len(self):  # an object with no mask here (out of view on a video frame) gets no box or label either
+            present = self.masks.data.flatten(1).any(1)
+            if not bool(present.all()):
+                view = self[present]
+        img = super(Results, view).plot(*args, color_mode=color_mode, pil=False, **kwargs)
         if isinstance(img, np.ndarray) and prompts and self.prompts is not None:
             img = draw_prompts(img, self.prompts, kwargs.get("line_width"))
         if show:

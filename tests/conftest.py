@@ -150,6 +150,21 @@ def moving_square_frames(n: int, hw: tuple[int, int] = (96, 128), side: int = 24
     return frames
 
 
+def read_video(path) -> list:
+    """Every frame OpenCV decodes from the video at ``path`` (BGR arrays), in order."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames
+
+
 def write_video(path: Path, frames: list, fps: float = 10.0, codec: str = "mp4v") -> Path:
     """Write BGR frames as a video file with OpenCV."""
     import cv2

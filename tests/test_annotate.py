@@ -141,6 +141,17 @@ def test_bad_arguments(dataset, kwargs, match):
         auto_annotate(dataset[0], **kwargs)
 
 
+def test_a_label_box_outside_its_image_skips_that_image_only(dataset, sam_ckpt, tmp_path):
+    images, labels = dataset
+    (labels / "bus.txt").write_text("0 0.5 0.5 0.2 0.2\n3 1.5 1.5 0.2 0.2\n")  # row 2 lies beyond the image
+    s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "o",
+                      verbose=False)
+    assert s.images_done == 2 and sorted(p.rsplit("/", 1)[-1] for p, _ in s.skipped) == ["bus.jpg", "corrupt.jpg"]
+    reason = dict(s.skipped)[str(images / "bus.jpg")]
+    assert reason.startswith(f"{labels / 'bus.txt'}: bboxes[1] = ") and "lies entirely outside" in reason
+    assert not (tmp_path / "o" / "bus.txt").exists()
+
+
 def test_malformed_label_file(tmp_path):
     (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2\n")
     with pytest.raises(ValueError, match="a.txt line 1: expected a detection row"):
@@ -295,7 +306,8 @@ def test_coco_polygons_say_once_that_holes_are_lost(dataset, sam_ckpt, tmp_path,
                           output_dir=tmp_path / "c", verbose=False)
     assert s.holes == 6
     assert [r.getMessage() for r in caplog.records if "holes" in r.getMessage()] == [
-        f"{tmp_path / 'c'}: 6 mask(s) have holes that COCO polygons cannot hold (written filled in); rle=True keeps them"]
+        f"{tmp_path / 'c'}: 6 mask(s) have holes that COCO polygons cannot hold (written filled in); "
+        "rle=True keeps them"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="samkit"):
         auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco", rle=True,
@@ -310,7 +322,6 @@ def test_killed_run_resumes_to_complete_labels(tmp_path, sam_ckpt):
     import shutil
     import signal
     import subprocess
-    import sys
     import time
 
     from pycocotools.coco import COCO

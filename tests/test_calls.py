@@ -77,12 +77,20 @@ def test_show_calls_opencv_per_result(model, monkeypatch):
     [
         (dict(verbos=False), "unknown keyword argument 'verbos' \\(did you mean 'verbose'\\?\\)"),
         (dict(save_text=True), "did you mean 'save_txt'"),
-        (dict(imgsz=640), "unknown keyword argument 'imgsz'"),
+        (dict(imgsz=640), "unknown keyword argument 'imgsz': Ultralytics' imgsz= does not apply to SAM \\(SAM models"),
+        (dict(conf=0.5), "'conf': Ultralytics' conf= does not apply to SAM \\(SAM returns one mask per prompt"),
     ],
 )
 def test_unknown_keywords_fail_with_a_suggestion(model, kwargs, match):
     with pytest.raises(TypeError, match=match):
         model(ASSETS / "bus.jpg", bboxes=[100, 200, 500, 800], **kwargs)
+
+
+def test_an_unknown_model_name_says_no_such_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"no file 'nope.pt' here \\({tmp_path}\\) or in the weights folders, "
+                                                "and it is not a registry model: unknown model 'nope.pt'"):
+        SAM("nope.pt")
 
 
 def test_unknown_track_keyword_fails_with_a_suggestion(model):

@@ -231,20 +231,13 @@ def test_first_track_without_source_tracks_the_sample_clip(tmp_path):
 
 
 def test_the_sample_clip_is_the_one_the_project_makes(tmp_path):
+    from conftest import read_video
+
     from samkit.data.samples import clip_frames, make_sample_clip, sample_clip
 
     shipped, made = sample_clip(), make_sample_clip(tmp_path / "pan.mp4")
-    import cv2
-
     for path in (shipped, made):
-        cap = cv2.VideoCapture(str(path))
-        frames = []
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            frames.append(f)
-        cap.release()
+        frames = read_video(path)
         want = clip_frames()
         assert len(frames) == len(want) == 24
         assert max(abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, want)) < 6, path

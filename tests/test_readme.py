@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import save_random
+from conftest import read_video, save_random
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README.read_text(), flags=re.S)
@@ -56,14 +56,7 @@ def test_readme_has_examples():
 
 
 def _frames(path: Path) -> int:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
+    return len(read_video(path))
 
 
 def check_outputs(root: Path) -> dict[str, int]:

@@ -171,3 +171,13 @@ def test_results_is_public():
     import samkit
 
     assert samkit.Results is Results and "Results" in samkit.__all__
+
+
+def test_plot_draws_nothing_for_an_empty_mask(result):
+    """The empty mask (object 9) has no box to draw: its label must not appear at the image's corner."""
+    full = result.plot(prompts=False)
+    without = Results(result.orig_img, path=result.path, masks=result.masks.data[[0, 2]], iou=result.iou[[0, 2]],
+                      obj_ids=result.obj_ids[[0, 2]], cls=result.boxes.cls[[0, 2]], conf=result.boxes.conf[[0, 2]],
+                      names=result.names, tracked=True).plot(prompts=False)
+    assert np.array_equal(full, without)
+    assert len(result) == 3, "plotting must not change the Results"

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import moving_square_frames, save_present, write_video
+from conftest import moving_square_frames, read_video, save_present, write_video
 from ultralytics.engine.results import Results as YoloResults
 
 from samkit import SAM
@@ -164,18 +164,6 @@ def test_fill_holes_on_tensors_equals_the_cpu_path(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def _read_video(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return frames
-
-
 def test_track_saves_video_labels_masks_and_rle(tiny, clip, tmp_path):
     from pycocotools import mask as mask_utils
 
@@ -184,7 +172,7 @@ def test_track_saves_video_labels_masks_and_rle(tiny, clip, tmp_path):
     out = tiny.save_dir
     assert out == tmp_path / "run"
     by_frame = {r.frame: r for r in results}
-    video = _read_video(out / "arrays.mp4")
+    video = read_video(out / "arrays.mp4")
     assert len(video) == 12
     # Frames are in order although tracking went 4..11 and then 3..0: each written frame is closest to its own
     # overlay (the square moves 2 px a frame).
@@ -208,7 +196,7 @@ def test_track_saves_video_labels_masks_and_rle(tiny, clip, tmp_path):
             assert np.array_equal(png > 0, r.masks.data[k].numpy())
     again = tiny.track(clip, bboxes=[[20, 20, 60, 60]], max_frames=1, save=True, project=tmp_path, name="run")
     assert tiny.save_dir == tmp_path / "run-2" and len(again) == 2
-    assert len(_read_video(tmp_path / "run-2" / "arrays.mp4")) == 2
+    assert len(read_video(tmp_path / "run-2" / "arrays.mp4")) == 2
 
 
 def test_overlay_writer_orders_frames_and_keeps_them_on_error(tmp_path, caplog):
@@ -222,7 +210,7 @@ def test_overlay_writer_orders_frames_and_keeps_them_on_error(tmp_path, caplog):
                 w.write(4, frames[0])
             assert "frame 4 was given twice" in caplog.text
             raise RuntimeError("the source broke before frame 2")
-    got = _read_video(tmp_path / "o.mp4")
+    got = read_video(tmp_path / "o.mp4")
     assert len(got) == 5  # 0, 1, then the frames that waited (3, 4, 5) after the missing frame 2
     for f, t in zip(got, (0, 1, 3, 4, 5)):
         assert np.abs(f.astype(int) - frames[t].astype(int)).mean() < 3
@@ -280,7 +268,7 @@ def test_every_frame_is_written_whatever_frame_is_prompted(tiny, clip, tmp_path,
                          save_coco=True, project=tmp_path, name="run")
     assert [r.frame for r in results] == [*range(k, 12), *range(k - 1, -1, -1)]
     out = tiny.save_dir
-    assert len(_read_video(out / "clip.mp4")) == 12
+    assert len(read_video(out / "clip.mp4")) == 12
     assert sorted(p.name for p in (out / "labels").glob("*.txt")) == [f"clip_{t:06d}.txt" for t in range(12)]
     for t in range(12):
         coco = COCO(str(out / "labels" / f"clip_{t:06d}.json"))

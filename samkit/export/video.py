@@ -3,8 +3,8 @@
 Tracking from a frame in the middle of a video yields frames ``k..end`` and then ``k-1..0``; the writer puts them
 in order anyway. Frames that arrive before their turn wait on disk (JPEG, quality 95, in a temporary folder next to
 the output), never in memory, and are written as soon as the frames before them are in. Until :meth:`close` the
-video is a hidden temporary file; closing (also after an error) renames it into place, so the frames produced
-before a failure are kept.
+video is a hidden temporary file; closing (also after an error) syncs it to the disk and renames it into place, so
+the frames produced before a failure are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from samkit.export.atomic import OutputError, make_dirs
 from samkit.utils import LOGGER
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
@@ -37,7 +38,7 @@ class VideoOverlayWriter:
         if suffix not in FOURCC:
             raise ValueError(f"cannot write a video as {suffix!r} ({path}); use one of {sorted(FOURCC)}")
         self.fps = float(fps) if fps and fps > 0 else 30.0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -69,7 +70,11 @@ class VideoOverlayWriter:
             fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
             if not self._writer.isOpened():
-                raise OSError(f"OpenCV cannot write {self.path.suffix} videos here ({self.path})")
+                if not os.access(self.path.parent, os.W_OK):
+                    raise OutputError(f"cannot write {self.path}: permission denied on folder {self.path.parent}",
+                                      self.path)
+                raise OutputError(f"cannot write {self.path}: OpenCV cannot write {self.path.suffix} videos here",
+                                  self.path)
         elif (w, h) != self._size:
             raise ValueError(f"frame of size {w}x{h} does not match the video's {self._size[0]}x{self._size[1]}")
         self._writer.write(np.ascontiguousarray(image))
@@ -98,6 +103,8 @@ class VideoOverlayWriter:
             if done:
                 self._writer.release()
                 self._writer = None
+                with open(self._tmp, "rb+") as f:  # on the disk before it takes the name, as atomic writes are
+                    os.fsync(f.fileno())
                 os.replace(self._tmp, self.path)
         return self.path if done else None
 

@@ -73,10 +73,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         if "GLOBAL" in reason or "global" in reason:
             yolo = _ultralytics_model_class(path, reason)
             if yolo is not None:
-                raise UnsafeCheckpointError(
+                raise CheckpointError(
                     f"{path} is an Ultralytics model file ({yolo}), not Segment Anything weights: load it with "
                     "ultralytics.YOLO (for auto-annotation, pass it as det_model=) and give SAM a SAM checkpoint "
-                    "(e.g. sam2.1_b.pt). It was refused without running any of it (samkit loads weights only)."
+                    "(e.g. sam2.1_b.pt)"
                 ) from None
             hint = ""
             raise UnsafeCheckpointError(

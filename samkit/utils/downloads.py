@@ -190,7 +190,11 @@ def resolve_weights(model: str | os.PathLike, progress: bool = True) -> Path:
         found = find_local([path.name])
         if found:
             return found
-        model_registry().model(path.name)  # raises: unknown name, with close matches
+        try:
+            model_registry().model(path.name)  # raises: unknown name, with close matches
+        except ValueError as e:
+            raise WeightsNotFoundError(f"no file {str(model)!r} here ({Path.cwd()}) or in the weights folders, and "
+                                       f"it is not a registry model: {e}") from None
     names = [path.name] + [n for n in entry.names if n != path.name]
     found = find_local(names)
     if found:

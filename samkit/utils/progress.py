@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 
@@ -17,4 +18,4 @@ def progress(iterable: Iterable, total: int | None = None, desc: str = "", unit:
             from tqdm import tqdm as bar
         except ImportError:
             return iterable
-    return bar(iterable, total=total, desc=desc, unit=unit)
+    return bar(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)  # stdout keeps the command's result
