@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from ultralytics import ASSETS
 
 SAMKIT = shutil.which("samkit") or ""
 
@@ -167,7 +168,8 @@ def test_annotate_command(tmp_path):
     [
         (["predict", "model=x.pt", "sorce=bus.jpg"], "unknown setting 'sorce' (did you mean 'source'?)"),
         (["predict", "data=images/"], "setting 'data' does not apply to samkit predict"),
-        (["predict", "model=/nowhere/custom.pt", "source=bus.jpg"], "/nowhere/custom.pt"),
+        (["predict", "model=/nowhere/custom.pt", f"source={ASSETS / 'bus.jpg'}"], "/nowhere/custom.pt"),
+        (["predict", "model=/nowhere/custom.pt", "source=nothere.jpg"], "source 'nothere.jpg' does not exist"),
         (["annotate", "data=images/"], "exactly one source of boxes"),
     ],
 )

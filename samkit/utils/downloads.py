@@ -193,8 +193,8 @@ def resolve_weights(model: str | os.PathLike, progress: bool = True) -> Path:
         try:
             model_registry().model(path.name)  # raises: unknown name, with close matches
         except ValueError as e:
-            raise WeightsNotFoundError(f"no file {str(model)!r} here ({Path.cwd()}) or in the weights folders, and "
-                                       f"it is not a registry model: {e}") from None
+            raise ValueError(f"no file {str(model)!r} here ({Path.cwd()}) or in the weights folders, and it is not a "
+                             f"registry model: {e}") from None
     names = [path.name] + [n for n in entry.names if n != path.name]
     found = find_local(names)
     if found:
