@@ -430,18 +430,21 @@ class SAM:
     def _saving(self, results, mode: str, out: dict):
         """``results`` unchanged when nothing is to be written or shown; else a generator that writes (and shows)
         each Results as it passes (see :mod:`samkit.export.run`) and sets ``self.save_dir``."""
-        from samkit.export.run import ResultSaver, increment_path, saving
+        from samkit.export.run import ResultSaver, claim_run_dir, saving
 
         show = bool(out.get("show")) and _can_show()
         if not show and not any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
             return results
         saver = None
         if any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
-            project = Path(out["project"]) if out["project"] is not None else Path("runs") / mode
-            self.save_dir = increment_path(project / (out["name"] or "exp"), out["exist_ok"])
-            from samkit.export.atomic import make_dirs
-
-            make_dirs(self.save_dir)  # claim the name now: a second run numbers its own
+            project, name = out["project"], out["name"]
+            if project is not None and not isinstance(project, (str, os.PathLike)):
+                raise TypeError(f"project={project!r} must be a folder path (str or Path)")
+            if name is not None and (not isinstance(name, str) or not name.strip()):
+                raise (ValueError if isinstance(name, str) else TypeError)(
+                    f"name={name!r} must be a folder name (non-empty text), or None for 'exp'")
+            project = Path(project) if project is not None else Path("runs") / mode
+            self.save_dir = claim_run_dir(project / (name or "exp"), out["exist_ok"])  # two runs never share one
             saver = ResultSaver(self.save_dir, verbose=out.get("verbose", True),
                                 **{k: out[k] for k in ("save", "save_txt", "save_coco", "save_masks", "rle")})
         return saving(results, saver, show=show)
@@ -514,6 +517,9 @@ class SAM:
         for key in session:
             if key not in known:
                 raise TypeError(_unknown_keyword("track", key, (*known, *_CALL_KEYS, "frame", "max_frames")))
+        from samkit.engine.video import check_max_frames
+
+        max_frames = check_max_frames(max_frames)
         verbose = self.verbose if verbose is None else bool(verbose)
         if device is not None:
             self.to(device)
@@ -530,6 +536,10 @@ class SAM:
             if obj.names:
                 session.names = dict(obj.names)
             ids = np.where(obj.track_id >= 0, obj.track_id, np.arange(len(obj)))
+            values, counts = np.unique(ids, return_counts=True)
+            if (counts > 1).any():
+                raise ValueError(f"object id {int(values[counts > 1][0])} is given to {int(counts.max())} objects: each "
+                                 "tracked object needs its own id (prompts' 'id', YOLO track ids, or their order)")
             for i in range(len(obj)):
                 pts, labs = obj.object_points(i)
                 if obj.has_mask[i]:

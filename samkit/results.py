@@ -174,9 +174,9 @@ class Results(_UltralyticsResults):
         write_coco(path, self.to_coco(rle=rle, holes=holes))
         return str(path)
 
-    def save_masks(self, folder: str | Path) -> list[str]:
-        """Write one PNG per mask (0 / 255, image size) to ``folder/<stem>_<object id>.png`` (:attr:`stem`: the
-        image's, or the video's with the frame index).
+    def save_masks(self, folder: str | Path, stem: str | None = None) -> list[str]:
+        """Write one PNG per mask (0 / 255, image size) to ``folder/<stem>_<object id>.png`` (``stem`` default
+        :attr:`stem`: the image's, or the video's with the frame index).
 
         With several masks per object (``multimask=True``) files are numbered by mask index instead.
         """
@@ -185,7 +185,7 @@ class Results(_UltralyticsResults):
         if not len(self):
             return []
         masks = self.masks.data.cpu().numpy() > 0.5
-        return [str(p) for p in save_mask_pngs(masks, folder, self.stem, self.obj_ids.tolist())]
+        return [str(p) for p in save_mask_pngs(masks, folder, stem or self.stem, self.obj_ids.tolist())]
 
     # ------------------------------------------------------------------ plotting
     def plot(self, *args, prompts: bool = True, color_mode: str = "instance", show: bool = False,

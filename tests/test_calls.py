@@ -171,3 +171,58 @@ def test_warnings_reach_a_python_user_and_information_follows_verbose(tiny_ckpt,
     lines = configured.stderr.splitlines()
     assert sum("using what the weights say" in ln for ln in lines) == 1
     assert any(ln.startswith("app: loaded SAM 2.1 test") for ln in lines)
+
+
+def test_concurrent_runs_never_share_a_run_folder(tmp_path):
+    """Eight threads claim ``exp`` at once, as eight predict calls would: eight different folders."""
+    import threading
+
+    from samkit.export.run import claim_run_dir
+
+    got, start = [], threading.Barrier(8)
+
+    def claim():
+        start.wait()
+        got.append(claim_run_dir(tmp_path / "runs" / "exp"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p.name for p in got) == sorted(["exp", *(f"exp-{n}" for n in range(2, 9))])
+    assert claim_run_dir(tmp_path / "runs" / "exp", exist_ok=True) == tmp_path / "runs" / "exp"
+
+
+def test_sources_with_one_name_get_their_own_outputs(model, tmp_path, caplog):
+    """a.jpg and a.png, d1/x.jpg and d2/x.jpg, and in-memory images in stream mode: no output replaces another."""
+    img = cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (135, 180))
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    paths = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "d1" / "x.jpg", tmp_path / "d2" / "x.jpg"]
+    for k, p in enumerate(paths):
+        cv2.imwrite(str(p), np.roll(img, 9 * k, axis=1))
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        model([str(p) for p in paths], bboxes=[10, 10, 100, 120], save=True, save_txt=True, save_masks=True,
+              project=tmp_path, name="run")
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.glob("*.*")) == ["a.jpg", "a_2.png", "x.jpg", "x_2.jpg"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["a.txt", "a_2.txt", "x.txt", "x_2.txt"]
+    assert len(list((out / "masks").iterdir())) == 4
+    assert "has the same name as an earlier source of this run: its outputs are named a_2" in caplog.text
+    list(model([img, img[:, ::-1]], bboxes=[10, 10, 100, 120], stream=True, save_txt=True, project=tmp_path,
+               name="mem"))
+    assert sorted(p.name for p in (tmp_path / "mem" / "labels").iterdir()) == ["image0.txt", "image1.txt"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(name=123), TypeError, "name=123 must be a folder name"),
+        (dict(name=""), ValueError, "name='' must be a folder name"),
+        (dict(project=123), TypeError, "project=123 must be a folder path"),
+    ],
+)
+def test_bad_output_names(model, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        model(np.zeros((64, 64, 3), np.uint8), bboxes=[1, 1, 30, 30], save=True, **kwargs)

@@ -155,3 +155,37 @@ def test_wrong_family_is_named(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), path)
     with pytest.raises(ArchitectureError, match=r"resnet\.pt: not a Segment Anything checkpoint.*conv1\.weight"):
         detect_architecture(read_checkpoint(path), str(path))
+
+
+@pytest.mark.parametrize("protocol", [0, 4, 5])
+def test_payloads_of_any_pickle_protocol_are_called_unsafe(tmp_path, protocol):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path = tmp_path / f"p{protocol}.pt"
+    path.write_bytes(pickle.dumps({"model": Evil()}, protocol=protocol))
+    with pytest.raises(UnsafeCheckpointError, match=r"refused to load: .*\(it imports (posix|os|nt)\.system\)"):
+        read_checkpoint(path)
+    inst = tmp_path / "inst.pt"  # the INST opcode of protocol 0, written by hand
+    inst.write_bytes(b"(S'touch " + str(tmp_path / "ran").encode() + b"'\nios\nsystem\n.")
+    with pytest.raises(UnsafeCheckpointError, match=r"it imports os\.system"):
+        read_checkpoint(inst)
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "int"])
+def test_weights_that_would_give_nan_scores_are_refused(tmp_path, tiny_ckpt, bad):
+    from samkit import SAM
+
+    sd = torch.load(tiny_ckpt, weights_only=True)["model"]
+    key = "sam_mask_decoder.iou_prediction_head.layers.0.weight"
+    if bad == "int":
+        sd[key] = sd[key].round().to(torch.int32)
+    else:
+        sd[key] = torch.full_like(sd[key], float(bad))
+    path = tmp_path / f"{bad}.pt"
+    torch.save({"model": sd}, path)
+    match = "are not floating point" if bad == "int" else "hold NaN or infinite values"
+    with pytest.raises(CheckpointError, match=f"{path}: weights do not fit the network: 1 tensors {match}: {key}"):
+        SAM(path, device="cpu", verbose=False)

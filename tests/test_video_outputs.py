@@ -289,3 +289,31 @@ def test_reverse_from_frame_0_yields_frame_0(tiny, clip):
         v.add(frame=1, obj_id=1, box=[2, 30, 26, 54])
         assert [r.frame for r in v.propagate(start=0, reverse=True)] == [0]
         assert [r.frame for r in v.propagate(start=3, reverse=True)] == [3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("max_frames", [-1, 1.5, "x", True])
+def test_max_frames_must_be_a_count(tiny, clip, max_frames):
+    with pytest.raises(ValueError, match=f"max_frames={max_frames!r} must be an integer >= 0"):
+        tiny.track(clip, bboxes=[[12, 30, 36, 54]], max_frames=max_frames)
+
+
+def test_one_id_for_two_objects_is_an_error(tiny, clip):
+    with pytest.raises(ValueError, match="object id 1 is given to 2 objects"):
+        tiny.track(clip, prompts=[{"box": [12, 30, 36, 54], "id": 1}, {"box": [40, 30, 64, 54], "id": 1}])
+
+
+def test_a_failed_add_leaves_the_session_as_it_was(tiny, clip, monkeypatch):
+    with tiny.video(clip) as v:
+        v.add(frame=0, obj_id=1, box=[0, 30, 24, 54])
+
+        def device_lost(*a, **k):
+            raise RuntimeError("device lost")
+
+        monkeypatch.setattr(v.net, "track_step", device_lost)
+        for obj_id, kw in ((2, dict(box=[40, 30, 64, 54])), (1, dict(frame=3, points=[[10, 40]], cls=4))):
+            with pytest.raises(RuntimeError, match="device lost"):
+                v.add(**{"frame": 0, **kw}, obj_id=obj_id)
+        monkeypatch.undo()
+        assert sorted(v.objects) == [1] and sorted(v.objects[1].clicks) == [0] and v.objects[1].cls == 0
+        frames = [r.frame for r in v.propagate()]
+    assert frames == list(range(12))

@@ -67,6 +67,14 @@ class _Object:
         return self.outputs["cond_frame_outputs"].get(frame) or self.outputs["non_cond_frame_outputs"].get(frame)
 
 
+def check_max_frames(max_frames) -> int | None:
+    """``max_frames`` as given when it is None or an integer >= 0; else a ValueError naming it."""
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer))
+                                   or max_frames < 0):
+        raise ValueError(f"max_frames={max_frames!r} must be an integer >= 0 (frames after the first), or None for all")
+    return None if max_frames is None else int(max_frames)
+
+
 def fill_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     """Background regions (logit <= 0) of at most ``max_area`` pixels, 8-connected, inside (n, 1, r, r) mask logits
     get logit 0.1. Runs where the logits are: OpenCV's labelling on the CPU, label propagation on accelerators."""
@@ -222,19 +230,39 @@ class VideoSession:
         frame = self._check_frame(frame)
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
             raise TypeError(f"obj_id {obj_id!r} must be an integer")
+        if not -(2**63) <= int(obj_id) < 2**63:
+            raise ValueError(f"obj_id {obj_id!r} is out of range (a 64-bit integer)")
         self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
         if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
             raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
+        mask_in = prompt = None
         if mask is not None:
             if points is not None or labels is not None or box is not None:
                 raise ValueError("give mask= alone: a mask prompt replaces the frame's clicks and box")
             mask_in = self._mask_tensor(mask)
         else:
             prompt = self._check_prompt(points, labels, box)
+        existed = int(obj_id) in self.objects
         obj = self.objects.setdefault(int(obj_id), _Object(int(obj_id)))
+        before = (obj.cls, frame in obj.clicks, obj.clicks.get(frame))
+        try:
+            return self._add(obj, frame, box, mask_in, prompt, clear, cls)
+        except BaseException:  # an add happens whole or not at all: the object is as it was (or not there)
+            if not existed:
+                self.objects.pop(int(obj_id), None)
+            else:
+                obj.cls = before[0]
+                if before[1]:
+                    obj.clicks[frame] = before[2]
+                else:
+                    obj.clicks.pop(frame, None)
+            raise
+
+    def _add(self, obj: _Object, frame: int, box, mask_in, prompt, clear: bool, cls):
+        """The part of :meth:`add` that changes the session (its caller undoes it on failure)."""
         if cls is not None:
             obj.cls = int(cls)
-        if mask is not None:
+        if mask_in is not None:
             obj.clicks.pop(frame, None)
             point_inputs = None
         else:
@@ -244,11 +272,10 @@ class VideoSession:
                           "labels": np.concatenate([old["labels"], prompt["labels"]]), "box": old["box"]}
             obj.clicks[frame] = prompt
             point_inputs = self._point_inputs(prompt)
-            mask_in = None
         is_init = frame not in obj.tracked
         reverse = False if is_init else obj.tracked[frame]
         prev = obj.output_at(frame)
-        prev_logits = None if prev is None or mask is not None else torch.clamp(prev["pred_masks"], -32.0, 32.0)
+        prev_logits = None if prev is None or mask_in is not None else torch.clamp(prev["pred_masks"], -32.0, 32.0)
         feats, pos, sizes = self._feats(frame)
         with torch.inference_mode(), self.model.engine.autocast():
             out = self.net.track_step(
@@ -365,6 +392,7 @@ class VideoSession:
             reverse: Go towards frame 0 instead of the end.
             max_frames: Stop after this many frames after ``start``.
         """
+        max_frames = check_max_frames(max_frames)
         if not self.objects:
             raise ValueError("no objects to track: add prompts with add() first")
         self._encode_pending()

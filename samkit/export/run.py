@@ -20,9 +20,35 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ultralytics.utils.files import increment_path  # noqa: F401  (re-exported)
+from ultralytics.utils.files import increment_path
 
 from samkit.utils import LOGGER
+
+
+def claim_run_dir(path: str | Path, exist_ok: bool = False) -> Path:
+    """Create and return the run folder ``path`` or, when it exists (and not ``exist_ok``), the first free of
+    ``path-2``, ``path-3``... (Ultralytics' numbering). The folder is claimed by creating it, so two runs started
+    at once never share one: the one that loses the race takes the next number.
+
+    Raises:
+        OutputError: The folder cannot be created (a file in the way, permissions...), naming it.
+    """
+    from samkit.export.atomic import OutputError, make_dirs
+
+    path = Path(path)
+    if exist_ok:
+        return make_dirs(path)
+    make_dirs(path.parent)
+    while True:
+        candidate = increment_path(path)
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:  # another run took it between the check and the creation: the next number
+            continue
+        except OSError as e:
+            make_dirs(candidate)  # raises OutputError naming the folder and the reason
+            raise OutputError(f"cannot create the output folder {candidate}: {e}", candidate, e.errno) from e
 
 
 def safe_stem(name: str) -> str:
@@ -55,6 +81,8 @@ class ResultSaver:
         from samkit.export.coco import HoleWarning
 
         self._holes = HoleWarning()  # polygons lose holes: one warning per run
+        self._bases: dict[str, str] = {}  # source path -> the name its outputs have in this run
+        self._taken: set[str] = set()
         self.written: list[Path] = []
         self.count = 0
 
@@ -68,18 +96,19 @@ class ResultSaver:
 
         make_dirs(self.save_dir)
         video = r.frame is not None
-        stem = r.stem
+        base = self._base(r)
+        stem = f"{base}_{r.frame:06d}" if video else base
         if self.save:
             if video:
-                self._video_writer(r).write(r.frame, r.plot())
+                self._video_writer(r, base).write(r.frame, r.plot())
             else:
-                name = Path(r.path).name if Path(r.path).suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp",
-                                                                            ".webp") else f"{stem}.jpg"
+                suffix = Path(str(r.path)).suffix.lower()
+                name = f"{base}{suffix}" if suffix in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else f"{base}.jpg"
                 self.written.append(Path(r.save(self.save_dir / name)))
         if self.save_txt:
             self.written.append(Path(r.save_txt(self.save_dir / "labels" / f"{stem}.txt", warn_empty=not video)))
         if self.save_masks:
-            self.written += [Path(p) for p in r.save_masks(self.save_dir / "masks")]
+            self.written += [Path(p) for p in r.save_masks(self.save_dir / "masks", stem=stem)]
         if self.save_coco:
             if video:
                 rle = True if self.rle is None else self.rle
@@ -94,12 +123,30 @@ class ResultSaver:
                 self._coco_names.update({c["id"]: c["name"] for c in doc["categories"]})
         self.count += 1
 
-    def _video_writer(self, r):
+    def _base(self, r) -> str:
+        """The name of ``r``'s source in this run's files: its stem, or ``<stem>_2``, ``<stem>_3``... when an
+        earlier source of the run had that stem (``a.jpg`` and ``a.png``, ``d1/x.jpg`` and ``d2/x.jpg``), so no
+        source's outputs replace another's."""
+        key = str(r.path)
+        base = self._bases.get(key)
+        if base is None:
+            want = safe_stem(key) if r.frame is not None else (Path(key).stem or "image")
+            base, k = want, 2
+            while base.lower() in self._taken:  # case-insensitive file systems too
+                base, k = f"{want}_{k}", k + 1
+            if base != want:
+                LOGGER.warning("%s has the same name as an earlier source of this run: its outputs are named %s",
+                               key, base)
+            self._taken.add(base.lower())
+            self._bases[key] = base
+        return base
+
+    def _video_writer(self, r, base: str):
         from samkit.export.video import VideoOverlayWriter
 
         w = self._videos.get(r.path)
         if w is None:
-            w = self._videos[r.path] = VideoOverlayWriter(self.save_dir / f"{safe_stem(r.path)}.mp4", fps=r.fps)
+            w = self._videos[r.path] = VideoOverlayWriter(self.save_dir / f"{base}.mp4", fps=r.fps)
         return w
 
     def close(self) -> None:

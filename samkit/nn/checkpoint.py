@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,10 +68,15 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if size == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes), not a checkpoint; delete it and download again")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # torch's note on unusual pickle protocols: the error below says more
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         reason = _torch_load_reason(e)
-        if "GLOBAL" in reason or "global" in reason:
+        imports = _pickle_imports(path) if "GLOBAL" not in reason and "global" not in reason else []
+        if imports:  # an opcode the weights-only reader does not take, in a pickle that imports code
+            reason = f"it imports {', '.join(imports[:3])}"
+        if "GLOBAL" in reason or "global" in reason or imports:
             yolo = _ultralytics_model_class(path, reason)
             if yolo is not None:
                 raise CheckpointError(
@@ -90,6 +96,36 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: not a readable PyTorch checkpoint, or truncated/corrupt ({size} bytes): {_torch_load_reason(e)}"
         ) from None
     return _extract_state_dict(obj, path)
+
+
+def _pickle_imports(path: Path) -> list[str]:
+    """The Python objects a pickle file names for import (``module.name``), read from its opcodes without running
+    any of it: the file itself, or a torch zip archive's ``data.pkl``. Empty when it names none or is unreadable."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()[: 1 << 26]
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated or corrupt pickle: what was read so far
+        pass
+    # What every torch checkpoint names (tensor rebuilding, ordered dicts) is not a sign of code.
+    harmless = ("torch.", "collections.OrderedDict", "_codecs.encode")
+    return [n for n in dict.fromkeys(found) if not n.startswith(harmless)]
 
 
 def _ultralytics_model_class(path: Path, reason: str) -> str | None:
@@ -132,10 +168,12 @@ def _listed(keys: list[str]) -> str:
 
 
 def load_state_dict_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state_dict`` into ``net``, requiring exactly the same keys and shapes.
+    """Copy ``state_dict`` into ``net``, requiring exactly the same keys and shapes, and floating-point weights
+    where the network has them, every value finite (NaN or infinite weights would only show later as NaN scores).
 
     Raises:
-        CheckpointError: Naming ``source`` and listing the first missing, unexpected or mis-shaped keys.
+        CheckpointError: Naming ``source`` and listing the first missing, unexpected, mis-shaped, non-float or
+            non-finite keys.
     """
     expected = net.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -152,6 +190,14 @@ def load_state_dict_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor
         problems.append(f"{len(unexpected)} unexpected keys: {_listed(unexpected)}")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatches (file != network): {_listed(shapes)}")
+    if not problems:
+        kinds = [f"{k} ({str(state_dict[k].dtype).replace('torch.', '')})" for k, v in expected.items()
+                 if v.is_floating_point() and not state_dict[k].is_floating_point()]
+        if kinds:
+            problems.append(f"{len(kinds)} tensors are not floating point: {_listed(kinds)}")
+        bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            problems.append(f"{len(bad)} tensors hold NaN or infinite values: {_listed(bad)}")
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the network: " + "; ".join(problems))
     net.load_state_dict(state_dict, strict=True)
