@@ -33,6 +33,8 @@ from samkit.cfg import suggest
 from samkit.utils import LOGGER
 
 PROMPT_KEYS = ("points", "labels", "box", "mask", "cls", "id")
+#: Largest magnitude accepted in low-resolution mask logits given as prompts.
+MAX_MASK_LOGIT = 1e4
 
 
 @dataclass
@@ -306,8 +308,9 @@ def _mask_stack(masks, image_hw: tuple[int, int], low_res: int, name="masks") ->
     finite = arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
     if (arr.shape[1:] == (low_res, low_res) and not is_binary_dtype
             and (arr.shape[1:] != (h, w) or (arr.size and arr.min() < 0))):
-        if not finite or (arr.size and np.abs(arr).max() > np.finfo(np.float32).max):
-            raise ValueError(f"{name}: mask logits contain NaN, infinite or out-of-range values")
+        if not finite or (arr.size and np.abs(arr).max() > MAX_MASK_LOGIT):
+            raise ValueError(f"{name}: mask logits must be finite and within +-{MAX_MASK_LOGIT:g} (a prediction's "
+                             "logits are tens at most; larger ones overflow the prompt encoder into NaN scores)")
         return arr.astype(np.float32), True
     if arr.shape[1:] != (h, w):
         low = arr.shape[1:] == (low_res, low_res)
