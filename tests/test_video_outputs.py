@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from conftest import moving_square_frames, read_video, save_present, write_video
 from ultralytics.engine.results import Results as YoloResults
 
@@ -317,3 +319,38 @@ def test_a_failed_add_leaves_the_session_as_it_was(tiny, clip, monkeypatch):
         assert sorted(v.objects) == [1] and sorted(v.objects[1].clicks) == [0] and v.objects[1].cls == 0
         frames = [r.frame for r in v.propagate()]
     assert frames == list(range(12))
+
+
+_NUMBER = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70),
+                    st.sampled_from([0, 5.5, 20, 1e30]))
+_VALUE = st.recursive(st.one_of(st.none(), _NUMBER, st.booleans(), st.text(max_size=3)),
+                      lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=st.one_of(st.integers(-2, 13), _VALUE), obj_id=st.one_of(st.integers(-(2**70), 2**70), _VALUE),
+       points=_VALUE, labels=_VALUE, box=_VALUE, cls=st.one_of(st.integers(-3, 2**70), _VALUE),
+       mask=st.one_of(st.none(), st.sampled_from(["bool", "wrong-size", "nan", "ints"])))
+def test_add_takes_any_value_or_says_why(session_model, frame, obj_id, points, labels, box, cls, mask):
+    """Whatever ``add`` is given, it either adds the prompt or raises samkit's own error naming the problem, and a
+    refused add leaves the session as it was."""
+    masks = {"bool": np.ones((96, 128), bool), "wrong-size": np.ones((10, 10), bool),
+             "nan": np.full((96, 128), np.nan), "ints": np.arange(96 * 128).reshape(96, 128)}
+    with session_model.video(moving_square_frames(12)) as v:
+        v.add(frame=0, obj_id=1, box=[0, 30, 24, 54])
+        before = {k: (sorted(o.clicks), o.cls) for k, o in v.objects.items()}
+        try:
+            r = v.add(frame=frame, obj_id=obj_id, points=points, labels=labels, box=box, cls=cls,
+                      mask=None if mask is None else masks[mask])
+        except (ValueError, TypeError, IndexError) as e:
+            assert str(e) and len(str(e)) < 500
+            assert not any(n in str(e) for n in ("could not convert", "cannot reshape", "invalid literal")), e
+            assert {k: (sorted(o.clicks), o.cls) for k, o in v.objects.items()} == before
+        else:
+            assert r.frame == frame and len(r) == len(v.objects)
+
+
+@pytest.fixture(scope="module")
+def session_model(tmp_path_factory):
+    return SAM(save_present(tmp_path_factory.mktemp("fz") / "tiny.pt", "sam2_test", seed=2), device="cpu",
+               verbose=False)

@@ -307,24 +307,31 @@ class VideoSession:
 
     def _check_prompt(self, points, labels, box) -> dict:
         """Clicks and box as given (video pixels), validated: ``{"points": (P, 2), "labels": (P,), "box": (4,)|None}``."""
+        from samkit.engine.prompts import _as_array, _check_labels, _short
+
         if points is None and box is None:
             raise ValueError("add() needs points= (with labels=) or box=")
-        pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        if labels is not None and points is None:
+            raise ValueError("labels were given without points")
+        pts = np.zeros((0, 2), np.float32)
+        if points is not None:
+            pts = _as_array(points, "points")  # finite numbers, or a ValueError naming the value
+            if pts.size == 0 or pts.size % 2 or pts.shape[-1] != 2:
+                raise ValueError(f"points {_short(points)} must be [x, y] or a list of them (P, 2)")
+            pts = pts.reshape(-1, 2)
         if labels is None:
             labs = np.ones(len(pts), np.int32)
         else:
-            labs = np.asarray(labels).reshape(-1).astype(np.int32)
+            labs = _as_array(labels, "labels", np.float64).reshape(-1)
             if len(labs) != len(pts):
                 raise ValueError(f"{len(labs)} labels for {len(pts)} points: give one label per point")
-            if not set(labs.tolist()) <= {0, 1}:
-                raise ValueError(f"labels {labs.tolist()} must be 1 (positive) or 0 (negative)")
+            _check_labels(labs)
+            labs = labs.astype(np.int32)
         b = None
         if box is not None:
-            b = np.asarray(box, np.float32).reshape(-1)
+            b = _as_array(box, "box").reshape(-1)
             if len(b) != 4 or b[2] < b[0] or b[3] < b[1]:
-                raise ValueError(f"box {np.asarray(box).tolist()} must be [x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
-        if not np.isfinite(pts).all() or (b is not None and not np.isfinite(b).all()):
-            raise ValueError("prompt coordinates must be finite numbers")
+                raise ValueError(f"box {_short(box)} must be [x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
         return {"points": pts, "labels": labs, "box": b}
 
     def _point_inputs(self, prompt: dict) -> dict:
