@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import pytest
 
-from samkit.cfg import ConfigError, defaults, get_cfg, parse_key_values, parse_value
+from samkit.cfg import ConfigError, defaults, get_cfg, load_yaml, parse_key_values, parse_value, preview
 
 
 def test_merge_order(tmp_path):
@@ -59,6 +62,81 @@ def test_parse_key_values():
         parse_key_values(["model"])
     with pytest.raises(ConfigError, match="'=x' is not key=value"):
         parse_key_values(["=x"])
+
+
+def billion_laughs() -> str:
+    """Nine levels of nine aliases each: 9**9 (387 million) strings once expanded, a few hundred bytes as YAML."""
+    lines = ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    lines += [f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_refused_quickly(tmp_path):
+    f = tmp_path / "bomb.yaml"
+    f.write_text(billion_laughs())
+    assert f.stat().st_size < 500
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError, match=r"bomb.yaml' uses the YAML alias \*a \(line 2\); aliases are refused"):
+            get_cfg(f)
+        seconds, (_, peak) = time.perf_counter() - t, tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1 and peak < 5 * 2**20
+    f.write_text("model: &m a.pt\nsource: *m\n")  # any alias, however harmless: settings files never need one
+    with pytest.raises(ConfigError, match=r"alias \*m \(line 2\)"):
+        load_yaml(f)
+
+
+def test_settings_file_still_loads(tmp_path):
+    f = tmp_path / "my.yaml"
+    f.write_text(
+        "# my settings\nmodel: sam2.1_t.pt   # tiny\ndevice: cpu\nhalf: false\n"
+        "bboxes: [[10, 20, 110, 220], [5, 5, 50, 50]]\n"
+        "points:\n  - [30, 40]\n  - [50, 60]\npred_iou_thresh: null\nstability_score_thresh: 0.9\n"
+        "crop_n_layers: 1\nsource: 'imgs/*.jpg'\n"
+    )
+    cfg = get_cfg(f)
+    assert cfg["model"] == "sam2.1_t.pt" and cfg["device"] == "cpu" and cfg["half"] is False
+    assert cfg["bboxes"] == [[10, 20, 110, 220], [5, 5, 50, 50]] and cfg["points"] == [[30, 40], [50, 60]]
+    assert cfg["pred_iou_thresh"] is None and cfg["stability_score_thresh"] == 0.9 and cfg["crop_n_layers"] == 1
+    assert cfg["source"] == "imgs/*.jpg"
+    f.write_text("")
+    assert load_yaml(f) == {}
+
+
+def test_huge_values_give_short_messages(tmp_path):
+    nested = ["x"] * 10
+    for _ in range(40):
+        nested = [nested] * 10  # 10**41 strings if printed in full
+    cases = [
+        lambda: get_cfg(None, {"half": "y" * 10**6}),
+        lambda: get_cfg(None, {"half": nested}),
+        lambda: get_cfg(None, {"model": 10**5000}),
+        lambda: get_cfg(None, {"k" * 10**6: 1}),
+        lambda: parse_key_values(["z" * 10**6]),
+    ]
+    f = tmp_path / "big.yaml"
+    big_files = ["half: " + "n" * 10**5, "model: " + "1" * 6000, "x" * 10**5 + ": 1",
+                 "points: " + "[" * 3000 + "]" * 3000, "model: [1, 2\n" + "#" * 10**5]
+    for text in big_files:
+        cases.append(lambda text=text: (f.write_text(text), get_cfg(f)))
+    for case in cases:
+        t = time.perf_counter()
+        with pytest.raises(ConfigError) as e:
+            case()
+        assert len(str(e.value)) < 400, str(e.value)[:400]
+        assert time.perf_counter() - t < 3
+    assert preview("a" * 10**6).startswith("'aaa") and preview("a" * 10**6).endswith("aaa'")
+    assert len(preview(nested)) <= 80 and preview([1, "b", None]) == "[1, 'b', None]"
+
+
+def test_bad_yaml_names_the_file_and_line(tmp_path):
+    f = tmp_path / "broken.yaml"
+    f.write_text("model: a.pt\nhalf: [true\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml' is not valid YAML: .*\(line 3, column 1\)"):
+        get_cfg(f)
 
 
 def test_defaults_file_agrees_with_the_code():

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import http.server
+import struct
+import subprocess
+import sys
 import threading
+import time
+import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +17,8 @@ import pytest
 import torch
 from ultralytics import ASSETS
 
-from samkit.data.sources import SourceError, iter_images, load_frame
+from samkit.data import sources
+from samkit.data.sources import SourceError, iter_images, load_frame, read_image, read_url
 
 BUS = ASSETS / "bus.jpg"
 
@@ -117,3 +124,159 @@ def test_conversions(tmp_path, bgr):
 def test_bad_sources(tmp_path, make, message):
     with pytest.raises(SourceError, match=message):
         frames(make(tmp_path))
+
+
+def png_bytes(width: int, height: int, bit_depth: int = 8, colour: int = 2, rows: bool = False) -> bytes:
+    """A PNG declaring ``width`` x ``height``; ``rows``: every row present (all zero), else a truncated body."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    if rows:  # filter byte + zero pixels per row, compressed as a stream so the raw rows never sit in memory
+        row = b"\0" * (1 + (width * bit_depth * (3 if colour == 2 else 1) + 7) // 8)
+        z = zlib.compressobj(9)
+        body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    else:
+        body = zlib.compress(b"\0" * 64)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_default_takes_large_camera_images():
+    assert sources.MAX_PIXELS >= 8000 * 6000
+    header = png_bytes(8000, 6000)  # a 48-Mpx header; its body is not decoded here
+    assert sources._declared_size(header) == (8000, 6000)
+    sources._check_pixels(8000, 6000, "image", sources._pixel_limit(None))  # within the default: no error
+    with pytest.raises(SourceError, match="declares 8000x6000"):
+        sources._check_pixels(8000, 6000, "image", sources._pixel_limit(40_000_000))
+
+
+def test_pixel_limit_on_a_real_image(bgr, monkeypatch):
+    h, w = bgr.shape[:2]
+    assert np.array_equal(read_image(BUS, max_pixels=w * h), bgr)
+    assert np.array_equal(load_frame(str(BUS), max_pixels=0).image, bgr)  # 0: no limit
+    over = rf"declares {w}x{h} pixels .* over the limit of {w * h - 1:,} pixels.*max_pixels="
+    with pytest.raises(SourceError, match=over):
+        read_image(BUS, max_pixels=w * h - 1)
+    monkeypatch.setattr(sources, "MAX_PIXELS", 1000)  # the module default applies when max_pixels is None
+    with pytest.raises(SourceError, match="bus.jpg' declares"):
+        frames(BUS)
+    from PIL import Image
+
+    with Image.open(BUS) as im, pytest.raises(SourceError, match="PIL image .*bus.jpg' declares"):
+        frames(im)
+    with pytest.raises(TypeError, match="max_pixels"):
+        read_image(BUS, max_pixels="many")
+
+
+def test_decompression_bombs_refused_before_decoding(tmp_path):
+    """A 20000x20000 PNG of a few KB (decoded: 400 MB gray, 1.2 GB BGR) and a 60000x60000 header are refused from
+    their headers: in a child process limited to a little more address space than it holds, with its peak memory
+    measured."""
+    pytest.importorskip("resource")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("address-space limit and /proc are Linux-only")
+    (tmp_path / "bomb.png").write_bytes(png_bytes(20000, 20000, bit_depth=1, colour=0, rows=True))
+    (tmp_path / "huge.png").write_bytes(png_bytes(60000, 60000))
+    assert (tmp_path / "bomb.png").stat().st_size < 200_000
+    child = f"""
+import re, resource, time
+from samkit.data.sources import SourceError, read_image
+import PIL.Image, PIL.PngImagePlugin
+vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+soft = vm + 400 * 2**20 if hard == resource.RLIM_INFINITY else min(vm + 400 * 2**20, hard)
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+for name, limit in (("bomb.png", None), ("huge.png", None), ("huge.png", 0)):
+    try:
+        read_image({str(tmp_path)!r} + "/" + name, max_pixels=limit)
+        print("READ", name)
+    except SourceError as e:
+        print(e)
+print("seconds", time.perf_counter() - t)
+print("grew_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "bomb.png' declares 20000x20000 pixels (400.0 Mpx), over the limit of" in lines[0]
+    assert "max_pixels=" in lines[0]
+    assert "huge.png' declares 60000x60000 pixels" in lines[1]
+    assert "huge.png' cannot be decoded: OpenCV refused it" in lines[2]  # no limit: OpenCV's own cap, as a SourceError
+    assert float(lines[3].split()[1]) < 2
+    assert int(lines[4].split()[1]) < 50 * 1024
+
+
+class _Streams(http.server.BaseHTTPRequestHandler):
+    """/endless: a body without end; /huge: a declared 1 TB body; /slow: one byte per 50 ms, without end."""
+
+    stop = threading.Event()
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/huge":
+            self.send_header("Content-Length", str(10**12))
+        self.end_headers()
+        data, pause = (b"x", 0.05) if self.path == "/slow" else (b"\0" * 65536, 0)
+        try:
+            while not self.stop.is_set():
+                self.wfile.write(data)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:  # the client hung up
+            pass
+
+
+@pytest.fixture
+def streams():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Streams)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{srv.server_address[1]}"
+    finally:
+        _Streams.stop.set()
+        srv.shutdown()
+        srv.server_close()
+        _Streams.stop.clear()
+
+
+def test_url_body_capped_while_reading(streams, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_URL_BYTES", 2**20)
+    t = time.perf_counter()
+    with pytest.raises(SourceError, match=r"image URL 'http://127.0.0.1:\d+/endless' sent more than 1,048,576 bytes"):
+        read_url(f"http://{streams}/endless")
+    with pytest.raises(SourceError, match=r"/huge' declares 1,000,000,000,000 bytes, over the limit of 1,048,576"):
+        frames(f"http://{streams}/huge")
+    monkeypatch.setattr(sources, "URL_DEADLINE", 0.3)
+    with pytest.raises(SourceError, match=r"/slow' took longer than 0.3 s"):
+        read_url(f"http://{streams}/slow", timeout=5)
+    assert time.perf_counter() - t < 5
+
+
+def test_url_messages_hide_credentials(monkeypatch):
+    import urllib.error
+
+    def fails(request, timeout):  # a library error that echoes the address it was given
+        raise urllib.error.URLError(f"cannot reach {request.host}")
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", fails)
+    with pytest.raises(SourceError, match="cannot be fetched") as e:
+        read_url("http://alice:s3cret@127.0.0.1:9/a.png")
+    assert "s3cret" not in str(e.value) and "alice" not in str(e.value)
+    assert "'http://***@127.0.0.1:9/a.png'" in str(e.value)
+    assert sources._shown_url("https://tok@example.com/a.png?x=1") == "https://***@example.com/a.png?x=1"
+    assert sources._shown_url("https://example.com/a.png") == "https://example.com/a.png"
+
+
+def test_url_pixel_limit(file_server, bgr):
+    file_server.files["/bus.png"] = cv2.imencode(".png", bgr)[1].tobytes()
+    url = f"{file_server.url}/bus.png"
+    assert np.array_equal(load_frame(url, max_pixels=bgr.shape[0] * bgr.shape[1]).image, bgr)
+    with pytest.raises(SourceError, match=rf"image URL '{url}' declares {bgr.shape[1]}x{bgr.shape[0]} pixels"):
+        load_frame(url, max_pixels=1000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import reprlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,47 @@ DEFAULT_CFG_PATH = CFG_DIR / "default.yaml"
 
 class ConfigError(ValueError):
     """An unknown setting, or a value of the wrong type."""
+
+
+PREVIEW_CHARS = 80
+"""Most characters of a user's value (or key) an error message shows."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, PREVIEW_CHARS, PREVIEW_CHARS, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = 4
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A short ``repr`` of ``value`` for messages: nested and long values abridged, at most ``limit`` characters
+    (the middle cut out), whatever the value's size."""
+    try:
+        if isinstance(value, str):  # its head and tail only: the middle is cut out below anyway
+            text = repr(value if len(value) <= 2 * limit else value[:limit] + value[-limit:])
+        else:
+            text = _REPR.repr(value)
+    except Exception:  # a repr that fails (an int of too many digits, a broken object)
+        text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
+    if len(text) > limit:
+        half = (limit - 3) // 2
+        text = text[:half] + "..." + text[len(text) - (limit - 3 - half) :]
+    return text
+
+
+class _AliasFound(yaml.YAMLError):
+    def __init__(self, anchor: str, mark):
+        super().__init__(anchor)
+        self.anchor, self.mark = anchor, mark
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that stops at the first YAML alias (``*name``) while composing, before any object is built:
+    settings files never need aliases, and nested ones expand exponentially (the "billion laughs" document)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasFound(event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
 
 
 @lru_cache(maxsize=1)
@@ -43,15 +85,41 @@ def suggest(key: str, known) -> str:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a settings file; it must hold a mapping."""
+    """Read a settings file; it must hold a mapping, and it may not use YAML aliases (``*name``).
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML, uses an alias or does not hold a mapping.
+    """
     path = Path(path)
+    where = f"settings file {preview(str(path), 200)}"
     if not path.is_file():
-        raise ConfigError(f"settings file {str(path)!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+        raise ConfigError(f"{where} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.load(f, Loader=_NoAliasLoader) or {}
+    except _AliasFound as e:
+        raise ConfigError(
+            f"{where} uses the YAML alias *{_short(e.anchor, 40)} (line {e.mark.line + 1}); aliases are refused in "
+            f"settings files (nested ones can expand to gigabytes): write the value out instead"
+        ) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = _short(e.problem or e.context or "syntax error")
+        raise ConfigError(f"{where} is not valid YAML: {problem}{at}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{where} cannot be read as YAML: {_short(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a settings file") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"settings file {path} must hold a mapping of key: value, not a {type(data).__name__}")
+        raise ConfigError(f"{where} must hold a mapping of key: value, not a {type(data).__name__}")
     return data
+
+
+def _short(text: str, limit: int = 2 * PREVIEW_CHARS) -> str:
+    """``text`` (a parser's own message, an anchor's name) on one line, cut to at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_keys(settings: dict[str, Any], known=None, where: str = "setting") -> None:
@@ -59,7 +127,12 @@ def check_keys(settings: dict[str, Any], known=None, where: str = "setting") -> 
     known = _defaults() if known is None else known
     for key in settings:
         if key not in known:
-            raise ConfigError(f"unknown {where} {key!r}{suggest(str(key), known)}; see samkit/cfg/default.yaml")
+            raise ConfigError(f"unknown {where} {preview(key)}{_suggest_key(key, known)}; see samkit/cfg/default.yaml")
+
+
+def _suggest_key(key: Any, known) -> str:
+    # Only a key of a plausible length can be close to a known one; a huge key is not compared at all.
+    return suggest(key, known) if isinstance(key, str) and len(key) <= 4 * PREVIEW_CHARS else ""
 
 
 def _check_type(key: str, value: Any, default: Any) -> Any:
@@ -67,19 +140,19 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"setting {key}={value!r} must be True or False")
+            raise ConfigError(f"setting {key}={preview(value)} must be True or False")
         return value
     if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
         return value
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(default, (int, float)) and not isinstance(default, bool):
-        raise ConfigError(f"setting {key}={value!r} must be a number like its default {default!r}")
+        raise ConfigError(f"setting {key}={preview(value)} must be a number like its default {default!r}")
     if isinstance(default, str) and not isinstance(value, (str, Path)):
         # Strings are names and paths; a device index like 0 is allowed through for `device`.
         if key == "device" and isinstance(value, int):
             return value
-        raise ConfigError(f"setting {key}={value!r} must be a string like its default {default!r}")
+        raise ConfigError(f"setting {key}={preview(value)} must be a string like its default {default!r}")
     return value
 
 
@@ -130,6 +203,6 @@ def parse_key_values(args: list[str]) -> dict[str, Any]:
         key, sep, value = arg.partition("=")
         key = key.strip().lstrip("-")
         if not sep or not key:
-            raise ConfigError(f"argument {arg!r} is not key=value (for example model=sam2.1_b.pt)")
+            raise ConfigError(f"argument {preview(arg)} is not key=value (for example model=sam2.1_b.pt)")
         out[key] = parse_value(value)
     return out
