@@ -103,10 +103,11 @@ class Annotator:
 
     def __init__(self, sam_model="sam2.1_b.pt", det_model=None, labels=None, format="yolo", output_dir=".",
                  device="", half=False, conf=0.25, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
-                 empty="box", settings: dict | None = None):
+                 empty="box", settings: dict | None = None, max_pixels: float | None = None):
         self.sam_model, self.det_model, self.device, self.half = sam_model, det_model, device, half
         self.labels = None if labels is None else Path(labels)
         self.format, self.out, self.rle, self.empty = format, Path(output_dir), rle, empty
+        self.max_pixels = max_pixels
         self.det_args = dict(conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, verbose=False)
         self._sam = self._det = None
         if det_model is not None and hasattr(det_model, "predict"):
@@ -177,7 +178,7 @@ class Annotator:
             if redone is None:
                 return {"path": path, "status": "resumed"}
         try:
-            image = read_image(path)
+            image = read_image(path, max_pixels=self.max_pixels)
             xyxy, cls = self.boxes(image, path)
         except (SourceError, ValueError, OSError) as e:
             rec.unlink(missing_ok=True)  # its outputs no longer match the image or its boxes
@@ -445,6 +446,7 @@ def auto_annotate(
     ray_address: str | None = None,
     ray_actors: int = 1,
     verbose: bool = True,
+    max_pixels: float | None = None,
     _log_summary: bool = True,
 ) -> AnnotateSummary:
     """Turn a folder of images into a segmentation dataset with SAM masks for detector or label boxes.
@@ -463,6 +465,8 @@ def auto_annotate(
         engine: ``"local"`` or ``"ray"`` (Ray Data, ``pip install samkit[ray]``).
         ray_address, ray_actors: The Ray cluster to use (None: local) and the number of SAM actors.
         verbose: Progress bar and the summary in the log.
+        max_pixels: Most pixels an image file may declare before it is decoded (None: 120 million; 0: no limit);
+            a larger one is skipped with its reason.
 
     Returns:
         An :class:`AnnotateSummary` (printable).
@@ -494,7 +498,8 @@ def auto_annotate(
 
     make_dirs(out)
     kw = dict(sam_model=sam_model, det_model=det_model, labels=labels, format=format, output_dir=out, device=device,
-              half=half, conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, rle=rle, empty=empty)
+              half=half, conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, rle=rle, empty=empty,
+              max_pixels=max_pixels)
     annotator = Annotator(**kw)  # checksums the SAM weights and loads the detector (to checksum it)
     kw["settings"] = annotator.settings
     summary = AnnotateSummary(out, images_total=len(images), empty=empty)

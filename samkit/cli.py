@@ -42,13 +42,13 @@ _OUTPUTS = ("save", "save_txt", "save_coco", "save_masks", "rle", "project", "na
 _COMMON = ("model", "device", "half", "compile", "verbose")
 #: The settings each mode reads; giving another one is an error (it would be silently ignored otherwise).
 MODE_KEYS = {
-    "predict": (*_COMMON, "cache", "batch", "multimask", "source", "bboxes", "points", "labels", *_EVERYTHING,
+    "predict": (*_COMMON, "cache", "batch", "max_pixels", "multimask", "source", "bboxes", "points", "labels", *_EVERYTHING,
                 *_OUTPUTS),
     "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
               "correct_as_cond", "max_prompt_frames", *_OUTPUTS),
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
-                 "ray_actors", "batch"),
+                 "ray_actors", "batch", "max_pixels"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
 }
@@ -190,7 +190,7 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
             half=cfg["half"], conf=cfg["conf"], iou=cfg["iou"], classes=cfg["classes"], imgsz=cfg["imgsz"],
             max_det=cfg["max_det"], rle=bool(cfg["rle"]), empty=cfg["empty"], engine=cfg["engine"],
             ray_address=cfg["ray_address"], ray_actors=cfg["ray_actors"], verbose=cfg["verbose"],
-            _log_summary=False,
+            max_pixels=cfg["max_pixels"], _log_summary=False,
         )
         print(summary)  # on standard output only (the library logs it when called from Python)
         ok = summary.images_done + summary.images_resumed or not summary.images_total
@@ -248,7 +248,7 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     else:
         everything = {} if any(v is not None for v in prompts.values()) else {k: cfg[k] for k in _EVERYTHING}
         results = model.predict(source, **prompts, multimask=cfg["multimask"] or None, batch=cfg["batch"],
-                                stream=True, **outputs, **everything)
+                                max_pixels=cfg["max_pixels"], stream=True, **outputs, **everything)
     n = masks = 0
     for r in progress(results, total=total, desc=f"samkit {mode}", unit="frame" if video else "image",
                       enabled=cfg["verbose"]):

@@ -22,7 +22,8 @@ from samkit.utils.downloads import resolve_weights
 
 #: Per-call settings of predict() / track(), for close-match suggestions.
 _CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream", "save",
-              "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok", "verbose", "device", "show")
+              "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok", "verbose", "device", "show",
+              "max_pixels")
 #: Ultralytics predict settings that have no meaning for SAM, and why (their errors say so).
 _NOT_FOR_SAM = {
     "imgsz": "SAM models resize every image to their own input size",
@@ -262,6 +263,7 @@ class SAM:
         verbose: bool | None = None,
         device: str | int | torch.device | None = None,
         show: bool = False,
+        max_pixels: float | None = None,
         **everything,
     ) -> list:
         """Segment objects on images: the prompted objects, or everything when no prompt is given.
@@ -294,6 +296,8 @@ class SAM:
                 are shown either way.
             device: Move the model to this device first (it stays there), as Ultralytics' ``device=`` does.
             show: Show each result in a window (where a display is available).
+            max_pixels: Most pixels an image file may declare before it is decoded (None: 120 million, see
+                :data:`samkit.data.sources.MAX_PIXELS`; 0: no limit). A larger one is skipped as unreadable.
             **everything: Without prompts, the automatic mask generator's settings (``points_per_side``,
                 ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``, ``stability_score_offset``,
                 ``box_nms_thresh``, ``crop_n_layers``, ``crop_nms_thresh``, ``crop_overlap_ratio``,
@@ -330,11 +334,11 @@ class SAM:
         per_image = _per_image_boxes(bboxes, 1 if items is None else len(items))
         self.skipped = []
         if stream:
-            results = (r for chunk in self._chunks(items, 1) for r in self._predict_chunk(
+            results = (r for chunk in self._chunks(items, 1, max_pixels) for r in self._predict_chunk(
                 chunk, given, per_image, everything_cfg, multimask, batch))
             results = self._fail_if_nothing_read(results, items)
         else:
-            loaded = list(self._chunks(items, None))
+            loaded = list(self._chunks(items, None, max_pixels))
             results = [] if not loaded else self._predict_chunk(loaded[0], given, per_image, everything_cfg,
                                                                 multimask, batch)
             if not results and self.skipped:
@@ -342,7 +346,7 @@ class SAM:
         results = self._saving(results, "predict", out)
         return results if stream else list(results)
 
-    def _chunks(self, items, size: int | None):
+    def _chunks(self, items, size: int | None, max_pixels: float | None = None):
         """Frames of ``items`` as lists of ``(index, image, path)`` (``size`` at a time; None: all at once), the
         unreadable ones skipped with a warning and recorded in ``self.skipped``."""
         from samkit.data.sources import SourceError, load_frame
@@ -353,7 +357,7 @@ class SAM:
         chunk = []
         for i, item in enumerate(items):
             try:
-                f = load_frame(item, i)
+                f = load_frame(item, i, max_pixels=max_pixels)
             except SourceError as e:
                 name = item if isinstance(item, (str, Path)) else f"image {i} of the source"
                 self.skipped.append((str(name), str(e)))

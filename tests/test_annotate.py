@@ -354,3 +354,20 @@ def test_killed_run_resumes_to_complete_labels(tmp_path, sam_ckpt):
     assert coco.returncode == 0 and f"{n} annotated ({n} redone" in coco.stdout, coco.stdout + coco.stderr
     doc = COCO(str(out / "annotations.json"))
     assert len(doc.getImgIds()) == n and len(doc.getAnnIds()) == sum(1 + i % 3 for i in range(n))
+
+
+def test_an_image_declaring_a_huge_canvas_is_skipped_not_decoded(dataset, sam_ckpt, tmp_path):
+    """A 20000x20000 PNG of a few bytes: skipped with its size and the setting that raises the limit; the rest of
+    the run goes on. With ``max_pixels=`` below the real images' size, those are skipped too."""
+    from test_sources import png_bytes
+
+    images, labels = dataset
+    (images / "bomb.png").write_bytes(png_bytes(20000, 20000))
+    s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "o",
+                      verbose=False)
+    assert s.images_done == 3
+    reason = dict(s.skipped)[str(images / "bomb.png")]
+    assert "declares 20000x20000 pixels" in reason and "max_pixels=" in reason
+    small = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "p",
+                          max_pixels=50_000, verbose=False)
+    assert small.images_done == 1  # only the 80x64 background image is under 50,000 pixels

@@ -226,3 +226,15 @@ def test_sources_with_one_name_get_their_own_outputs(model, tmp_path, caplog):
 def test_bad_output_names(model, kwargs, error, match):
     with pytest.raises(error, match=match):
         model(np.zeros((64, 64, 3), np.uint8), bboxes=[1, 1, 30, 30], save=True, **kwargs)
+
+
+def test_max_pixels_per_call(model, folder):
+    from test_sources import png_bytes
+
+    (folder / "b.jpg").unlink()
+    (folder / "bomb.png").write_bytes(png_bytes(20000, 20000))
+    assert len(model(folder, bboxes=[10, 10, 100, 120])) == 2
+    assert "declares 20000x20000 pixels" in dict(model.skipped)[str(folder / "bomb.png")]
+    assert len(model(folder, bboxes=[10, 10, 100, 120], max_pixels=10_000 + 135 * 180)) == 2  # above the real ones
+    with pytest.raises(SourceError, match="none of the 3 images could be read"):
+        model(folder, bboxes=[10, 10, 100, 120], max_pixels=1000)
