@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,16 @@ class FileServer:
         status: URL path -> HTTP status to answer with instead of the file.
         cut_after: URL path -> number of body bytes after which the next response is cut (once).
         ignore_range: answer 200 with the whole body even when a Range is asked for.
+        headers: URL path -> headers to send instead of the usual ones: a value is a string, a function of
+            ``(first byte sent, whole body)`` returning one, or None to leave the header out (``{"Content-Length":
+            None}``). An ``ETag`` given here is also what ``If-Range`` is compared with.
+        trickle: URL path -> seconds to wait between single bytes of the body (for at most 30 s, or until the
+            client hangs up).
+        require_auth: URL path -> the ``Authorization`` value that path needs (401 without it).
+        redirect: URL path -> URL to send the client to (302).
         requests: ``(path, range header or None)`` for every request received.
+        request_headers: the headers of every request received (case-insensitive ``.get``), in the order of
+            ``requests``.
     """
 
     def __init__(self):
@@ -67,7 +77,12 @@ class FileServer:
         self.status: dict[str, int] = {}
         self.cut_after: dict[str, int] = {}
         self.ignore_range = False
+        self.headers: dict[str, dict] = {}
+        self.trickle: dict[str, float] = {}
+        self.require_auth: dict[str, str] = {}
+        self.redirect: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
+        self.request_headers: list = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -77,6 +92,18 @@ class FileServer:
             def do_GET(self):
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                server.request_headers.append(self.headers)
+                if self.path in server.require_auth and self.headers.get("Authorization") != server.require_auth[
+                    self.path
+                ]:
+                    self.send_error(401)
+                    return
+                if self.path in server.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path in server.status:
                     self.send_error(server.status[self.path])
                     return
@@ -84,23 +111,51 @@ class FileServer:
                 if body is None:
                     self.send_error(404)
                     return
+                extra = server.headers.get(self.path, {})
+                if_range = self.headers.get("If-Range")
+                if if_range is not None and if_range != extra.get("ETag"):
+                    rng = None  # the file changed since the partial download: send all of it
                 start = 0
+                send = {}
                 if rng and not server.ignore_range:
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(body):
                         self.send_error(416)
                         return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    status = 206
+                    send["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
                 else:
-                    self.send_response(200)
+                    status = 200
                 chunk = body[start:]
-                self.send_header("Content-Length", str(len(chunk)))
+                send["Content-Length"] = str(len(chunk))
+                for name, value in extra.items():
+                    value = value(start, body) if callable(value) else value
+                    if value is None:
+                        send.pop(name, None)
+                    else:
+                        send[name] = value
+                self.send_response(status)
+                for name, value in send.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 cut = server.cut_after.pop(self.path, None)
                 if cut is not None:
                     self.wfile.write(chunk[:cut])
                     self.wfile.flush()
+                    self.close_connection = True
+                    return
+                delay = server.trickle.get(self.path)
+                if delay is not None:
+                    stop = time.monotonic() + 30
+                    try:
+                        for i in range(len(chunk)):
+                            if time.monotonic() > stop:
+                                break
+                            self.wfile.write(chunk[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(delay)
+                    except OSError:  # the client hung up
+                        pass
                     self.close_connection = True
                     return
                 self.wfile.write(chunk)

@@ -5,6 +5,8 @@ Both are read from ``samkit/cfg/models.yaml``; nothing here hard-codes a model.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +64,18 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class FileCheck:
+    """What a downloaded file must be, when known: its size in bytes and its SHA-256 (lower-case hex).
+
+    Either may be None (unknown); a download is then checked only for what is known (and, always, for being a
+    readable checkpoint; see ``samkit.utils.downloads``).
+    """
+
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A published checkpoint.
 
@@ -71,6 +85,8 @@ class ModelEntry:
         version: ``"2.1"``, ``"2.0"`` or ``"1"``.
         files: Other file names the same weights are published under (Meta's originals).
         urls: Download URLs, tried in order.
+        checks: Published file name -> :class:`FileCheck` (known size and/or SHA-256); optional, and empty
+            where nothing is known.
     """
 
     name: str
@@ -78,6 +94,7 @@ class ModelEntry:
     version: str
     files: tuple[str, ...]
     urls: tuple[str, ...]
+    checks: Mapping[str, FileCheck] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS[self.arch.family]:
@@ -95,6 +112,10 @@ class ModelEntry:
         """Download URLs, those whose file name is ``file_name`` first."""
         first = [u for u in self.urls if u.rsplit("/", 1)[-1] == file_name]
         return tuple(first + [u for u in self.urls if u not in first])
+
+    def check_for(self, file_name: str) -> FileCheck:
+        """The known size / SHA-256 of the file published as ``file_name`` (an empty check when none is known)."""
+        return self.checks.get(file_name) or FileCheck()
 
 
 @dataclass(frozen=True)
@@ -141,12 +162,16 @@ def _build_registry(data: dict) -> Registry:
     for name, spec in (data.get("models") or {}).items():
         if spec.get("arch") not in archs:
             raise ValueError(f"model {name!r}: arch {spec.get('arch')!r} is not a registered architecture")
+        files = tuple(spec.get("files") or ())
+        urls = tuple(spec.get("urls") or ())
+        published = {name, *files, *(u.rsplit("/", 1)[-1] for u in urls)}
         models[name] = ModelEntry(
             name=name,
             arch=archs[spec["arch"]],
             version=str(spec["version"]),
-            files=tuple(spec.get("files") or ()),
-            urls=tuple(spec.get("urls") or ()),
+            files=files,
+            urls=urls,
+            checks=_build_checks(name, spec.get("checks"), published),
         )
     signatures: dict[tuple, str] = {}
     for a in archs.values():
@@ -154,6 +179,33 @@ def _build_registry(data: dict) -> Registry:
             raise ValueError(f"architectures {signatures[a.signature]!r} and {a.name!r} cannot be told apart by weights")
         signatures[a.signature] = a.name
     return Registry(architectures=archs, models=models)
+
+
+def _build_checks(model: str, spec: Any, known_files: set[str]) -> dict[str, FileCheck]:
+    """``checks:`` of a model entry: ``{file name: {size: <bytes>, sha256: <hex>}}``, both fields optional."""
+    if not spec:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"model {model!r}: checks must map file names to {{size, sha256}}, got {spec!r}")
+    checks = {}
+    for file_name, fields in spec.items():
+        if file_name not in known_files:
+            raise ValueError(f"model {model!r}: checks name {file_name!r}, which is none of its files or URLs")
+        fields = fields or {}
+        unknown = set(fields) - {"size", "sha256"} if isinstance(fields, Mapping) else {"?"}
+        if unknown:
+            raise ValueError(f"model {model!r}: checks of {file_name!r} take size and sha256, got {fields!r}")
+        size, sha = fields.get("size"), fields.get("sha256")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise ValueError(f"model {model!r}: size of {file_name!r} must be a positive number of bytes, got {size!r}")
+        if sha is not None:
+            sha = str(sha).lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                raise ValueError(
+                    f"model {model!r}: sha256 of {file_name!r} must be 64 hex digits, got {fields['sha256']!r}"
+                )
+        checks[file_name] = FileCheck(size=size, sha256=sha)
+    return checks
 
 
 @lru_cache(maxsize=1)
