@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from samkit.nn.checkpoint import load_state_dict_strict, read_checkpoint
+from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
 from samkit.nn.build import build_network
 from samkit.nn.detect import detect_architecture
 from samkit.nn.registry import model_registry
@@ -142,7 +142,15 @@ class SAM:
             raise TypeError(f"model must be a checkpoint path or registry name (str or Path), got {type(model).__name__}")
         self.verbose = verbose
         self.ckpt_path = resolve_weights(model, progress=verbose)
-        state_dict = read_checkpoint(self.ckpt_path)
+        try:
+            state_dict = read_checkpoint(self.ckpt_path)
+        except CheckpointError as e:  # a broken download in a weights folder: say that deleting it fixes it
+            from samkit.utils.downloads import corrupt_hint
+
+            hint = corrupt_hint(self.ckpt_path)
+            if not hint:
+                raise
+            raise type(e)(f"{e}{hint}") from None
         self.arch, self.version = detect_architecture(state_dict, str(self.ckpt_path))
         self._warn_if_name_disagrees(Path(model).name)
         net = build_network(self.arch, self.version)

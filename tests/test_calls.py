@@ -238,3 +238,12 @@ def test_max_pixels_per_call(model, folder):
     assert len(model(folder, bboxes=[10, 10, 100, 120], max_pixels=10_000 + 135 * 180)) == 2  # above the real ones
     with pytest.raises(SourceError, match="none of the 3 images could be read"):
         model(folder, bboxes=[10, 10, 100, 120], max_pixels=1000)
+
+
+def test_a_corrupt_file_in_a_weights_folder_says_deleting_it_fixes_it(tiny_ckpt, tmp_path, monkeypatch):
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "sam2.1_t.pt").write_bytes(tiny_ckpt.read_bytes()[:5000])  # a download cut short
+    monkeypatch.setenv("SAMKIT_WEIGHTS_DIR", str(weights))
+    with pytest.raises(Exception, match=f"delete {weights / 'sam2.1_t.pt'} and samkit downloads it again"):
+        SAM("sam2.1_t.pt", device="cpu", verbose=False)
