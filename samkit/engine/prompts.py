@@ -258,12 +258,16 @@ def _check_labels(labels: np.ndarray, name: str = "labels") -> None:
 
 
 def _int_of(value, name: str, default: int) -> int:
-    """One whole number (a class or track id) from a prompt dict; ``default`` when None."""
+    """One whole number >= 0 (a class or object id) from a prompt dict; ``default`` when None."""
     if value is None:
         return default
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     arr = _as_array(value, name, np.int64)
     if arr.size != 1:
         raise ValueError(f"{name} must be one integer, got {_short(value)}")
+    if int(arr.reshape(())) < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {_short(value)}")
     return int(arr.reshape(()))
 
 
