@@ -33,7 +33,15 @@ from samkit.engine.image import ImageEmbedding, ImageEngine
 
 # The reference's defaults per family; ``pred_iou_thresh`` is the one that differs.
 PRED_IOU_THRESH = {"sam2": 0.8, "sam": 0.88, "mobile_sam": 0.88}
-_UPSAMPLE_CHUNK = 16  # candidates upsampled to full resolution at once (bounds memory on large images)
+_UPSAMPLE_CHUNK = 16  # candidates upsampled to full resolution at once, at most
+#: Bytes of full-resolution float logits upsampled at once: on large images fewer than _UPSAMPLE_CHUNK candidates
+#: go together, so the memory besides the kept masks does not grow with the number of clicks x the image size.
+UPSAMPLE_BYTES = 64 * 2**20
+
+
+def _upsample_chunk(h: int, w: int) -> int:
+    """Candidates upsampled at once to an ``h`` x ``w`` crop (float32 logits within :data:`UPSAMPLE_BYTES`)."""
+    return max(1, min(_UPSAMPLE_CHUNK, UPSAMPLE_BYTES // (4 * h * w)))
 
 
 @dataclass
@@ -279,6 +287,7 @@ def segment_everything(
         crop_img = image[y0:y1, x0:x1]
         emb = embedding if embedding is not None and layer == 0 else engine.encode([crop_img])[0]
         ch, cw = crop_img.shape[:2]
+        chunk = _upsample_chunk(ch, cw)
         grid = (cfg.grids[layer] * np.array([[cw, ch]], dtype=np.float64)).astype(np.float32)
         dev = engine.device
         found = []  # per batch: (low-res logits, iou, stability, boxes, points), all on ``dev``
@@ -295,8 +304,8 @@ def segment_everything(
                 lr = fill_low_res(lr, cfg.min_mask_region_area)
             st = torch.zeros(len(lr), device=dev)
             bx = torch.zeros((len(lr), 4), dtype=torch.int64, device=dev)
-            for c in range(0, len(lr), _UPSAMPLE_CHUNK):
-                full = engine.upsample(lr[c : c + _UPSAMPLE_CHUNK, None], emb)[:, 0]
+            for c in range(0, len(lr), chunk):
+                full = engine.upsample(lr[c : c + chunk, None], emb)[:, 0]
                 st[c : c + len(full)] = stability_score(full, cfg.stability_score_offset)
                 bx[c : c + len(full)] = mask_boxes(full > 0)
             keep = ~_near_crop_edge(bx + torch.tensor([x0, y0, x0, y0], device=dev), crop, [0, 0, w, h])
@@ -307,8 +316,8 @@ def segment_everything(
         keep = batched_nms(bx.float(), sc, torch.zeros(len(bx), device=dev), cfg.box_nms_thresh)
         lr, sc, st, bx, p = lr[keep], sc[keep], st[keep], bx[keep], p[keep]
         masks = torch.zeros((len(lr), h, w), dtype=torch.bool, device=dev)
-        for c in range(0, len(lr), _UPSAMPLE_CHUNK):
-            part = engine.upsample(lr[c : c + _UPSAMPLE_CHUNK, None], emb)[:, 0] > 0
+        for c in range(0, len(lr), chunk):
+            part = engine.upsample(lr[c : c + chunk, None], emb)[:, 0] > 0
             masks[c : c + len(part), y0:y1, x0:x1] = part
         per_crop.append(EverythingMasks(
             masks=masks,
