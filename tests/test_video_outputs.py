@@ -354,3 +354,11 @@ def test_add_takes_any_value_or_says_why(session_model, frame, obj_id, points, l
 def session_model(tmp_path_factory):
     return SAM(save_present(tmp_path_factory.mktemp("fz") / "tiny.pt", "sam2_test", seed=2), device="cpu",
                verbose=False)
+
+
+def test_a_video_with_a_250_character_name_is_written(tmp_path):
+    name = "v" * 246 + ".mp4"  # 250 characters: the hidden temporary names must not pass 255
+    with VideoOverlayWriter(tmp_path / name, fps=5) as w:
+        for i, f in enumerate(moving_square_frames(3)):
+            w.write(2 - i, f)  # out of order: frames wait in the spool folder too
+    assert len(read_video(tmp_path / name)) == 3 and [p.name for p in tmp_path.iterdir()] == [name]

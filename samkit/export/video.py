@@ -39,7 +39,8 @@ class VideoOverlayWriter:
             raise ValueError(f"cannot write a video as {suffix!r} ({path}); use one of {sorted(FOURCC)}")
         self.fps = float(fps) if fps and fps > 0 else 30.0
         make_dirs(self.path.parent)
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
+        stem = self.path.stem[:200]  # hidden names stay under the usual 255-byte limit for long video names
+        self._tmp = self.path.with_name(f".{stem}.partial{suffix}")
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._next = first
@@ -57,7 +58,7 @@ class VideoOverlayWriter:
             self._flush()
         else:
             if self._spool is None:
-                self._spool = Path(tempfile.mkdtemp(prefix=f".{self.path.stem}.frames.", dir=self.path.parent))
+                self._spool = Path(tempfile.mkdtemp(prefix=f".{self.path.stem[:200]}.frames.", dir=self.path.parent))
             f = self._spool / f"{index:09d}.jpg"
             if not cv2.imwrite(str(f), image, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                 raise OSError(f"could not write a waiting frame to {f}")
