@@ -85,7 +85,7 @@ def run_checks() -> list[str]:
     from samkit.utils.downloads import offline, weights_dirs
 
     lines = [f"samkit {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
-    for dist in ("torch", "torchvision", "ultralytics", "opencv-python", "numpy", "pyyaml"):
+    for dist in ("torch", "torchvision", "ultralytics", "opencv-python", "numpy", "pyyaml", "pycocotools", "tqdm"):
         lines.append(f"{dist} {_version(dist) or 'NOT INSTALLED'}")
     ul = _version("ultralytics")
     if ul:
@@ -100,8 +100,7 @@ def run_checks() -> list[str]:
             lines.append(f"device cuda:{i} {torch.cuda.get_device_name(i)}")
     else:
         lines.append("device cpu (CUDA not available)")
-    for extra, dist in (("coco RLE", "pycocotools"), ("ray engine", "ray"), ("reference oracle", "sam2"),
-                        ("progress bars", "tqdm")):
+    for extra, dist in (("ray engine", "ray"), ("reference oracle", "sam2"), ("trackers for yolo.track", "lap")):
         v = _version(dist)
         lines.append(f"optional {dist} ({extra}): {v if v else 'not installed'}")
     from ultralytics import ASSETS
