@@ -38,7 +38,11 @@ def claim_run_dir(path: str | Path, exist_ok: bool = False) -> Path:
     path = Path(path)
     if exist_ok:
         return make_dirs(path)
-    make_dirs(path.parent)
+    try:
+        make_dirs(path.parent)
+    except OutputError:
+        make_dirs(path)  # raises again, naming the run folder that was asked for
+        raise
     while True:
         candidate = increment_path(path)
         try:
