@@ -322,7 +322,7 @@ def valid_prompt_dicts(draw):
         if draw(st.booleans()):
             d["cls"] = draw(st.integers(0, 2))
         if draw(st.booleans()):
-            d["id"] = draw(st.integers(-1, 50))
+            d["id"] = draw(st.integers(0, 50))
         items.append(d)
     prompts = items[0] if n == 1 and draw(st.booleans()) else items
     return prompts, boxes, pts, labs
