@@ -212,6 +212,7 @@ def test_settings_with_prompts_are_an_error(tiny):
         tiny(np.zeros((64, 64, 3), np.uint8), bboxes=[1, 1, 30, 30], points_per_side=8)
 
 
+@pytest.mark.slow
 def test_memory_on_a_large_image_does_not_grow_with_clicks(tmp_path):
     """Segment everything on a 6-megapixel image: besides the masks it returns, memory stays within a few tens of
     MB (every candidate used to be upsampled 16 at a time as full-size float logits: ~0.7 GB here, ~3 GB at

@@ -140,6 +140,7 @@ def test_cli_examples(command, weights, tmp_path):
         check_outputs(out)
 
 
+@pytest.mark.slow
 def test_annotate_commands_in_order(weights, tmp_path):
     """The README's annotate lines run one after the other into one folder: the second (another box source and
     format) writes its own labels instead of calling the first run's work done."""
