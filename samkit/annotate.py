@@ -24,6 +24,7 @@ The output folder may not be the box-label folder (the YOLO-seg labels would ove
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import re
@@ -36,6 +37,7 @@ import torch
 
 from samkit.export.atomic import atomic_write_bytes, atomic_write_text
 from samkit.utils import LOGGER
+from samkit.utils.downloads import file_sha256
 
 FORMATS = ("yolo", "coco", "png")
 EMPTY = ("box", "skip")
@@ -234,7 +236,7 @@ class Annotator:
         stem = Path(path).stem
         # Masks of an earlier run on this image (other boxes, or empty="box" then "skip") must not stay behind.
         pattern = re.compile(re.escape(stem) + r"_\d{3,}\.png")
-        for old in self.out.glob(f"{glob_escape(stem)}_*.png"):
+        for old in self.out.glob(f"{glob.escape(stem)}_*.png"):
             if pattern.fullmatch(old.name):
                 old.unlink()
         for k, m in enumerate(masks):
@@ -282,22 +284,6 @@ def _box_polygon(box, hw) -> np.ndarray:
     h, w = hw
     x1, y1, x2, y2 = box
     return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64) / [w, h]
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters escaped (``[``, ``*``, ``?``)."""
-    import glob
-
-    return glob.escape(text)
-
-
-def file_sha256(path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _detector_checksum(det) -> str:

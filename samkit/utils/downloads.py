@@ -271,7 +271,8 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<!--"))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
@@ -292,7 +293,7 @@ def verify_download(path: Path, size: int | None = None, sha256: str | None = No
     if _looks_like_html(head):
         return "the server sent a web page (HTML), not a checkpoint (a login, error or download page?)"
     if sha256 is not None:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != sha256.lower():
             return f"its SHA-256 is {digest} where the registry says {sha256.lower()}"
     from samkit.nn.checkpoint import CheckpointError, read_checkpoint
