@@ -116,7 +116,9 @@ class Annotator:
             self._det = det_model
         self.names: dict[int, str] = {}
         self.settings = settings if settings is not None else run_settings(self)
-        self._holes = _HoleCount()  # masks whose COCO polygons lost holes (the run warns once, with the total)
+        from samkit.export.coco import HoleWarning
+
+        self._holes = HoleWarning(warn=False)  # masks whose COCO polygons lost holes (the run warns once, in total)
 
     # ------------------------------------------------------------------ models
     @property
@@ -211,7 +213,8 @@ class Annotator:
             part["annotations"] = self._coco_annotations(masks, xyxy, cls, empty)
         atomic_write_text(rec, json.dumps(part))
         done = {"path": path, "status": "done", "objects": len(xyxy), "empty": int(empty.sum()),
-                "holes": self._holes.take()}
+                "holes": self._holes.count}
+        self._holes.count = 0  # counted per image
         return {**done, "redone": redone} if redone else done
 
     def _write_yolo(self, path, masks, xyxy, cls, empty, hw) -> None:
@@ -260,24 +263,6 @@ class Annotator:
                 a[0].pop("id", None)
                 anns += a
         return anns
-
-
-class _HoleCount:
-    """Counts masks whose polygons lose holes, without logging (the run logs once, see auto_annotate)."""
-
-    def __init__(self):
-        self.count = 0
-
-    def check(self, mask_or_flag, where: str) -> bool:
-        from samkit.export.coco import mask_has_holes
-
-        lost = bool(mask_or_flag) if isinstance(mask_or_flag, (bool, np.bool_)) else mask_has_holes(mask_or_flag)
-        self.count += lost
-        return lost
-
-    def take(self) -> int:
-        n, self.count = self.count, 0
-        return n
 
 
 def _box_polygon(box, hw) -> np.ndarray:

@@ -76,7 +76,8 @@ class HoleWarning:
             anns += coco_annotations(masks, cls, scores, image_id, holes=holes, where=name)
     """
 
-    def __init__(self):
+    def __init__(self, warn: bool = True):
+        self.warn = warn  # False: only count (a caller that reports the total itself)
         self.count = 0  # masks whose polygons lost holes
         self.first: str | None = None  # where the first of them was
 
@@ -86,12 +87,13 @@ class HoleWarning:
         lost = bool(mask_or_flag) if isinstance(mask_or_flag, (bool, np.bool_)) else mask_has_holes(mask_or_flag)
         if lost:
             self.count += 1
-            if self.first is None:
-                self.first = where
+            if self.first is None and self.warn:
                 LOGGER.warning(
                     f"COCO polygons cannot hold holes: masks with holes are written with them filled in (first in "
                     f"{where}); write RLE segmentations (rle=True) to keep them"
                 )
+            if self.first is None:
+                self.first = where
         return lost
 
 
