@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samkit.export.atomic import atomic_write_bytes, atomic_write_text
+from samkit.writers.atomic import atomic_write_bytes, atomic_write_text
 from samkit.utils import LOGGER
 from samkit.utils.downloads import file_sha256
 
@@ -116,7 +116,7 @@ class Annotator:
             self._det = det_model
         self.names: dict[int, str] = {}
         self.settings = settings if settings is not None else run_settings(self)
-        from samkit.export.coco import HoleWarning
+        from samkit.writers.coco import HoleWarning
 
         self._holes = HoleWarning(warn=False)  # masks whose COCO polygons lost holes (the run warns once, in total)
 
@@ -220,7 +220,7 @@ class Annotator:
     def _write_yolo(self, path, masks, xyxy, cls, empty, hw) -> None:
         from ultralytics.engine.results import Masks
 
-        from samkit.export.yolo import yolo_seg_rows
+        from samkit.writers.yolo import yolo_seg_rows
 
         h, w = hw
         polys = Masks(torch.from_numpy(masks), (h, w)).xyn if len(masks) else []
@@ -251,7 +251,7 @@ class Annotator:
             atomic_write_bytes(self.out / f"{Path(path).stem}_{k:03d}.png", buf.tobytes())
 
     def _coco_annotations(self, masks, xyxy, cls, empty) -> list[dict]:
-        from samkit.export.coco import coco_annotations
+        from samkit.writers.coco import coco_annotations
 
         anns = []
         for k, m in enumerate(masks):
@@ -377,7 +377,7 @@ def list_images(data) -> list[str]:
 def merge_coco(out: Path, images: list[str], names: dict[int, str], settings: dict | None = None) -> Path:
     """Gather the per-image records of ``images`` into ``out/annotations.json`` (ids in file-name order); with
     ``settings``, only records those settings wrote."""
-    from samkit.export.coco import coco_document, write_coco
+    from samkit.writers.coco import coco_document, write_coco
 
     imgs, anns = [], []
     for image_id, p in enumerate(sorted(images, key=lambda q: Path(q).name), 1):
@@ -465,7 +465,7 @@ def auto_annotate(
     if labels is not None and out.resolve() == Path(labels).resolve():
         raise ValueError(f"output_dir={str(output_dir)!r} is the box-label folder labels={str(labels)!r}: the "
                          "segmentation labels would overwrite the box labels; choose another output_dir")
-    from samkit.export.atomic import make_dirs
+    from samkit.writers.atomic import make_dirs
 
     make_dirs(out)
     kw = dict(sam_model=sam_model, det_model=det_model, labels=labels, format=format, output_dir=out, device=device,

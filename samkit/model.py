@@ -299,7 +299,7 @@ class SAM:
             rle: COCO masks as RLE (True) or polygons (False); default polygons for images, RLE for video.
             project, name, exist_ok: The output folder, ``project/name``: default ``runs/predict/exp``, numbered
                 (``exp-2``...) when it exists unless ``exist_ok``. The folder used is kept in ``model.save_dir``.
-                See :mod:`samkit.export.run` for the layout.
+                See :mod:`samkit.writers.run` for the layout.
             verbose: Log this call's information (where outputs went); default the model's ``verbose``. Warnings
                 are shown either way.
             device: Move the model to this device first (it stays there), as Ultralytics' ``device=`` does.
@@ -441,8 +441,8 @@ class SAM:
 
     def _saving(self, results, mode: str, out: dict):
         """``results`` unchanged when nothing is to be written or shown; else a generator that writes (and shows)
-        each Results as it passes (see :mod:`samkit.export.run`) and sets ``self.save_dir``."""
-        from samkit.export.run import ResultSaver, claim_run_dir, saving
+        each Results as it passes (see :mod:`samkit.writers.run`) and sets ``self.save_dir``."""
+        from samkit.writers.run import ResultSaver, claim_run_dir, saving
 
         show = bool(out.get("show")) and _can_show()
         if not show and not any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):

@@ -11,7 +11,7 @@ import torch
 from ultralytics.engine.results import Results as _UltralyticsResults
 
 from samkit.engine.prompts import ObjectPrompts
-from samkit.export.atomic import atomic_write_bytes
+from samkit.writers.atomic import atomic_write_bytes
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -98,7 +98,7 @@ class Results(_UltralyticsResults):
         """A file-name stem for this result: the image's stem, or ``<video stem>_<frame, 6 digits>``."""
         if self.frame is None:
             return Path(self.path).stem or "image"
-        from samkit.export.run import safe_stem
+        from samkit.writers.run import safe_stem
 
         return f"{safe_stem(self.path)}_{self.frame:06d}"
 
@@ -120,7 +120,7 @@ class Results(_UltralyticsResults):
         Empty masks have no polygon and write no row (logged unless ``warn_empty=False``, as for video frames where
         an object is out of view); the other rows keep their own class ids.
         """
-        from samkit.export.yolo import write_yolo_seg
+        from samkit.writers.yolo import write_yolo_seg
 
         polys = self.masks.xyn if len(self) else []
         write_yolo_seg(txt_file, polys, self.boxes.cls.int().tolist(), self.boxes.conf.tolist() if save_conf else None,
@@ -134,7 +134,7 @@ class Results(_UltralyticsResults):
             rle: Compressed RLE segmentations (pycocotools) instead of polygons.
             image_id: The image's id.
             first_id: The first annotation's id (the others follow).
-            holes: The run's :class:`~samkit.export.coco.HoleWarning` (polygons cannot hold a mask's holes: it
+            holes: The run's :class:`~samkit.writers.coco.HoleWarning` (polygons cannot hold a mask's holes: it
                 warns once per run); default one warning per process.
 
         Returns:
@@ -144,7 +144,7 @@ class Results(_UltralyticsResults):
             A video frame's image is ``{"id": <frame index>, "file_name": <the video's file name>, "video":
             <its path>, "frame_index": <frame index>}`` (``image_id`` is then ignored).
         """
-        from samkit.export.coco import coco_annotations, coco_document
+        from samkit.writers.coco import coco_annotations, coco_document
 
         h, w = self.orig_shape
         if self.frame is not None:
@@ -169,7 +169,7 @@ class Results(_UltralyticsResults):
 
     def save_coco(self, path: str | Path, rle: bool = False, holes=None) -> str:
         """Write :meth:`to_coco` as JSON to ``path`` (atomically, replacing it)."""
-        from samkit.export.coco import write_coco
+        from samkit.writers.coco import write_coco
 
         write_coco(path, self.to_coco(rle=rle, holes=holes))
         return str(path)
@@ -180,7 +180,7 @@ class Results(_UltralyticsResults):
 
         With several masks per object (``multimask=True``) files are numbered by mask index instead.
         """
-        from samkit.export.masks import save_mask_pngs
+        from samkit.writers.masks import save_mask_pngs
 
         if not len(self):
             return []

@@ -18,7 +18,7 @@ from ultralytics.engine.results import Results as YoloResults
 
 from samkit import SAM
 from samkit.data.sources import SourceError
-from samkit.export.atomic import OutputError
+from samkit.writers.atomic import OutputError
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_concurrent_runs_never_share_a_run_folder(tmp_path):
     """Eight threads claim ``exp`` at once, as eight predict calls would: eight different folders."""
     import threading
 
-    from samkit.export.run import claim_run_dir
+    from samkit.writers.run import claim_run_dir
 
     got, start = [], threading.Barrier(8)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from samkit.engine.prompts import normalize_prompts
-from samkit.export.atomic import atomic_write_bytes
-from samkit.export.coco import mask_to_polygons
+from samkit.writers.atomic import atomic_write_bytes
+from samkit.writers.coco import mask_to_polygons
 from samkit.results import Results, masks_to_boxes
 
 H, W = 120, 160

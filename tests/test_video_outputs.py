@@ -19,7 +19,7 @@ from samkit import SAM
 from samkit.data.video import StreamVideo
 from samkit.engine.everything import _small_components
 from samkit.engine.video import fill_holes, small_regions
-from samkit.export.video import VideoOverlayWriter
+from samkit.writers.video import VideoOverlayWriter
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import stat
 import numpy as np
 import pytest
 
-from samkit.export import atomic
-from samkit.export import coco
-from samkit.export.atomic import OutputError, atomic_write_bytes, atomic_write_text
-from samkit.export.coco import HoleWarning, coco_annotations, mask_has_holes, mask_to_polygons
+from samkit.writers import atomic
+from samkit.writers import coco
+from samkit.writers.atomic import OutputError, atomic_write_bytes, atomic_write_text
+from samkit.writers.coco import HoleWarning, coco_annotations, mask_has_holes, mask_to_polygons
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samkit.export.atomic import atomic_write_text
+from samkit.writers.atomic import atomic_write_text
 from samkit.utils import LOGGER
 
 

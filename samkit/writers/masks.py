@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samkit.export.atomic import atomic_write_bytes
+from samkit.writers.atomic import atomic_write_bytes
 
 
 def save_mask_pngs(masks: np.ndarray, folder: str | Path, stem: str, obj_ids=None) -> list[Path]:

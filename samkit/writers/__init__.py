@@ -1,5 +1,5 @@
 """Writers for segmentation results: YOLO-seg txt, COCO JSON, PNG masks. Every file is written atomically."""
 
-from samkit.export.atomic import atomic_write_bytes, atomic_write_text
+from samkit.writers.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_text"]

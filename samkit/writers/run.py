@@ -33,7 +33,7 @@ def claim_run_dir(path: str | Path, exist_ok: bool = False) -> Path:
     Raises:
         OutputError: The folder cannot be created (a file in the way, permissions...), naming it.
     """
-    from samkit.export.atomic import OutputError, make_dirs
+    from samkit.writers.atomic import OutputError, make_dirs
 
     path = Path(path)
     if exist_ok:
@@ -82,7 +82,7 @@ class ResultSaver:
         self._coco_images: list[dict] = []
         self._coco_annotations: list[dict] = []
         self._coco_names: dict[int, str] = {}
-        from samkit.export.coco import HoleWarning
+        from samkit.writers.coco import HoleWarning
 
         self._holes = HoleWarning()  # polygons lose holes: one warning per run
         self._bases: dict[str, str] = {}  # source path -> the name its outputs have in this run
@@ -96,7 +96,7 @@ class ResultSaver:
 
     def __call__(self, r) -> None:
         """Write one Results (an image, or one frame of a video when ``r.frame`` is set)."""
-        from samkit.export.atomic import make_dirs
+        from samkit.writers.atomic import make_dirs
 
         make_dirs(self.save_dir)
         video = r.frame is not None
@@ -146,7 +146,7 @@ class ResultSaver:
         return base
 
     def _video_writer(self, r, base: str):
-        from samkit.export.video import VideoOverlayWriter
+        from samkit.writers.video import VideoOverlayWriter
 
         w = self._videos.get(r.path)
         if w is None:
@@ -165,7 +165,7 @@ class ResultSaver:
                 errors.append(e)
         self._videos.clear()
         if self._coco_images:
-            from samkit.export.coco import coco_document, write_coco
+            from samkit.writers.coco import coco_document, write_coco
 
             doc = coco_document(self._coco_images, self._coco_annotations, self._coco_names)
             self.written.append(write_coco(self.save_dir / "coco.json", doc))

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samkit.export.atomic import OutputError, make_dirs
+from samkit.writers.atomic import OutputError, make_dirs
 from samkit.utils import LOGGER
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}

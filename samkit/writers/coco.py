@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samkit.export.atomic import atomic_write_text
+from samkit.writers.atomic import atomic_write_text
 from samkit.utils import LOGGER
 
 
