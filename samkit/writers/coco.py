@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samkit.writers.atomic import atomic_write_text
 from samkit.utils import LOGGER
+from samkit.writers.atomic import atomic_write_text
 
 
 def _contours(mask: np.ndarray) -> tuple[list[np.ndarray], bool]:
@@ -109,13 +109,14 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def coco_annotations(masks: np.ndarray, cls, scores, image_id: int, first_id: int = 1, rle: bool = False,
+def coco_annotations(masks: np.ndarray, cls, scores, image_id: int, first_id: int | None = 1, rle: bool = False,
                      track_ids=None, *, holes: HoleWarning | None = None, where: str | None = None) -> list[dict]:
     """One annotation per non-empty mask of (N, H, W) bool ``masks`` (empty masks have no annotation).
 
     Each holds ``id``, ``image_id``, ``category_id`` (the class id), ``segmentation``, ``area``, ``bbox`` (xywh),
     ``iscrowd`` (0: these are instances, also when the segmentation is an RLE), ``score`` and, when given,
-    ``track_id``.
+    ``track_id``. ``scores=None`` leaves out ``score``; ``first_id=None`` leaves out ``id`` (annotations that
+    :class:`CocoBuilder` numbers when it gathers them into a document).
 
     With polygons (``rle=False``), masks with holes lose them; each such mask is reported to ``holes``, the run's
     :class:`HoleWarning`, which warns once per run naming ``where`` (the image's file name; default
@@ -124,27 +125,26 @@ def coco_annotations(masks: np.ndarray, cls, scores, image_id: int, first_id: in
     """
     warner = _PROCESS_HOLES if holes is None else holes
     out = []
-    next_id = first_id
     for i, m in enumerate(masks):
         area = int(m.sum())
         if area == 0:
             continue
         ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
         x0, y0, x1, y1 = int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
-        ann = {
-            "id": next_id,
-            "image_id": image_id,
-            "category_id": int(cls[i]),
-            "segmentation": mask_to_rle(m) if rle else _polygons_reporting(m, warner, where or f"image {image_id}"),
-            "area": area,
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "iscrowd": 0,
-            "score": round(float(scores[i]), 6),
-        }
+        ann = {} if first_id is None else {"id": first_id + len(out)}
+        ann.update(
+            image_id=image_id,
+            category_id=int(cls[i]),
+            segmentation=mask_to_rle(m) if rle else _polygons_reporting(m, warner, where or f"image {image_id}"),
+            area=area,
+            bbox=[x0, y0, x1 - x0, y1 - y0],
+            iscrowd=0,
+        )
+        if scores is not None:
+            ann["score"] = round(float(scores[i]), 6)
         if track_ids is not None:
             ann["track_id"] = int(track_ids[i])
         out.append(ann)
-        next_id += 1
     return out
 
 
@@ -166,3 +166,60 @@ def coco_document(images: list[dict], annotations: list[dict], names: dict[int, 
 def write_coco(path: str | Path, document: dict) -> Path:
     """Write a COCO document as JSON, atomically."""
     return atomic_write_text(path, json.dumps(document, separators=(",", ":")))
+
+
+class CocoBuilder:
+    """One COCO instances document gathered image by image: both a run's ``coco.json``
+    (:class:`~samkit.writers.run.ResultSaver`) and ``auto_annotate``'s ``annotations.json`` are assembled here.
+
+    Each image's annotations get the image's ``id`` as their ``image_id`` and are numbered ``1, 2, ...`` in the
+    order they are added (an ``id`` they already have is replaced, keeping its place among the keys; one they lack
+    is appended). Image ids are the caller's: :attr:`next_image_id` numbers images in the order they come.
+
+    Example::
+
+        coco = CocoBuilder()
+        for r in results:
+            doc = r.to_coco(image_id=coco.next_image_id, first_id=coco.next_annotation_id)
+            coco.add(doc["images"][0], doc["annotations"])
+        coco.write("coco.json", names)
+    """
+
+    def __init__(self):
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def next_image_id(self) -> int:
+        """``1 +`` the number of images added: the id of the next image when images are numbered in order."""
+        return len(self.images) + 1
+
+    @property
+    def next_annotation_id(self) -> int:
+        """The id the next annotation added will get."""
+        return len(self.annotations) + 1
+
+    def add(self, image: dict, annotations: list[dict]) -> None:
+        """Add one image (a COCO ``images`` entry: ``id``, ``file_name``, ``height``, ``width``...) and its
+        annotations (as :func:`coco_annotations` makes them, with or without ``id`` / ``image_id``)."""
+        self.images.append(image)
+        for a in annotations:
+            self.annotations.append({**a, "id": len(self.annotations) + 1, "image_id": image["id"]})
+
+    def category_ids(self) -> set[int]:
+        """The class ids the annotations so far use."""
+        return {int(a["category_id"]) for a in self.annotations}
+
+    def document(self, names: dict[int, str], name_all: bool = False) -> dict:
+        """The document so far (see :func:`coco_document`); ``categories`` from ``names`` (class id -> name) and,
+        with ``name_all``, every other class id the annotations use, named by its number."""
+        if name_all:
+            names = {**{c: str(c) for c in self.category_ids()}, **names}
+        return coco_document(self.images, self.annotations, names)
+
+    def write(self, path: str | Path, names: dict[int, str], name_all: bool = False) -> Path:
+        """Write :meth:`document` to ``path`` (see :func:`write_coco`); returns ``path``."""
+        return write_coco(path, self.document(names, name_all))

@@ -79,11 +79,10 @@ class ResultSaver:
         self.rle = rle
         self.verbose = verbose
         self._videos: dict[str, object] = {}
-        self._coco_images: list[dict] = []
-        self._coco_annotations: list[dict] = []
-        self._coco_names: dict[int, str] = {}
-        from samkit.writers.coco import HoleWarning
+        from samkit.writers.coco import CocoBuilder, HoleWarning
 
+        self._coco = CocoBuilder()  # the images' document, written when the run ends
+        self._coco_names: dict[int, str] = {}
         self._holes = HoleWarning()  # polygons lose holes: one warning per run
         self._bases: dict[str, str] = {}  # source path -> the name its outputs have in this run
         self._taken: set[str] = set()
@@ -119,11 +118,10 @@ class ResultSaver:
                 self.written.append(Path(r.save_coco(self.save_dir / "labels" / f"{stem}.json", rle=rle,
                                                      holes=self._holes)))
             else:
-                image_id = len(self._coco_images) + 1
-                doc = r.to_coco(rle=bool(self.rle), image_id=image_id, first_id=len(self._coco_annotations) + 1,
-                                holes=self._holes)
-                self._coco_images += doc["images"]
-                self._coco_annotations += doc["annotations"]
+                doc = r.to_coco(rle=bool(self.rle), image_id=self._coco.next_image_id,
+                                first_id=self._coco.next_annotation_id, holes=self._holes)
+                (image,) = doc["images"]
+                self._coco.add(image, doc["annotations"])
                 self._coco_names.update({c["id"]: c["name"] for c in doc["categories"]})
         self.count += 1
 
@@ -164,12 +162,11 @@ class ResultSaver:
             except Exception as e:  # finish the other outputs, then report
                 errors.append(e)
         self._videos.clear()
-        if self._coco_images:
-            from samkit.writers.coco import coco_document, write_coco
+        if len(self._coco):
+            from samkit.writers.coco import CocoBuilder
 
-            doc = coco_document(self._coco_images, self._coco_annotations, self._coco_names)
-            self.written.append(write_coco(self.save_dir / "coco.json", doc))
-            self._coco_images, self._coco_annotations = [], []
+            self.written.append(self._coco.write(self.save_dir / "coco.json", self._coco_names))
+            self._coco = CocoBuilder()
         if self.count and self.verbose:
             LOGGER.info("results saved to %s", self.save_dir)
         if errors:
