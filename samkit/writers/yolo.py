@@ -6,8 +6,27 @@ from pathlib import Path
 
 import numpy as np
 
-from samkit.writers.atomic import atomic_write_text
 from samkit.utils import LOGGER
+from samkit.writers.atomic import atomic_write_text
+
+
+def mask_polygons(masks: np.ndarray) -> list[np.ndarray]:
+    """The normalised (K, 2) polygon of each (H, W) mask of (N, H, W) ``masks``, as Ultralytics' ``Masks.xyn``
+    gives them (an empty mask, or one too thin for a polygon, has fewer than 3 points)."""
+    if not len(masks):
+        return []
+    import torch
+    from ultralytics.engine.results import Masks
+
+    masks = np.asarray(masks)
+    return Masks(torch.from_numpy(masks), masks.shape[1:]).xyn
+
+
+def box_polygon(box, hw: tuple[int, int]) -> np.ndarray:
+    """The rectangle of an xyxy pixel ``box`` as a normalised (4, 2) polygon in an image of size ``hw`` (H, W)."""
+    h, w = hw
+    x1, y1, x2, y2 = box
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64) / [w, h]
 
 
 def yolo_seg_rows(polygons: list[np.ndarray], cls: list[int], conf: list[float] | None = None) -> list[str]:
@@ -31,7 +50,11 @@ def yolo_seg_rows(polygons: list[np.ndarray], cls: list[int], conf: list[float] 
 
 
 def write_yolo_seg(path: str | Path, polygons, cls, conf=None, warn_empty: bool = True) -> Path:
-    """Write (replace) a YOLO-seg label file atomically; logs how many empty masks had no row (``warn_empty``)."""
+    """Write (replace) a YOLO-seg label file atomically; logs how many empty masks had no row (``warn_empty``).
+
+    ``polygons`` are normalised (K, 2) arrays (see :func:`mask_polygons`, :func:`box_polygon`), ``cls`` their class
+    ids and ``conf`` (optional) their confidences; see :func:`yolo_seg_rows`. Returns ``path``.
+    """
     rows = yolo_seg_rows(polygons, cls, conf)
     if warn_empty and len(rows) < len(polygons):
         LOGGER.warning("%s: %d empty mask(s) have no polygon and no row", path, len(polygons) - len(rows))
