@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samkit.writers.atomic import OutputError, make_dirs
 from samkit.utils import LOGGER
+from samkit.writers.atomic import OutputError, make_dirs
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 
