@@ -24,10 +24,8 @@ The output folder may not be the box-label folder (the YOLO-seg labels would ove
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samkit.writers.atomic import atomic_write_bytes, atomic_write_text
 from samkit.utils import LOGGER
 from samkit.utils.downloads import file_sha256
+from samkit.writers.atomic import atomic_write_text, make_dirs
+from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
+from samkit.writers.masks import save_mask_pngs
+from samkit.writers.yolo import box_polygon, mask_polygons, write_yolo_seg
 
 FORMATS = ("yolo", "coco", "png")
 EMPTY = ("box", "skip")
@@ -116,8 +117,6 @@ class Annotator:
             self._det = det_model
         self.names: dict[int, str] = {}
         self.settings = settings if settings is not None else run_settings(self)
-        from samkit.writers.coco import HoleWarning
-
         self._holes = HoleWarning(warn=False)  # masks whose COCO polygons lost holes (the run warns once, in total)
 
     # ------------------------------------------------------------------ models
@@ -205,70 +204,22 @@ class Annotator:
                 masks[k, max(y1, 0) : max(y2, y1 + 1), max(x1, 0) : max(x2, x1 + 1)] = True
         part = {"path": path, "file_name": Path(path).name, "height": h, "width": w, "annotations": [],
                 "names": {str(k): v for k, v in self.names.items()}, "settings": self.settings, "inputs": inputs}
-        if self.format == "yolo":
-            self._write_yolo(path, masks, xyxy, cls, empty, (h, w))
-        elif self.format == "png":
-            self._write_png(path, masks, empty)
-        else:
-            part["annotations"] = self._coco_annotations(masks, xyxy, cls, empty)
+        keep = [k for k in range(len(masks)) if not (empty[k] and self.empty == "skip")]  # box order
+        stem = Path(path).stem
+        if self.format == "yolo":  # a mask too thin for a polygon: its box's rectangle instead
+            polys = mask_polygons(masks[keep])
+            polys = [p if len(p) >= 3 else box_polygon(xyxy[k], (h, w)) for k, p in zip(keep, polys)]
+            write_yolo_seg(self.out / f"{stem}.txt", polys, cls[keep].tolist(), warn_empty=False)
+        elif self.format == "png":  # named by box index; masks of an earlier run on this image must not stay behind
+            save_mask_pngs(masks[keep], self.out, stem, obj_ids=keep, clear_others=True)
+        else:  # numbered and given their image ids when merge_coco gathers the records
+            part["annotations"] = coco_annotations(masks[keep], cls[keep], None, image_id=0, first_id=None,
+                                                   rle=self.rle, holes=self._holes, where=Path(path).name)
         atomic_write_text(rec, json.dumps(part))
         done = {"path": path, "status": "done", "objects": len(xyxy), "empty": int(empty.sum()),
                 "holes": self._holes.count}
         self._holes.count = 0  # counted per image
         return {**done, "redone": redone} if redone else done
-
-    def _write_yolo(self, path, masks, xyxy, cls, empty, hw) -> None:
-        from ultralytics.engine.results import Masks
-
-        from samkit.writers.yolo import yolo_seg_rows
-
-        h, w = hw
-        polys = Masks(torch.from_numpy(masks), (h, w)).xyn if len(masks) else []
-        rows = []
-        for i, poly in enumerate(polys):
-            if empty[i] and self.empty == "skip":
-                continue
-            if len(poly) < 3:  # a mask too thin for a polygon: its box rectangle instead
-                poly = _box_polygon(xyxy[i], (h, w))
-            rows += yolo_seg_rows([poly], [int(cls[i])])
-        atomic_write_text(self.out / f"{Path(path).stem}.txt", "".join(r + "\n" for r in rows))
-
-    def _write_png(self, path, masks, empty) -> None:
-        import cv2
-
-        stem = Path(path).stem
-        # Masks of an earlier run on this image (other boxes, or empty="box" then "skip") must not stay behind.
-        pattern = re.compile(re.escape(stem) + r"_\d{3,}\.png")
-        for old in self.out.glob(f"{glob.escape(stem)}_*.png"):
-            if pattern.fullmatch(old.name):
-                old.unlink()
-        for k, m in enumerate(masks):
-            if empty[k] and self.empty == "skip":
-                continue
-            ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
-            if not ok:
-                raise OSError(f"could not encode the mask of box {k} of {path}")
-            atomic_write_bytes(self.out / f"{Path(path).stem}_{k:03d}.png", buf.tobytes())
-
-    def _coco_annotations(self, masks, xyxy, cls, empty) -> list[dict]:
-        from samkit.writers.coco import coco_annotations
-
-        anns = []
-        for k, m in enumerate(masks):
-            if empty[k] and self.empty == "skip":
-                continue
-            a = coco_annotations(m[None], [int(cls[k])], [1.0], image_id=0, rle=self.rle, holes=self._holes)
-            if a:
-                a[0].pop("score", None)
-                a[0].pop("id", None)
-                anns += a
-        return anns
-
-
-def _box_polygon(box, hw) -> np.ndarray:
-    h, w = hw
-    x1, y1, x2, y2 = box
-    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64) / [w, h]
 
 
 def _detector_checksum(det) -> str:
@@ -377,9 +328,7 @@ def list_images(data) -> list[str]:
 def merge_coco(out: Path, images: list[str], names: dict[int, str], settings: dict | None = None) -> Path:
     """Gather the per-image records of ``images`` into ``out/annotations.json`` (ids in file-name order); with
     ``settings``, only records those settings wrote."""
-    from samkit.writers.coco import coco_document, write_coco
-
-    imgs, anns = [], []
+    coco = CocoBuilder()
     for image_id, p in enumerate(sorted(images, key=lambda q: Path(q).name), 1):
         rec = out / ".parts" / f"{Path(p).stem}.json"
         if not rec.exists():
@@ -388,13 +337,9 @@ def merge_coco(out: Path, images: list[str], names: dict[int, str], settings: di
         if settings is not None and part.get("settings") != settings:
             continue
         names = {**{int(k): v for k, v in part.get("names", {}).items()}, **names}
-        imgs.append({"id": image_id, "file_name": part["file_name"], "height": part["height"],
-                     "width": part["width"]})
-        for a in part["annotations"]:
-            anns.append({**a, "id": len(anns) + 1, "image_id": image_id})
-    cats = {a["category_id"] for a in anns}
-    names = {**{c: str(c) for c in cats}, **names}
-    return write_coco(out / "annotations.json", coco_document(imgs, anns, names))
+        image = {"id": image_id, "file_name": part["file_name"], "height": part["height"], "width": part["width"]}
+        coco.add(image, part["annotations"])
+    return coco.write(out / "annotations.json", names, name_all=True)
 
 
 def auto_annotate(
@@ -465,8 +410,6 @@ def auto_annotate(
     if labels is not None and out.resolve() == Path(labels).resolve():
         raise ValueError(f"output_dir={str(output_dir)!r} is the box-label folder labels={str(labels)!r}: the "
                          "segmentation labels would overwrite the box labels; choose another output_dir")
-    from samkit.writers.atomic import make_dirs
-
     make_dirs(out)
     kw = dict(sam_model=sam_model, det_model=det_model, labels=labels, format=format, output_dir=out, device=device,
               half=half, conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, rle=rle, empty=empty,
