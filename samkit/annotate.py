@@ -24,6 +24,7 @@ The output folder may not be the box-label folder (the YOLO-seg labels would ove
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -119,6 +120,15 @@ class Annotator:
         self.settings = settings if settings is not None else run_settings(self)
         self._holes = HoleWarning(warn=False)  # masks whose COCO polygons lost holes (the run warns once, in total)
 
+    @classmethod
+    def on_worker(cls, gpu: bool, **kw) -> Annotator:
+        """The annotator of one worker of the Ray engine (``make_worker`` of
+        :func:`~samkit.integrations.ray.annotate_on_ray`): ``device=""`` (automatic) is the CPU on a worker that
+        holds no GPU."""
+        if not gpu and kw.get("device") in ("", None):
+            kw = {**kw, "device": "cpu"}
+        return cls(**kw)
+
     # ------------------------------------------------------------------ models
     @property
     def sam(self):
@@ -167,7 +177,13 @@ class Annotator:
 
     def __call__(self, path: str) -> dict:
         """Annotate ``path``; returns ``{"path", "status": done|resumed|skipped, "reason", "objects", "empty",
-        "redone"}`` (``redone``: why an earlier record of this image was not good enough, or absent)."""
+        "holes", "redone", "names"}`` (``redone``: why an earlier record of this image was not good enough, or
+        absent; ``names``: the class names the box source has given so far, ``{"<class id>": name}``), JSON-able."""
+        record = self._annotate(path)
+        record["names"] = {str(k): v for k, v in self.names.items()}
+        return record
+
+    def _annotate(self, path: str) -> dict:
         from samkit.data.sources import SourceError, read_image
 
         rec = self.record_path(path)
@@ -419,21 +435,19 @@ def auto_annotate(
     summary = AnnotateSummary(out, images_total=len(images), empty=empty)
     names: dict[int, str] = {}
     redone: list[tuple[str, str]] = []
-    if engine == "ray":
+    if engine == "ray":  # one Annotator per Ray actor, built there
         from samkit.integrations.ray import annotate_on_ray
 
-        for record in annotate_on_ray(images, kw, address=ray_address, actors=ray_actors):
-            summary.add(record)
-            if record.get("redone"):
-                redone.append((record["path"], record["redone"]))
-            names.update({int(k): v for k, v in json.loads(record.pop("names", "{}")).items()})
+        records = annotate_on_ray(images, functools.partial(Annotator.on_worker, **kw), address=ray_address,
+                                  actors=ray_actors)
     else:
-        for p in progress(images, total=len(images), desc="auto_annotate", unit="image", enabled=verbose):
-            record = annotator(p)
-            summary.add(record)
-            if record.get("redone"):
-                redone.append((record["path"], record["redone"]))
-        names = annotator.names
+        records = map(annotator, progress(images, total=len(images), desc="auto_annotate", unit="image",
+                                          enabled=verbose))
+    for record in records:
+        summary.add(record)
+        if record.get("redone"):
+            redone.append((record["path"], record["redone"]))
+        names.update({int(k): v for k, v in record["names"].items()})
     if redone:
         LOGGER.warning("%s: %d image(s) had labels from an earlier run that did not match this one and were "
                        "annotated again (first: %s: %s)", out, len(redone), Path(redone[0][0]).name, redone[0][1])
