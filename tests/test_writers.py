@@ -10,10 +10,11 @@ import stat
 import numpy as np
 import pytest
 
-from samkit.writers import atomic
-from samkit.writers import coco
+from samkit.writers import atomic, coco
 from samkit.writers.atomic import OutputError, atomic_write_bytes, atomic_write_text
-from samkit.writers.coco import HoleWarning, coco_annotations, mask_has_holes, mask_to_polygons
+from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_has_holes, mask_to_polygons
+from samkit.writers.masks import save_mask_pngs
+from samkit.writers.yolo import box_polygon, mask_polygons, write_yolo_seg
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -304,3 +305,71 @@ def test_without_a_warner_at_most_one_warning_per_process(caplog, monkeypatch):
         coco_annotations(ring[None], [0], [1.0], image_id=8)
     (rec,) = _warnings(caplog)
     assert "image 7" in rec.getMessage()
+
+
+# ---------------------------------------------------------------------------------------------- label writers
+
+
+def test_coco_annotations_without_score_or_id():
+    solid = _disc(60, 80, 40, 30, 15)
+    (ann,) = coco_annotations(solid[None], [4], None, image_id=0, first_id=None, holes=HoleWarning())
+    assert list(ann) == ["image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"]
+    (scored,) = coco_annotations(solid[None], [4], [0.5], image_id=0, first_id=0, holes=HoleWarning())
+    assert scored["id"] == 0 and scored["score"] == 0.5 and {k: scored[k] for k in ann} == ann
+
+
+def test_coco_builder_numbers_annotations_and_names_categories(tmp_path):
+    from pycocotools.coco import COCO
+
+    a, b = _disc(60, 80, 20, 20, 10), _disc(60, 80, 60, 40, 12)
+    coco = CocoBuilder()
+    assert (coco.next_image_id, coco.next_annotation_id, len(coco)) == (1, 1, 0)
+    coco.add({"id": 3, "file_name": "x.jpg", "height": 60, "width": 80},
+             coco_annotations(np.stack([a, b]), [7, 2], None, image_id=0, first_id=None, holes=HoleWarning()))
+    coco.add({"id": 5, "file_name": "y.jpg", "height": 60, "width": 80}, [])
+    scored = coco_annotations(b[None], [2], [0.9], image_id=9, first_id=40, holes=HoleWarning())
+    coco.add({"id": 9, "file_name": "z.jpg", "height": 60, "width": 80}, scored)
+    assert (coco.next_image_id, coco.next_annotation_id, len(coco)) == (4, 4, 3)
+    assert [(x["id"], x["image_id"]) for x in coco.annotations] == [(1, 3), (2, 3), (3, 9)]
+    assert list(coco.annotations[0])[-1] == "id" and list(coco.annotations[2])[0] == "id", "keys keep their place"
+    assert scored[0]["id"] == 40, "the annotations given are not changed"
+    assert coco.category_ids() == {2, 7}
+    assert coco.document({2: "car"})["categories"] == [{"id": 2, "name": "car"}]
+    assert coco.document({2: "car", 0: "person"}, name_all=True)["categories"] == [
+        {"id": 0, "name": "person"}, {"id": 2, "name": "car"}, {"id": 7, "name": "7"}]
+    path = coco.write(tmp_path / "c.json", {2: "car"}, name_all=True)
+    loaded = COCO(str(path))
+    assert sorted(loaded.getImgIds()) == [3, 5, 9] and len(loaded.getAnnIds(imgIds=[3])) == 2
+    assert int(loaded.annToMask(loaded.anns[1]).sum()) == pytest.approx(a.sum(), rel=0.1)
+
+
+def test_yolo_polygons_and_box_rectangles(tmp_path):
+    masks = np.zeros((3, 40, 50), bool)
+    masks[0, 5:20, 10:30] = True
+    masks[1, 30, 5:25] = True  # a line: too thin for a polygon
+    polys = mask_polygons(masks)
+    assert len(polys) == 3 and len(polys[0]) >= 3 and len(polys[1]) < 3 and len(polys[2]) == 0
+    assert mask_polygons(np.zeros((0, 40, 50), bool)) == []
+    rect = box_polygon([5, 30, 25, 31], (40, 50))
+    np.testing.assert_allclose(rect, [[0.1, 0.75], [0.5, 0.75], [0.5, 0.775], [0.1, 0.775]])
+    path = write_yolo_seg(tmp_path / "a.txt", [polys[0], rect, polys[2]], [3, 8, 1], warn_empty=False)
+    rows = path.read_text().splitlines()
+    assert [r.split()[0] for r in rows] == ["3", "8"]
+    assert rows[1] == "8 0.1 0.75 0.5 0.75 0.5 0.775 0.1 0.775"
+
+
+def test_mask_pngs_clear_the_stems_other_masks(tmp_path):
+    import cv2
+
+    masks = np.zeros((3, 20, 30), bool)
+    masks[:, 2:8, 3:9] = True
+    save_mask_pngs(masks, tmp_path, "a")
+    for other in ("a_x.png", "ab_000.png", "a_000.jpg", "a_1.png"):
+        (tmp_path / other).write_bytes(b"not mine")
+    paths = save_mask_pngs(masks[[1]], tmp_path, "a", obj_ids=[2], clear_others=True)
+    assert paths == [tmp_path / "a_002.png"]
+    assert _names(tmp_path) == ["a_000.jpg", "a_002.png", "a_1.png", "a_x.png", "ab_000.png"]
+    m = cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE)
+    assert m.shape == (20, 30) and m.dtype == np.uint8 and set(np.unique(m)) == {0, 255}
+    assert save_mask_pngs(masks[:0], tmp_path, "a", obj_ids=[], clear_others=True) == []
+    assert "a_002.png" not in _names(tmp_path)
