@@ -371,3 +371,43 @@ def test_an_image_declaring_a_huge_canvas_is_skipped_not_decoded(dataset, sam_ck
     small = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "p",
                           max_pixels=50_000, verbose=False)
     assert small.images_done == 1  # only the 80x64 background image is under 50,000 pixels
+
+
+# ---------------------------------------------------------------------------------------------- engines
+def test_ray_engine_module_does_not_import_annotation():
+    """samkit.integrations.ray runs any worker it is given: it imports nothing of samkit (annotate -> ray only)."""
+    import ast
+    import subprocess
+    import sys
+
+    import samkit.integrations.ray as ray_engine
+
+    tree = ast.parse(open(ray_engine.__file__).read())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.split(".")[0] == "samkit"], imported
+    code = ("import sys, samkit.integrations.ray; "
+            "print(sorted(m for m in sys.modules if m in ('samkit.annotate', 'samkit.model', 'samkit.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_worker_annotators_and_their_records(dataset, tmp_path):
+    """The Ray engine's factory: device "" is the CPU on a worker without a GPU; records are JSON-able and carry
+    the class names (read back by the driver)."""
+    import functools
+
+    from samkit.annotate import Annotator
+
+    images, labels = dataset
+    make = functools.partial(Annotator.on_worker, labels=labels, output_dir=tmp_path / "o", device="", settings={})
+    assert make(gpu=False).device == "cpu" and make(gpu=True).device == ""
+    assert functools.partial(Annotator.on_worker, labels=labels, device="cuda:1", settings={})(gpu=False).device \
+        == "cuda:1"
+    worker = make(gpu=False)
+    worker.names[3] = "truck"
+    record = worker(str(images / "background.jpg"))  # no boxes: no model is loaded
+    assert json.loads(json.dumps(record)) == record
+    assert (record["status"], record["objects"], record["names"]) == ("done", 0, {"3": "truck"})
+    assert worker(str(images / "background.jpg"))["status"] == "resumed"
+    assert (tmp_path / "o" / "background.txt").read_text() == ""
