@@ -32,17 +32,16 @@ import platform
 import sys
 from typing import Any
 
-from samkit.cfg import ConfigError, get_cfg, parse_key_values, suggest
+from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, ConfigError, get_cfg, parse_key_values, suggest
 
 MODES = ("predict", "track", "annotate", "info", "checks", "help", "version")
-_EVERYTHING = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-               "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
-               "crop_n_points_downscale_factor", "min_mask_region_area")
-_OUTPUTS = ("save", "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok")
+_EVERYTHING = EVERYTHING_KEYS
+_OUTPUTS = OUTPUT_KEYS
 _COMMON = ("model", "device", "half", "compile", "verbose")
 #: The settings each mode reads; giving another one is an error (it would be silently ignored otherwise).
 MODE_KEYS = {
-    "predict": (*_COMMON, "cache", "batch", "max_pixels", "multimask", "source", "bboxes", "points", "labels", *_EVERYTHING,
+    "predict": (*_COMMON, "cache", "batch", "max_pixels", "multimask", "source", "bboxes", "points", "labels",
+                *_EVERYTHING,
                 *_OUTPUTS),
     "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
               "correct_as_cond", "max_prompt_frames", *_OUTPUTS),
@@ -52,8 +51,6 @@ MODE_KEYS = {
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
 }
-#: Ultralytics releases samkit is tested against (its SAM internals change between releases).
-TESTED_ULTRALYTICS = ((8, 4, 190), (8, 5, 0))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -69,14 +66,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in text.split(".")[:3]:
-        digits = "".join(c for c in p if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
 def run_checks() -> list[str]:
     """Lines describing the environment: versions, devices, optional extras, weights folders."""
     import torch
@@ -87,14 +76,14 @@ def run_checks() -> list[str]:
     lines = [f"samkit {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
     for dist in ("torch", "torchvision", "ultralytics", "opencv-python", "numpy", "pyyaml", "pycocotools", "tqdm"):
         lines.append(f"{dist} {_version(dist) or 'NOT INSTALLED'}")
-    ul = _version("ultralytics")
-    if ul:
-        low, high = TESTED_ULTRALYTICS
-        if not (low <= _version_tuple(ul) < high):
-            lines.append(
-                f"WARNING: ultralytics {ul} is outside the tested range "
-                f">={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
-            )
+    if _version("ultralytics"):
+        from samkit.nn.replacements import TESTED_ULTRALYTICS, active
+
+        used, skipped = active()
+        lines.append(f"faster Ultralytics methods (tested with ultralytics {TESTED_ULTRALYTICS}): "
+                     f"{len(used)} of {len(used) + len(skipped)} in use")
+        for r, why in skipped:
+            lines.append(f"WARNING: {r.name} runs Ultralytics' own code: {why}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             lines.append(f"device cuda:{i} {torch.cuda.get_device_name(i)}")
@@ -198,10 +187,10 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
 
 
 def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
-    from samkit.model import SAM, _is_live
-    from samkit.utils.progress import progress
-
+    from samkit.data.video import is_live
+    from samkit.model import SAM
     from samkit.utils import LOGGER
+    from samkit.utils.progress import progress
 
     prompts = {k: cfg[k] for k in ("bboxes", "points", "labels")}
     source = cfg["source"]
@@ -226,13 +215,13 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     from samkit.data.sources import is_video_path
 
     # The source is checked before the model loads (a typo must not cost a download).
-    video = mode == "track" or is_video_path(source) or _is_live(source)
+    video = mode == "track" or is_video_path(source) or is_live(source)
     total = None
     if not video:
         from samkit.data.sources import iter_images
 
         total = len(iter_images(source))
-    elif not _is_live(source):
+    elif not is_live(source):
         from samkit.data.video import open_video
 
         with open_video(source) as v:
@@ -246,7 +235,7 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                               max_prompt_frames=cfg["max_prompt_frames"], **outputs)
     else:
         everything = {} if any(v is not None for v in prompts.values()) else {k: cfg[k] for k in _EVERYTHING}
-        results = model.predict(source, **prompts, multimask=cfg["multimask"] or None, batch=cfg["batch"],
+        results = model.predict(source, **prompts, multimask=cfg["multimask"], batch=cfg["batch"],
                                 max_pixels=cfg["max_pixels"], stream=True, **outputs, **everything)
     n = masks = 0
     for r in progress(results, total=total, desc=f"samkit {mode}", unit="frame" if video else "image",

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
-
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
+from samkit.cfg import DEFAULT_MODEL, OUTPUT_KEYS
+from samkit.engine.image import ImageEmbedding, ImageEngine
 from samkit.nn.build import build_network
+from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
 from samkit.nn.detect import detect_architecture
 from samkit.nn.registry import model_registry
+from samkit.nn.runtime import Runtime
 from samkit.utils import LOGGER
-from samkit.utils.devices import select_device
 from samkit.utils.downloads import resolve_weights
 
 #: Per-call settings of predict() / track(), for close-match suggestions.
-_CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream", "save",
-              "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok", "verbose", "device", "show",
-              "max_pixels")
+_CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream",
+              *OUTPUT_KEYS, "verbose", "device", "show", "max_pixels")
 #: Ultralytics predict settings that have no meaning for SAM, and why (their errors say so).
 _NOT_FOR_SAM = {
     "imgsz": "SAM models resize every image to their own input size",
@@ -40,16 +40,6 @@ _NOT_FOR_SAM = {
     "save_crop": "masks are saved whole (save_masks=True)",
 }
 _FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM"}
-
-
-def _is_live(source) -> bool:
-    """A webcam index or a streaming URL (rtsp, rtmp, ...); http(s) URLs count as video only with a video suffix."""
-    import urllib.parse
-
-    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
-        return True
-    return isinstance(source, str) and urllib.parse.urlparse(source).scheme.lower() in (
-        "rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp")
 
 
 def _track_through(session, frame: int, max_frames: int | None):
@@ -131,7 +121,7 @@ class SAM:
 
     def __init__(
         self,
-        model: str | os.PathLike = "sam2.1_b.pt",
+        model: str | os.PathLike = DEFAULT_MODEL,
         device: str | int | torch.device = "",
         verbose: bool = True,
         cache: int = 8,
@@ -139,7 +129,8 @@ class SAM:
         compile: bool = False,
     ):
         if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be a checkpoint path or registry name (str or Path), got {type(model).__name__}")
+            raise TypeError("model must be a checkpoint path or registry name (str or Path), got "
+                            f"{type(model).__name__}")
         self.verbose = verbose
         self.ckpt_path = resolve_weights(model, progress=verbose)
         try:
@@ -156,17 +147,11 @@ class SAM:
         net = build_network(self.arch, self.version)
         load_state_dict_strict(net, state_dict, str(self.ckpt_path))
         del state_dict
-        self.net: nn.Module = net
-        self.device = torch.device("cpu")
-        self.to(device)
-        from samkit.engine.image import ImageEngine
-
-        self.engine = ImageEngine(self.net, self.arch, cache_size=cache)
-        self.half = half
-        self.compiled = False
+        self.runtime = Runtime(net, self.arch, self.version, device=device, half=half)
+        self.engine = ImageEngine(self.runtime, cache_size=cache)
         if compile:
             self.compile()
-        self._image: tuple[np.ndarray, str] | None = None
+        self._image: tuple[np.ndarray, str, ImageEmbedding] | None = None  # set_image's image and its embedding
         self.save_dir: Path | None = None  # the folder of the last run that wrote outputs
         self.skipped: list[tuple[str, str]] = []  # (image, reason) for the unreadable images of the last call
         if verbose:
@@ -181,56 +166,50 @@ class SAM:
             )
 
     @property
+    def net(self) -> nn.Module:
+        """The network (Ultralytics ``SAM2Model`` / ``SAMModel``, eval mode); owned by :attr:`runtime`."""
+        return self.runtime.net
+
+    @property
     def model(self) -> nn.Module:
         """The network (``self.net``), under the name Ultralytics users reach for."""
-        return self.net
+        return self.runtime.net
 
-    # ------------------------------------------------------------------ device
+    # ------------------------------------------------------------------ device and precision
+    @property
+    def device(self) -> torch.device:
+        """Where the network is."""
+        return self.runtime.device
+
     def to(self, device: str | int | torch.device) -> SAM:
-        """Move the network to ``device`` (any form :func:`~samkit.utils.devices.select_device` takes); returns self."""
-        dev = select_device(device)
-        self.net.to(dev)
-        self.device = dev
-        if hasattr(self, "engine"):  # cached embeddings live on the old device; half support may differ here
-            self.engine.clear_cache()
-            self.half = self._half_requested
+        """Move the network to ``device`` (any form :func:`~samkit.utils.devices.select_device` takes); returns self.
+        Half precision is resolved again for the new device; embeddings computed before are not reused."""
+        self.runtime.to(device)
         return self
 
     def compile(self, **options) -> SAM:
         """``torch.compile`` the image encoder, the memory attention (SAM 2 / 2.1) and the mask decoder in place
-        (``options`` go to ``torch.compile``); returns self. Parameters and state-dict keys are unchanged."""
-        if not self.compiled:
-            for name in ("image_encoder", "memory_attention", "sam_mask_decoder", "mask_decoder"):
-                module = getattr(self.net, name, None)
-                if isinstance(module, nn.Module):
-                    module.forward = torch.compile(module.forward, **options)
-            self.engine.clear_cache()
-            self.compiled = True
+        (``options`` go to ``torch.compile``; see :meth:`samkit.nn.runtime.Runtime.compile`); returns self."""
+        self.runtime.compile(**options)
         return self
 
     @property
+    def compiled(self) -> bool:
+        return self.runtime.compiled
+
+    @property
     def half(self) -> bool:
-        """Whether the network runs under half-precision autocast (set it to switch; the cache is cleared)."""
-        return self.engine.half_dtype is not None
+        """Whether the network runs under half-precision autocast (set it to switch)."""
+        return self.runtime.half_dtype is not None
 
     @half.setter
     def half(self, value: bool) -> None:
-        from samkit.utils.devices import half_dtype
-
-        if not isinstance(value, bool):
-            raise TypeError(f"half={value!r} must be True or False")
-        self._half_requested = value
-        dtype = None
-        if value:
-            dtype, why = half_dtype(self.device)
-            if dtype is None:
-                LOGGER.warning("half=True is not used on %s: %s; running in fp32", self.device, why)
-        self.engine.set_half(dtype)
+        self.runtime.set_half(value)
 
     @property
     def dtype(self) -> torch.dtype:
         """Parameter dtype of the network."""
-        return next(self.net.parameters()).dtype
+        return self.runtime.weights_dtype
 
     # ------------------------------------------------------------------ images
     def __call__(self, source=None, **kwargs) -> list:
@@ -245,8 +224,7 @@ class SAM:
         if len(items) != 1:
             raise ValueError(f"set_image takes one image, the source gave {len(items)}")
         frame = load_frame(items[0])
-        self.engine.encode([frame.image])
-        self._image = (frame.image, frame.path)
+        self._image = (frame.image, frame.path, self.engine.encode([frame.image])[0])
         return self
 
     def predict(
@@ -318,41 +296,48 @@ class SAM:
             ``point_coords`` and ``crop_boxes`` besides the predicted ``iou``.
         """
         from samkit.data.sources import is_video_path, iter_images
+        from samkit.data.video import is_live
 
-        verbose = self.verbose if verbose is None else bool(verbose)
-        if device is not None:
-            self.to(device)
-        out = dict(save=save, save_txt=save_txt, save_coco=save_coco, save_masks=save_masks, rle=rle,
-                   project=project, name=name, exist_ok=exist_ok, verbose=verbose, show=show)
+        out = self._call_settings(locals(), verbose, device)
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
-        prompted = any(v is not None for v in given.values())
-        if source is not None and (is_video_path(source) or _is_live(source)):
+        if source is not None and (is_video_path(source) or is_live(source)):
             if everything or multimask:
                 raise ValueError("a video takes bboxes=, points= / labels=, masks= or prompts= (tracked from "
                                  "frame 0); segment-everything and multimask are for images")
             return self.track(source, **given, stream=stream, _mode="predict", **out)
+        prompted = any(v is not None for v in given.values())
         everything_cfg = self._everything_cfg(everything, multimask, prompted=prompted)  # fail before any work
-        multimask = bool(multimask)
-        if source is None:
-            if self._image is None:
-                raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
-            items = None
-        else:
-            items = iter_images(source)
+        if source is None and self._image is None:
+            raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
+        items = None if source is None else iter_images(source)
         per_image = _per_image_boxes(bboxes, 1 if items is None else len(items))
+        results = self._segment_images(items, given, per_image, everything_cfg, bool(multimask), batch, stream,
+                                       max_pixels)
+        results = self._saving(results, "predict", out)
+        return results if stream else list(results)
+
+    def _call_settings(self, given: dict, verbose: bool | None, device) -> dict:
+        """A call's output settings (``given`` holds the call's arguments), after applying its ``device``."""
+        if device is not None:
+            self.to(device)
+        out = {k: given[k] for k in (*OUTPUT_KEYS, "show")}
+        out["verbose"] = self.verbose if verbose is None else bool(verbose)
+        return out
+
+    def _segment_images(self, items, given: dict, per_image, everything_cfg, multimask: bool, batch: int,
+                        stream: bool, max_pixels):
+        """Results for the images of ``items`` (None: the image of :meth:`set_image`): a generator with ``stream``
+        (one image read at a time), else a list (every image read, then encoded in batches)."""
         self.skipped = []
         if stream:
             results = (r for chunk in self._chunks(items, 1, max_pixels) for r in self._predict_chunk(
                 chunk, given, per_image, everything_cfg, multimask, batch))
-            results = self._fail_if_nothing_read(results, items)
-        else:
-            loaded = list(self._chunks(items, None, max_pixels))
-            results = [] if not loaded else self._predict_chunk(loaded[0], given, per_image, everything_cfg,
-                                                                multimask, batch)
-            if not results and self.skipped:
-                self._raise_unreadable(items)
-        results = self._saving(results, "predict", out)
-        return results if stream else list(results)
+            return self._fail_if_nothing_read(results, items)
+        loaded = list(self._chunks(items, None, max_pixels))
+        results = self._predict_chunk(loaded[0], given, per_image, everything_cfg, multimask, batch) if loaded else []
+        if not results and self.skipped:
+            self._raise_unreadable(items)
+        return results
 
     def _chunks(self, items, size: int | None, max_pixels: float | None = None):
         """Frames of ``items`` as lists of ``(index, image, path)`` (``size`` at a time; None: all at once), the
@@ -360,7 +345,7 @@ class SAM:
         from samkit.data.sources import SourceError, load_frame
 
         if items is None:
-            yield [(0, *self._image)]
+            yield [(0, self._image[0], self._image[1])]
             return
         chunk = []
         for i, item in enumerate(items):
@@ -396,48 +381,53 @@ class SAM:
 
     def _predict_chunk(self, frames, given, per_image, everything_cfg, multimask, batch) -> list:
         """Results for ``frames`` (``(index in the source, image, path)``): one encoder pass, then the prompts."""
-        from samkit.engine.prompts import normalize_prompts
-        from samkit.results import Results
-
         if not frames:
             return []
-        results = []
         t0 = time.perf_counter()
-        embeddings = self.engine.encode([im for _, im, _ in frames], batch=batch)
+        if frames[0][0] == 0 and self._image is not None and frames[0][1] is self._image[0]:
+            embeddings = [self._image[2]]  # the image of set_image: its embedding was kept
+        else:
+            embeddings = self.engine.encode([im for _, im, _ in frames], batch=batch)
         t_encode = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
+        results = []
         for (index, image, path), emb in zip(frames, embeddings):
-            t1 = time.perf_counter()
             if everything_cfg is not None:
                 results.append(self._everything_results(image, path, emb, everything_cfg, t_encode))
-                continue
-            prompts = given if per_image is None else {**given, "bboxes": per_image[index]}
-            obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **prompts)
-            if obj is None:  # a YOLO Results without detections for this image: no objects, no masks
-                h, w = image.shape[:2]
-                results.append(Results(image, path=path, masks=torch.zeros((0, h, w), dtype=torch.bool),
-                                       iou=torch.zeros(0), names=dict(per_image[index].names)))
-                continue
-            dec = self.engine.decode(emb, obj, multimask=multimask)
-            n, k = dec.scores.shape
-            tracked = bool(len(obj)) and bool((obj.track_id >= 0).all())
-            ids = torch.as_tensor(np.where(obj.track_id >= 0, obj.track_id, np.arange(n)))
-            results.append(
-                Results(
-                    image,
-                    path=path,
-                    masks=dec.masks.reshape(n * k, *dec.masks.shape[2:]),
-                    iou=dec.scores.reshape(-1),
-                    obj_ids=ids.repeat_interleave(k),
-                    cls=torch.as_tensor(obj.cls).repeat_interleave(k),
-                    conf=torch.as_tensor(obj.conf).repeat_interleave(k) if obj.names else None,
-                    names=obj.names or None,
-                    prompts=obj,
-                    low_res_logits=dec.low_res_logits.reshape(n * k, *dec.low_res_logits.shape[2:]),
-                    speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
-                    tracked=tracked,
-                )
-            )
+            else:
+                prompts = given if per_image is None else {**given, "bboxes": per_image[index]}
+                results.append(self._prompted_results(image, path, emb, prompts, multimask, t_encode))
         return results
+
+    def _prompted_results(self, image: np.ndarray, path: str, emb: ImageEmbedding, given: dict, multimask: bool,
+                          t_encode: float):
+        """One image's Results for the prompts ``given`` (predict's prompt arguments)."""
+        from samkit.prompts import normalize_prompts
+        from samkit.results import Results
+
+        t1 = time.perf_counter()
+        obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **given)
+        if obj is None:  # a YOLO Results without detections for this image: no objects, no masks
+            h, w = image.shape[:2]
+            return Results(image, path=path, masks=torch.zeros((0, h, w), dtype=torch.bool), iou=torch.zeros(0),
+                           names=dict(given["bboxes"].names))
+        dec = self.engine.decode(emb, obj, multimask=multimask)
+        n, k = dec.scores.shape
+        tracked = bool(len(obj)) and bool((obj.track_id >= 0).all())
+        ids = torch.as_tensor(np.where(obj.track_id >= 0, obj.track_id, np.arange(n)))
+        return Results(
+            image,
+            path=path,
+            masks=dec.masks.reshape(n * k, *dec.masks.shape[2:]),
+            iou=dec.scores.reshape(-1),
+            obj_ids=ids.repeat_interleave(k),
+            cls=torch.as_tensor(obj.cls).repeat_interleave(k),
+            conf=torch.as_tensor(obj.conf).repeat_interleave(k) if obj.names else None,
+            names=obj.names or None,
+            prompts=obj,
+            low_res_logits=dec.low_res_logits.reshape(n * k, *dec.low_res_logits.shape[2:]),
+            speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
+            tracked=tracked,
+        )
 
     def _saving(self, results, mode: str, out: dict):
         """``results`` unchanged when nothing is to be written or shown; else a generator that writes (and shows)
@@ -504,7 +494,8 @@ class SAM:
         """Prompt frame ``frame`` of a video and track the objects through it.
 
         Prompts take the image forms of :meth:`predict` (boxes, clicks, binary masks at frame size, the
-        ``prompts=[...]`` form, YOLO boxes with their classes and names), in pixels of the video's frames. Frames from ``frame`` to the end come first, then (when ``frame`` > 0)
+        ``prompts=[...]`` form, YOLO boxes with their classes and names), in pixels of the video's frames. Frames
+        from ``frame`` to the end come first, then (when ``frame`` > 0)
         frames ``frame - 1`` down to 0; each Results says its frame index in ``frame``.
 
         Args:
@@ -522,46 +513,29 @@ class SAM:
         Returns:
             One :class:`~samkit.results.Results` per frame (object ids in ``boxes.id``), or a generator of them.
         """
-        from samkit.engine.prompts import normalize_prompts
-        from samkit.engine.video import VideoSession
+        from samkit.engine.video import VideoSession, check_max_frames
+        from samkit.prompts import normalize_prompts
 
         known = ("fill_hole_area", "correct_as_cond", "max_prompt_frames", "names")
         for key in session:
             if key not in known:
                 raise TypeError(_unknown_keyword("track", key, (*known, *_CALL_KEYS, "frame", "max_frames")))
-        from samkit.engine.video import check_max_frames
-
         max_frames = check_max_frames(max_frames)
-        verbose = self.verbose if verbose is None else bool(verbose)
-        if device is not None:
-            self.to(device)
-        out = dict(save=save, save_txt=save_txt, save_coco=save_coco, save_masks=save_masks, rle=rle,
-                   project=project, name=name, exist_ok=exist_ok, verbose=verbose, show=show)
-        session = VideoSession(self, source, **session)
+        out = self._call_settings(locals(), verbose, device)
+        session = VideoSession(self.runtime, source, **session)
         try:
             obj = normalize_prompts((session.video.height, session.video.width), bboxes=bboxes, points=points,
-                                    labels=labels, masks=masks, prompts=prompts, low_res=self.engine.low_res)
+                                    labels=labels, masks=masks, prompts=prompts, low_res=None)
             if obj is None:
                 raise ValueError("tracking needs prompts: bboxes=, points= (with labels=), masks= or prompts=")
-            if obj.mask_is_logits and obj.has_mask.any():
-                raise ValueError("video mask prompts must be binary masks at the frame size, not low-resolution logits")
             if obj.names:
                 session.names = dict(obj.names)
             ids = np.where(obj.track_id >= 0, obj.track_id, np.arange(len(obj)))
             values, counts = np.unique(ids, return_counts=True)
             if (counts > 1).any():
-                raise ValueError(f"object id {int(values[counts > 1][0])} is given to {int(counts.max())} objects: each "
-                                 "tracked object needs its own id (prompts' 'id', YOLO track ids, or their order)")
-            for i in range(len(obj)):
-                pts, labs = obj.object_points(i)
-                if obj.has_mask[i]:
-                    if len(pts) or obj.has_box[i]:
-                        raise ValueError(f"object {i} has a mask and a box or clicks; a video object's prompt on "
-                                         "one frame is either a mask or clicks / a box")
-                    session.add(frame, int(ids[i]), mask=obj.masks[i] > 0.5, cls=int(obj.cls[i]))
-                    continue
-                session.add(frame, int(ids[i]), points=pts if len(pts) else None, labels=labs if len(pts) else None,
-                            box=obj.boxes[i] if obj.has_box[i] else None, cls=int(obj.cls[i]))
+                raise ValueError(f"object id {int(values[counts > 1][0])} is given to {int(counts.max())} objects: "
+                                 "each tracked object needs its own id (prompts' 'id', YOLO track ids, or their order)")
+            session.add_prompts(frame, obj, ids)
         except BaseException:
             session.close()
             raise
@@ -573,7 +547,7 @@ class SAM:
         frames, a list of arrays, a webcam index or a stream URL); use it as a context manager."""
         from samkit.engine.video import VideoSession
 
-        return VideoSession(self, source, **kwargs)
+        return VideoSession(self.runtime, source, **kwargs)
 
     # ------------------------------------------------------------------ description
     @property
@@ -606,7 +580,7 @@ class SAM:
             "architecture": self.arch.name,
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "device": str(self.device),
-            "dtype": str(self.engine.half_dtype or self.dtype).replace("torch.", ""),  # what the network computes in
+            "dtype": str(self.runtime.compute_dtype).replace("torch.", ""),  # what the network computes in
             "weights_dtype": str(self.dtype).replace("torch.", ""),
             "image_size": self.arch.image_size,
             "checkpoint": str(self.ckpt_path),
@@ -621,4 +595,3 @@ class SAM:
 
     def __repr__(self) -> str:
         return f"SAM({str(self.ckpt_path)!r}, family={self.family!r}, size={self.arch.size!r}, device='{self.device}')"
-

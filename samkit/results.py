@@ -10,20 +10,9 @@ import numpy as np
 import torch
 from ultralytics.engine.results import Results as _UltralyticsResults
 
-from samkit.engine.prompts import ObjectPrompts
+from samkit.ops import masks_to_boxes
+from samkit.prompts import ObjectPrompts
 from samkit.writers.atomic import atomic_write_bytes
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) float xyxy pixel boxes enclosing each mask (right/bottom exclusive; zeros for an
-    empty mask)."""
-    from samkit.engine.everything import mask_boxes
-
-    masks = masks if masks.dtype == torch.bool else masks != 0
-    boxes = mask_boxes(masks).float()
-    if len(masks):  # inclusive -> exclusive edges, non-empty masks only (bytes: bool any() is slow on the CPU)
-        boxes[:, 2:] += masks.reshape(len(masks), -1).view(torch.uint8).amax(1, keepdim=True).float()
-    return boxes
 
 
 class Results(_UltralyticsResults):
@@ -43,7 +32,7 @@ class Results(_UltralyticsResults):
         obj_ids: (N,) int object ids (the prompt's ``id`` / YOLO track id / video object id, else the object's
             index); they pick each object's colour and mask file name. ``boxes.id`` shows them only when
             ``tracked``.
-        prompts: The :class:`~samkit.engine.prompts.ObjectPrompts` that produced the masks (None without prompts).
+        prompts: The :class:`~samkit.prompts.ObjectPrompts` that produced the masks (None without prompts).
         low_res_logits: (N, r, r) mask logits, reusable as a mask prompt for refinement.
         stability_score: (N,) float, segment-everything only (None otherwise).
         point_coords: (N, 2) float xy pixels of the grid click behind each mask, segment-everything only.

@@ -70,7 +70,7 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(text))]
 
 
-def _to_bgr_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+def to_bgr_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     """Normalise any numpy image to HxWx3 uint8 BGR."""
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
@@ -162,7 +162,7 @@ def _decode(data: bytes, what: str, name: str, undecodable: str, max_pixels=None
         raise SourceError(f"{what} {undecodable}")
     if size is None:
         _check_pixels(img.shape[1], img.shape[0], what, limit, "decodes to")
-    return _to_bgr_uint8(img, name)
+    return to_bgr_uint8(img, name)
 
 
 def read_image(path: str | Path, max_pixels: float | None = None) -> np.ndarray:
@@ -303,7 +303,9 @@ def _expand_path(text: str) -> list[str]:
 
 def is_video_path(source) -> bool:
     """True for a path or URL whose suffix is a video container."""
-    return isinstance(source, (str, Path)) and Path(urllib.parse.urlparse(str(source)).path).suffix.lower() in VIDEO_SUFFIXES
+    if not isinstance(source, (str, Path)):
+        return False
+    return Path(urllib.parse.urlparse(str(source)).path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def iter_images(source) -> list:
@@ -356,7 +358,7 @@ def load_frame(item, index: int = 0, max_pixels: float | None = None) -> Frame:
         return Frame(read_image(item, max_pixels), item)
     name = f"image{index}.jpg"
     if isinstance(item, np.ndarray):
-        return Frame(_to_bgr_uint8(item, name), name)
+        return Frame(to_bgr_uint8(item, name), name)
     if _is_pil(item):
         path = getattr(item, "filename", "") or name
         return Frame(_from_pil(item, path, max_pixels), path)

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from samkit.data.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, _to_bgr_uint8, natural_key
+from samkit.data.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, natural_key, to_bgr_uint8
 
 READ_AHEAD = 4  # frames decoded ahead of the consumer
 REVERSE_CHUNK = 16  # frames read at once when going backwards
@@ -72,7 +72,8 @@ class VideoSource:
                              if n is not None else f"frame {index} is negative")
         return int(index)
 
-    def frames(self, start: int = 0, reverse: bool = False, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int = 0, reverse: bool = False,
+               stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, frame)`` from ``start`` forward (to ``stop`` exclusive, default the end) or backward (to
         ``stop`` exclusive, default frame 0 included)."""
         start = self.check_index(start)
@@ -82,7 +83,7 @@ class VideoSource:
             end = -1 if stop is None else stop
             yield from self._reverse(start, end)
             return
-        yield from _prefetch(self._forward(start, stop), READ_AHEAD)
+        yield from prefetch(self._forward(start, stop), READ_AHEAD)
 
     def _forward(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
         end = len(self) if stop is None else min(stop, len(self))
@@ -140,7 +141,7 @@ class FolderVideo(VideoSource):
         frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if frame is None:
             raise VideoReadError(f"{self.name}: frame {index} ({path.name}) cannot be read as an image")
-        return self._check_size(_to_bgr_uint8(frame, str(path)), index)
+        return self._check_size(to_bgr_uint8(frame, str(path)), index)
 
 
 class ArrayVideo(VideoSource):
@@ -163,7 +164,7 @@ class ArrayVideo(VideoSource):
         f = self._frames[index]
         if not isinstance(f, np.ndarray):
             raise SourceError(f"frame {index} is a {type(f).__name__}, not a numpy array")
-        return self._check_size(_to_bgr_uint8(f, f"frame {index}"), index)
+        return self._check_size(to_bgr_uint8(f, f"frame {index}"), index)
 
 
 class FileVideo(VideoSource):
@@ -251,15 +252,23 @@ class StreamVideo(VideoSource):
         self._cap.release()
 
 
-def is_stream(source) -> bool:
-    """A webcam index, or a URL (rtsp, rtmp, http(s), ...): read live, forward only. A video file behind an
-    http(s) URL is read the same way."""
+#: URL schemes of live streams.
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp")
+
+
+def is_live(source) -> bool:
+    """Whether ``source`` is live: a webcam index or a streaming URL (rtsp, rtmp, ...). An http(s) URL is a file
+    (an image, or a video by its suffix), not live. The one test of liveness in samkit."""
     if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
         return True
-    if isinstance(source, str):
-        return urllib.parse.urlparse(source).scheme.lower() in ("rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp",
-                                                                 "http", "https")
-    return False
+    return isinstance(source, str) and urllib.parse.urlparse(source).scheme.lower() in STREAM_SCHEMES
+
+
+def is_stream(source) -> bool:
+    """Whether a video source is read forward only, as it arrives: a live source, or a video file behind an
+    http(s) URL."""
+    return is_live(source) or (isinstance(source, str)
+                               and urllib.parse.urlparse(source).scheme.lower() in ("http", "https"))
 
 
 def open_video(source) -> VideoSource:
@@ -290,7 +299,7 @@ def open_video(source) -> VideoSource:
 _DONE = object()
 
 
-def _prefetch(it: Iterator, size: int) -> Iterator:
+def prefetch(it: Iterator, size: int) -> Iterator:
     """Run ``it`` in a background thread, ``size`` items ahead; errors re-raise in the consumer at the point
     where they happened. Closing the returned generator stops the thread."""
     q: queue.Queue = queue.Queue(maxsize=max(1, size))

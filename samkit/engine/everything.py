@@ -24,15 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-import cv2
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
 from samkit.engine.image import ImageEmbedding, ImageEngine
+from samkit.ops import fill_low_res, mask_boxes, remove_small_regions, stability_score
 
-# The reference's defaults per family; ``pred_iou_thresh`` is the one that differs.
-PRED_IOU_THRESH = {"sam2": 0.8, "sam": 0.88, "mobile_sam": 0.88}
 _UPSAMPLE_CHUNK = 16  # candidates upsampled to full resolution at once, at most
 #: Bytes of full-resolution float logits upsampled at once: on large images fewer than _UPSAMPLE_CHUNK candidates
 #: go together, so the memory besides the kept masks does not grow with the number of clicks x the image size.
@@ -197,69 +195,6 @@ def crop_boxes(image_hw: tuple[int, int], n_layers: int, overlap_ratio: float) -
     return out
 
 
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) int64 xyxy with inclusive right/bottom edges; [0, 0, 0, 0] for an empty mask."""
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros((0, 4), dtype=torch.int64, device=masks.device)
-    as_bytes = (masks if masks.dtype == torch.bool else masks != 0).view(torch.uint8)
-    rows, cols = as_bytes.amax(2) > 0, as_bytes.amax(1) > 0  # bytes: ~20x faster than bool any() on the CPU
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y1 = torch.where(rows, ar_h, h).amin(1)
-    y2 = torch.where(rows, ar_h, -1).amax(1)
-    x1 = torch.where(cols, ar_w, w).amin(1)
-    x2 = torch.where(cols, ar_w, -1).amax(1)
-    boxes = torch.stack([x1, y1, x2, y2], 1)
-    return torch.where(rows.any(1)[:, None], boxes, torch.zeros_like(boxes))
-
-
-def stability_score(logits: torch.Tensor, offset: float) -> torch.Tensor:
-    """IoU between the masks thresholded at +offset and -offset (the first lies inside the second)."""
-    inner = (logits > offset).flatten(1).sum(1, dtype=torch.int32)
-    outer = (logits > -offset).flatten(1).sum(1, dtype=torch.int32)
-    return inner / outer
-
-
-def _small_components(binary: np.ndarray, max_area: float) -> np.ndarray:
-    """Pixels of ``binary`` in 8-connected components of at most ``max_area`` pixels."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] <= max_area
-    small[0] = False  # label 0: the pixels that are not part of ``binary``
-    return small[labels]
-
-
-def fill_low_res(logits: torch.Tensor, max_area: float) -> torch.Tensor:
-    """SAM 2's low-resolution clean-up: holes of at most ``max_area`` pixels get logit +10 and islands that small
-    get -10, both found on the input masks ((n, r, r) float logits; areas in low-resolution pixels, 8-connected)."""
-    out = logits.detach().float().cpu().numpy().copy()
-    for m in out:
-        holes, islands = _small_components(m <= 0, max_area), _small_components(m > 0, max_area)
-        m[holes] = 10.0
-        m[islands] = -10.0
-    return torch.from_numpy(out).to(logits.device)
-
-
-def remove_small_regions(mask: np.ndarray, min_area: float, holes: bool) -> tuple[np.ndarray, bool]:
-    """Fill holes (``holes=True``) or drop islands smaller than ``min_area`` pixels (8-connectivity).
-
-    Dropping islands never empties a mask: if every island is small, the largest stays. Returns the new mask
-    and whether it changed.
-    """
-    work = (mask ^ holes).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    small = np.flatnonzero(areas < min_area) + 1
-    if len(small) == 0:
-        return mask, False
-    if holes:
-        return np.isin(labels, np.concatenate([[0], small])), True  # the mask plus its small holes
-    keep = np.setdiff1d(np.arange(1, n), small)
-    if len(keep) == 0:
-        keep = np.array([int(np.argmax(areas)) + 1])
-    return np.isin(labels, keep), True
-
-
 def _near_crop_edge(boxes: torch.Tensor, crop: list[int], image_box: list[int], atol: float = 20.0) -> torch.Tensor:
     """Boxes (in image coordinates) within ``atol`` of a crop edge that is not also an image edge."""
     crop_t = torch.tensor(crop, dtype=torch.float32, device=boxes.device)
@@ -278,8 +213,9 @@ def segment_everything(
     ``embedding`` is the whole image's embedding when the caller already has it (it is not encoded again).
     """
     h, w = image.shape[:2]
-    pred_iou_thresh = PRED_IOU_THRESH[engine.arch.family] if cfg.pred_iou_thresh is None else cfg.pred_iou_thresh
-    clean_low_res = engine.is_sam2 and cfg.min_mask_region_area > 0
+    family = engine.transforms
+    pred_iou_thresh = family.pred_iou_thresh if cfg.pred_iou_thresh is None else cfg.pred_iou_thresh
+    clean_low_res = family.clean_low_res and cfg.min_mask_region_area > 0
     crops = crop_boxes((h, w), cfg.crop_n_layers, cfg.crop_overlap_ratio)
     per_crop = []
     for crop, layer in crops:
@@ -333,7 +269,7 @@ def segment_everything(
         scores = 1 / ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1]))
         out = out.select(batched_nms(out.boxes.float(), scores, torch.zeros(len(out), device=cb.device),
                                      cfg.crop_nms_thresh))
-    if cfg.min_mask_region_area > 0 and len(out) and not engine.is_sam2:
+    if cfg.min_mask_region_area > 0 and len(out) and not family.clean_low_res:
         out = _clean_small_regions(out, cfg.min_mask_region_area, max(cfg.box_nms_thresh, cfg.crop_nms_thresh))
     return out
 

@@ -35,10 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samkit.data.video import READ_AHEAD, VideoSource, _prefetch, open_video
-from samkit.engine.everything import _small_components
-from samkit.engine.image import SAM2_MEAN, SAM2_STD
+from samkit.data.video import READ_AHEAD, VideoSource, open_video, prefetch
+from samkit.engine.transforms import transforms_for
+from samkit.nn.runtime import Runtime
+from samkit.ops import fill_holes
+from samkit.prompts import ObjectPrompts, object_prompt
+from samkit.results import Results
 
+_ABSENT = object()  # "no value" in an object's saved state (None is a value)
 NO_OBJ_SCORE = -1024.0  # the reference's logit for "no mask on this frame"
 #: Objects tracked together through memory attention on the CPU. The CPU's fused attention is ~7% slower on a
 #: batch of 3 than on 3 single objects (the work per object is the same; the batch leaves the caches), so the CPU
@@ -75,57 +79,11 @@ def check_max_frames(max_frames) -> int | None:
     return None if max_frames is None else int(max_frames)
 
 
-def fill_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
-    """Background regions (logit <= 0) of at most ``max_area`` pixels, 8-connected, inside (n, 1, r, r) mask logits
-    get logit 0.1. Runs where the logits are: OpenCV's labelling on the CPU, label propagation on accelerators."""
-    if max_area <= 0:
-        return logits
-    if logits.device.type != "cpu":
-        return torch.where(small_regions(logits <= 0, max_area), torch.as_tensor(0.1, dtype=logits.dtype,
-                                                                                device=logits.device), logits)
-    out = logits.detach().float().numpy().copy()
-    for m in out[:, 0]:
-        m[_small_components(m <= 0, max_area)] = 0.1
-    return torch.from_numpy(out).to(dtype=logits.dtype)
-
-
-def small_regions(binary: torch.Tensor, max_area: int) -> torch.Tensor:
-    """Pixels of (n, 1, h, w) bool ``binary`` in 8-connected regions of at most ``max_area`` pixels, computed with
-    tensor operations only (no copy to the host).
-
-    Every pixel starts with its own label and takes the smallest label in its 3x3 neighbourhood within the region,
-    ``max_area - 1`` times: a region of at most ``max_area`` pixels spans at most ``max_area - 1`` steps, so all its
-    pixels then share one label. A label held by at most ``max_area`` pixels marks a whole small region exactly when
-    none of those pixels touches a region pixel with another label (a larger region that has not settled always
-    has such a border).
-    """
-    n, _, h, w = binary.shape
-    if n == 0 or max_area <= 0:
-        return torch.zeros_like(binary)
-    dtype = torch.float32 if h * w < 2**24 else torch.float64  # labels must be exact
-    empty = float(h * w)
-    labels = torch.arange(h * w, device=binary.device, dtype=dtype).reshape(1, 1, h, w).expand(n, 1, h, w)
-    labels = torch.where(binary, labels, empty)
-    for _ in range(int(max_area) - 1):
-        labels = torch.where(binary, -F.max_pool2d(-labels, 3, 1, 1), empty)
-    low = -F.max_pool2d(-labels, 3, 1, 1)  # smallest label around (outside pixels hold the largest value)
-    high = F.max_pool2d(torch.where(binary, labels, -1.0), 3, 1, 1)  # largest label around
-    border = binary & ((low != labels) | (high != labels))
-    flat = (labels.long() + torch.arange(n, device=binary.device).reshape(n, 1, 1, 1) * (h * w + 1))[binary]
-    size = n * (h * w + 1)
-    count = torch.bincount(flat, minlength=size)
-    unsettled = torch.bincount((labels.long() + torch.arange(n, device=binary.device).reshape(n, 1, 1, 1)
-                                * (h * w + 1))[border], minlength=size) > 0
-    small = torch.zeros_like(binary)
-    small[binary] = (count[flat] <= max_area) & ~unsettled[flat]
-    return small
-
-
 class VideoSession:
     """Prompt and track objects through one video (use through :meth:`samkit.SAM.video`).
 
     Args:
-        model: A loaded SAM 2 / 2.1 :class:`~samkit.SAM`.
+        runtime: A SAM 2 / 2.1 network's :class:`~samkit.nn.runtime.Runtime` (``SAM(...).runtime``).
         source: Anything :func:`~samkit.data.video.open_video` takes.
         fill_hole_area: Fill mask holes up to this many low-resolution pixels (the reference's video default, 8).
         correct_as_cond: A correction on an already tracked frame becomes a conditioning frame (it stays when
@@ -137,29 +95,34 @@ class VideoSession:
         names: Class id -> name, for the Results (objects' classes are set with ``add(..., cls=)``).
     """
 
-    def __init__(self, model, source, fill_hole_area: int = 8, correct_as_cond: bool = True,
+    def __init__(self, runtime: Runtime, source, fill_hole_area: int = 8, correct_as_cond: bool = True,
                  max_prompt_frames: int | None = None, names: dict[int, str] | None = None):
         if max_prompt_frames is not None and (isinstance(max_prompt_frames, bool) or not isinstance(
                 max_prompt_frames, (int, np.integer)) or max_prompt_frames < 1):
             raise ValueError(f"max_prompt_frames={max_prompt_frames!r} must be a positive integer or None")
         if isinstance(fill_hole_area, bool) or not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
             raise ValueError(f"fill_hole_area={fill_hole_area!r} must be an integer >= 0")
-        if model.arch.family != "sam2":
-            raise ValueError(f"video tracking needs a SAM 2 / 2.1 model; {model.family} has no memory")
-        self.model = model
-        self.net = model.net
+        self.transforms = transforms_for(runtime.arch)
+        if not self.transforms.video:
+            raise ValueError(f"video tracking needs a SAM 2 / 2.1 model; {runtime.arch.name} has no memory")
+        self.runtime = runtime
+        self.net = runtime.net
         self.video: VideoSource = source if isinstance(source, VideoSource) else open_video(source)
-        self.size = model.arch.image_size
+        self.size = self.transforms.size
         self.fill_hole_area = int(fill_hole_area)
         self.correct_as_cond = bool(correct_as_cond)
         self.max_prompt_frames = max_prompt_frames
         self.names = dict(names) if names else {0: "object"}
         self.window = max(self.net.num_maskmem, self.net.max_obj_ptrs_in_encoder)
         self.objects: dict[int, _Object] = {}
-        self._features: tuple[int, dict] | None = None  # the most recent frame's backbone output
+        self._features: tuple[int, int, dict] | None = None  # (frame, runtime generation, backbone output)
         self._last_frame: tuple[int, np.ndarray] | None = None
         self._prepared: tuple[int, tuple[np.ndarray, torch.Tensor]] | None = None  # from the read-ahead thread
         self.frames_encoded = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     # ------------------------------------------------------------------ frames
     @property
@@ -167,16 +130,9 @@ class VideoSession:
         return self.video.length
 
     def _prepare(self, index: int, bgr: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor]:
-        """Frame ``index`` (BGR) and its network input on the CPU: RGB, bicubic square resize (PIL), /255,
-        ImageNet normalisation, (1, 3, S, S) float32 -- the reference's frame loading."""
-        from PIL import Image
-        from torchvision.transforms import functional as TF
-
+        """Frame ``index`` (BGR) and its (1, 3, S, S) network input on the CPU (the family's video transform)."""
         bgr = self.video.read(index) if bgr is None else bgr
-        rgb = np.ascontiguousarray(bgr[..., ::-1])
-        resized = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
-        x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0
-        return bgr, TF.normalize(x, SAM2_MEAN, SAM2_STD)[None]
+        return bgr, self.transforms.frame_to_input(bgr)
 
     def _frame_input(self, index: int) -> torch.Tensor:
         if self._prepared is not None and self._prepared[0] == index:
@@ -184,7 +140,7 @@ class VideoSession:
         else:
             bgr, x = self._prepare(index, self._frame(index))
         self._last_frame = (index, bgr)
-        return x.to(self.model.device)
+        return x.to(self.device)
 
     def _frame(self, index: int) -> np.ndarray:
         """Frame ``index`` (BGR), decoded once for its features and its Results."""
@@ -197,12 +153,13 @@ class VideoSession:
 
     def _feats(self, index: int):
         """(vision_feats, vision_pos_embeds, feat_sizes) of frame ``index``; the last frame's are kept."""
-        if self._features is None or self._features[0] != index:
-            with torch.inference_mode(), self.model.engine.autocast():
-                backbone_out = self.net.forward_image(self.model.engine.encoder_layout(self._frame_input(index)))
-            self._features = (index, backbone_out)
+        rt = self.runtime
+        if self._features is None or self._features[:2] != (index, rt.generation):
+            with torch.inference_mode(), rt.autocast():
+                backbone_out = self.net.forward_image(rt.encoder_layout(self._frame_input(index)))
+            self._features = (index, rt.generation, backbone_out)
             self.frames_encoded += 1
-        backbone_out = dict(self._features[1])
+        backbone_out = dict(self._features[2])
         backbone_out["backbone_fpn"] = list(backbone_out["backbone_fpn"])
         backbone_out["vision_pos_enc"] = list(backbone_out["vision_pos_enc"])
         _, feats, pos, sizes = self.net._prepare_backbone_features(backbone_out)
@@ -216,14 +173,16 @@ class VideoSession:
             cls: int | None = None):
         """Add clicks, a box or a mask for object ``obj_id`` on ``frame``; returns that frame's Results (all objects).
 
+        The prompt is checked by the same normaliser as image prompts (:func:`samkit.prompts.object_prompt`):
+        the same errors, coordinates outside the frame clipped with a warning.
+
         Args:
             frame: Frame index.
             obj_id: Any integer; a new id starts a new object (also after propagation has started).
             points: (P, 2) xy pixel clicks; labels: (P,) 1 positive / 0 negative (default all positive).
             box: xyxy pixel box. A box replaces the frame's earlier prompts for this object (it must come first).
-            mask: (H, W) mask at the video's frame size (bool, or numbers where non-zero is the object). It
-                replaces the frame's earlier prompts for this object and is taken as the object's mask there;
-                clicks added later on that frame refine it.
+            mask: (H, W) mask at the video's frame size (bool or 0/1). It replaces the frame's earlier prompts for
+                this object and is taken as the object's mask there; clicks added later on that frame refine it.
             clear: Replace the object's earlier clicks on this frame instead of adding to them.
             cls: The object's class id (for the Results' ``boxes.cls`` and the label writers); kept until changed.
         """
@@ -232,44 +191,83 @@ class VideoSession:
             raise TypeError(f"obj_id {obj_id!r} must be an integer")
         if not -(2**63) <= int(obj_id) < 2**63:
             raise ValueError(f"obj_id {obj_id!r} is out of range (a 64-bit integer)")
-        self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
         if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
             raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
-        mask_in = prompt = None
-        if mask is not None:
-            if points is not None or labels is not None or box is not None:
-                raise ValueError("give mask= alone: a mask prompt replaces the frame's clicks and box")
-            mask_in = self._mask_tensor(mask)
-        else:
-            prompt = self._check_prompt(points, labels, box)
-        existed = int(obj_id) in self.objects
-        obj = self.objects.setdefault(int(obj_id), _Object(int(obj_id)))
-        before = (obj.cls, frame in obj.clicks, obj.clicks.get(frame))
-        try:
-            return self._add(obj, frame, box, mask_in, prompt, clear, cls)
-        except BaseException:  # an add happens whole or not at all: the object is as it was (or not there)
-            if not existed:
-                self.objects.pop(int(obj_id), None)
-            else:
-                obj.cls = before[0]
-                if before[1]:
-                    obj.clicks[frame] = before[2]
-                else:
-                    obj.clicks.pop(frame, None)
-            raise
+        if points is None and box is None and mask is None:
+            raise ValueError("add() needs points= (with labels=), box= or mask=")
+        self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
+        prompt = object_prompt((self.video.height, self.video.width), points=points, labels=labels, box=box,
+                               mask=mask, cls=cls)
+        return self.add_prompts(frame, prompt, [int(obj_id)], clear=clear, classes=cls is not None)
 
-    def _add(self, obj: _Object, frame: int, box, mask_in, prompt, clear: bool, cls):
-        """The part of :meth:`add` that changes the session (its caller undoes it on failure)."""
-        if cls is not None:
-            obj.cls = int(cls)
-        if mask_in is not None:
+    def add_prompts(self, frame: int, prompts: ObjectPrompts, obj_ids, clear: bool = False, classes: bool = True):
+        """Add normalised prompts (:func:`samkit.prompts.normalize_prompts`) for several objects on ``frame``, all
+        or none; returns that frame's Results.
+
+        Args:
+            frame: Frame index.
+            prompts: N objects' prompts at the video's frame size; each object's prompt is either a binary mask or
+                clicks and / or a box.
+            obj_ids: N integer object ids (new ids start new objects).
+            clear: Replace each object's earlier clicks on this frame instead of adding to them.
+            classes: Set the objects' classes from ``prompts.cls`` (else existing objects keep theirs).
+        """
+        frame = self._check_frame(frame)
+        obj_ids = [int(i) for i in obj_ids]
+        if len(obj_ids) != len(prompts):
+            raise ValueError(f"{len(obj_ids)} object ids for {len(prompts)} objects")
+        if prompts.mask_is_logits and prompts.has_mask.any():
+            raise ValueError("video mask prompts must be binary masks at the frame size, not low-resolution logits")
+        for i in range(len(prompts)):
+            if prompts.has_mask[i] and (prompts.num_points[i] or prompts.has_box[i]):
+                raise ValueError("give mask= alone: a mask prompt replaces the frame's clicks and box (object "
+                                 f"{obj_ids[i]} has a mask and a box or clicks)")
+        self._frame(frame)
+        saved = {i: self._snapshot(i, frame) for i in obj_ids}
+        try:
+            for i, obj_id in enumerate(obj_ids):
+                self._add(self.objects.setdefault(obj_id, _Object(obj_id)), frame, prompts, i, clear, classes)
+        except BaseException:  # all or nothing: every object is as it was (or not there)
+            for obj_id, state in saved.items():
+                self._restore(obj_id, frame, state)
+            raise
+        return self._results(frame)
+
+    def _snapshot(self, obj_id: int, frame: int):
+        obj = self.objects.get(obj_id)
+        if obj is None:
+            return None
+        return obj.cls, obj.clicks.get(frame, _ABSENT), obj.pending.get(frame, _ABSENT)
+
+    def _restore(self, obj_id: int, frame: int, state) -> None:
+        if state is None:
+            self.objects.pop(obj_id, None)
+            return
+        obj = self.objects[obj_id]
+        obj.cls = state[0]
+        for store, value in ((obj.clicks, state[1]), (obj.pending, state[2])):
+            if value is _ABSENT:
+                store.pop(frame, None)
+            else:
+                store[frame] = value
+
+    def _add(self, obj: _Object, frame: int, prompts: ObjectPrompts, i: int, clear: bool, classes: bool) -> None:
+        """Object ``obj``'s prompt ``i`` on ``frame``: decoded (with the frame's earlier clicks), memory pending."""
+        if classes:
+            obj.cls = int(prompts.cls[i])
+        mask_in = point_inputs = None
+        if prompts.has_mask[i]:
             obj.clicks.pop(frame, None)
-            point_inputs = None
+            mask = torch.from_numpy(prompts.masks[i] > 0.5)
+            mask_in = self.transforms.frame_mask_prompt(mask, self.device)
         else:
+            pts, labs = prompts.object_points(i)
+            box = prompts.boxes[i].copy() if prompts.has_box[i] else None
+            prompt = {"points": pts.copy(), "labels": labs.copy(), "box": box}
             old = obj.clicks.get(frame)
             if old is not None and not clear and box is None:  # added to the frame's clicks, after its box
-                prompt = {"points": np.concatenate([old["points"], prompt["points"]]),
-                          "labels": np.concatenate([old["labels"], prompt["labels"]]), "box": old["box"]}
+                prompt = {"points": np.concatenate([old["points"], pts]),
+                          "labels": np.concatenate([old["labels"], labs]), "box": old["box"]}
             obj.clicks[frame] = prompt
             point_inputs = self._point_inputs(prompt)
         is_init = frame not in obj.tracked
@@ -277,7 +275,7 @@ class VideoSession:
         prev = obj.output_at(frame)
         prev_logits = None if prev is None or mask_in is not None else torch.clamp(prev["pred_masks"], -32.0, 32.0)
         feats, pos, sizes = self._feats(frame)
-        with torch.inference_mode(), self.model.engine.autocast():
+        with torch.inference_mode(), self.runtime.autocast():
             out = self.net.track_step(
                 frame_idx=frame, is_init_cond_frame=is_init, current_vision_feats=feats,
                 current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=point_inputs, mask_inputs=mask_in,
@@ -285,65 +283,17 @@ class VideoSession:
                 run_mem_encoder=False, prev_sam_mask_logits=prev_logits,
             )
         obj.pending[frame] = (self._compact(out), is_init or self.correct_as_cond)
-        return self._results(frame)
-
-    def _mask_tensor(self, mask) -> torch.Tensor:
-        """A frame-size mask -> (1, 1, S, S) float 0/1 at the network input size (antialiased resize, >= 0.5)."""
-        h, w = self.video.height, self.video.width
-        m = mask.detach().cpu() if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
-        if m.ndim == 3 and m.shape[0] == 1:
-            m = m[0]
-        if m.ndim != 2 or tuple(m.shape) != (h, w):
-            raise ValueError(f"mask of shape {tuple(m.shape)} must be (H, W) = ({h}, {w}), the video's frame size")
-        if m.dtype != torch.bool:
-            if not torch.isfinite(m.float()).all():
-                raise ValueError("mask holds NaN or infinite values")
-            m = m != 0
-        x = m[None, None].float().to(self.model.device)
-        if (h, w) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-            x = (x >= 0.5).float()
-        return x
-
-    def _check_prompt(self, points, labels, box) -> dict:
-        """Clicks and box as given (video pixels), validated: ``{"points": (P, 2), "labels": (P,), "box": (4,)|None}``."""
-        from samkit.engine.prompts import _as_array, _check_labels, _short
-
-        if points is None and box is None:
-            raise ValueError("add() needs points= (with labels=) or box=")
-        if labels is not None and points is None:
-            raise ValueError("labels were given without points")
-        pts = np.zeros((0, 2), np.float32)
-        if points is not None:
-            pts = _as_array(points, "points")  # finite numbers, or a ValueError naming the value
-            if pts.size == 0 or pts.size % 2 or pts.shape[-1] != 2:
-                raise ValueError(f"points {_short(points)} must be [x, y] or a list of them (P, 2)")
-            pts = pts.reshape(-1, 2)
-        if labels is None:
-            labs = np.ones(len(pts), np.int32)
-        else:
-            labs = _as_array(labels, "labels", np.float64).reshape(-1)
-            if len(labs) != len(pts):
-                raise ValueError(f"{len(labs)} labels for {len(pts)} points: give one label per point")
-            _check_labels(labs)
-            labs = labs.astype(np.int32)
-        b = None
-        if box is not None:
-            b = _as_array(box, "box").reshape(-1)
-            if len(b) != 4 or b[2] < b[0] or b[3] < b[1]:
-                raise ValueError(f"box {_short(box)} must be [x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
-        return {"points": pts, "labels": labs, "box": b}
 
     def _point_inputs(self, prompt: dict) -> dict:
-        """A frame's prompt -> the network's point inputs: box corners first (labels 2, 3), then the clicks, scaled
-        to the network input."""
+        """A frame's prompt -> the network's point inputs: box corners first (labels 2, 3), then the clicks, in
+        network-input coordinates."""
         pts, labs = prompt["points"], prompt["labels"]
         if prompt["box"] is not None:
             pts = np.concatenate([prompt["box"].reshape(2, 2), pts])
             labs = np.concatenate([np.array([2, 3], np.int32), labs])
-        scale = np.array([self.size / self.video.width, self.size / self.video.height], np.float32)
-        return {"point_coords": torch.from_numpy(pts * scale)[None].to(self.model.device),
-                "point_labels": torch.from_numpy(labs)[None].to(self.model.device)}
+        xy = self.transforms.coords_to_input(pts, (self.video.height, self.video.width))
+        return {"point_coords": torch.from_numpy(xy)[None].to(self.device),
+                "point_labels": torch.from_numpy(labs.astype(np.int32))[None].to(self.device)}
 
     def _num_frames_for_memory(self) -> int:
         n = self.num_frames
@@ -380,7 +330,7 @@ class VideoSession:
                     feats, _, sizes = self._feats(frame)
                     high = F.interpolate(out["pred_masks"], size=(self.size, self.size), mode="bilinear",
                                          align_corners=False)
-                    with torch.inference_mode(), self.model.engine.autocast():
+                    with torch.inference_mode(), self.runtime.autocast():
                         mem, mem_pos = self.net._encode_new_memory(
                             current_vision_feats=feats, feat_sizes=sizes, pred_masks_high_res=high,
                             object_score_logits=out["object_score_logits"], is_mask_from_pts=True)
@@ -416,14 +366,14 @@ class VideoSession:
                 stop = start + max_frames + 1
             frames = self.video.frames(start, stop=stop)
         # Frames are read, resized and normalised a few frames ahead in a background thread.
-        ahead = _prefetch(((t, self._prepare(t, f)) for t, f in frames), READ_AHEAD)
+        ahead = prefetch(((t, self._prepare(t, f)) for t, f in frames), READ_AHEAD)
         try:
             for t, prepared in ahead:
                 self._prepared = (t, prepared)
                 for obj in self.objects.values():
                     self._cap_prompts(obj, t, reverse)
                 todo = [o for o in self.objects.values() if t not in o.outputs["cond_frame_outputs"]]
-                step = CPU_OBJECTS_PER_BATCH if self.model.device.type == "cpu" else len(todo) or 1
+                step = CPU_OBJECTS_PER_BATCH if self.device.type == "cpu" else len(todo) or 1
                 for group in _memory_groups(todo):
                     for i in range(0, len(group), step):
                         self._track_group(group[i : i + step], t, reverse)
@@ -444,7 +394,7 @@ class VideoSession:
             feats = [f.expand(-1, b, -1) for f in feats]
             pos = [p.expand(-1, b, -1) for p in pos]
         outputs = group[0].outputs if b == 1 else _stack_outputs([o.outputs for o in group])
-        with torch.inference_mode(), self.model.engine.autocast():
+        with torch.inference_mode(), self.runtime.autocast():
             out = self.net.track_step(
                 frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats, current_vision_pos_embeds=pos,
                 feat_sizes=sizes, point_inputs=None, mask_inputs=None, output_dict=outputs,
@@ -478,9 +428,6 @@ class VideoSession:
 
     # ------------------------------------------------------------------ results
     def _results(self, frame: int):
-        from samkit.engine.prompts import ObjectPrompts
-        from samkit.results import Results
-
         h, w = self.video.height, self.video.width
         objs = list(self.objects.values())
         ids, logits, scores = [], [], []
@@ -489,13 +436,13 @@ class VideoSession:
             ids.append(obj.obj_id)
             if out is None:
                 side = self.size // 4
-                logits.append(torch.full((1, 1, side, side), NO_OBJ_SCORE, device=self.model.device))
-                scores.append(torch.full((1,), float("-inf"), device=self.model.device))
+                logits.append(torch.full((1, 1, side, side), NO_OBJ_SCORE, device=self.device))
+                scores.append(torch.full((1,), float("-inf"), device=self.device))
             else:
                 logits.append(out["pred_masks"].float())
                 scores.append(out["object_score_logits"].float().reshape(-1)[:1])
         low = torch.cat(logits) if logits else torch.zeros((0, 1, self.size // 4, self.size // 4))
-        masks = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0.0
+        masks = self.transforms.logits_to_image(low, (h, w))[:, 0] > 0.0
         # One copy to the host for all objects' scores (not one wait for the device per object).
         presence = torch.sigmoid(torch.cat(scores)).cpu() if scores else torch.zeros(0)
         prompts = None

@@ -56,7 +56,8 @@ def add_sam_masks(yolo_model, sam) -> None:
     """Make every later ``yolo_model.predict(...)`` / ``yolo_model.track(...)`` return SAM masks in its Results.
 
     A callback on ``on_predict_postprocess_end`` sets each result's ``masks`` (one per box, in box order; an
-    empty set when there is no box) with ``Results.update``; boxes, classes, confidences and track ids are left as the detector and tracker made them.
+    empty set when there is no box) with ``Results.update``; boxes, classes, confidences and track ids are left as
+    the detector and tracker made them.
     SAM runs with the CPU thread count the process had before Ultralytics lowered it (see
     :data:`samkit.utils.devices.DEFAULT_THREADS`); YOLO's own count is restored afterwards.
     """

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from samkit.nn.registry import Architecture, model_registry
+from samkit.nn.replacements import install
 
 
 def _sam2_flags(version: str) -> dict:
@@ -73,7 +74,8 @@ def _build_sam2(arch: Architecture, version: str) -> nn.Module:
             window_pos_embed_bkg_spatial_size=list(t["window_pos_embed_bkg_spatial_size"]),
             window_spec=list(t["window_spec"]),
         ),
-        neck=FpnNeck(d_model=256, backbone_channel_list=channels, fpn_top_down_levels=[2, 3], fpn_interp_model="nearest"),
+        neck=FpnNeck(d_model=256, backbone_channel_list=channels, fpn_top_down_levels=[2, 3],
+                     fpn_interp_model="nearest"),
         scalp=1,
     )
     feat = arch.image_size // 16
@@ -99,7 +101,7 @@ def _build_sam2(arch: Architecture, version: str) -> nn.Module:
     )
 
 
-def _build_sam1(arch: Architecture) -> nn.Module:
+def _build_sam1(arch: Architecture, version: str = "1") -> nn.Module:
     from ultralytics.models.sam.modules.decoders import MaskDecoder
     from ultralytics.models.sam.modules.encoders import ImageEncoderViT, PromptEncoder
     from ultralytics.models.sam.modules.sam import SAMModel
@@ -159,27 +161,38 @@ def _build_sam1(arch: Architecture) -> nn.Module:
     )
 
 
-def build_network(arch: Architecture | str, version: str | None = None) -> nn.Module:
-    """Build an untrained network (random weights, eval mode, on the CPU) for an architecture.
+#: Family -> the function that wires Ultralytics' modules for it (``(arch, version) -> network``).
+BUILDERS = {"sam2": _build_sam2, "sam": _build_sam1, "mobile_sam": _build_sam1}
+#: Family -> its versions, the default first.
+VERSIONS = {"sam2": ("2.1", "2.0"), "sam": ("1",), "mobile_sam": ("1",)}
+
+
+def build_network(arch: Architecture | str, version: str | None = None, replacements: bool = True) -> nn.Module:
+    """Build an untrained network (random weights, eval mode, on the CPU) for an architecture, with samkit's
+    replacements of Ultralytics methods installed (:mod:`samkit.nn.replacements`).
 
     Args:
         arch: An :class:`Architecture` or its registry name (``"sam2_b"``, ``"sam_h"``, ``"sam2_test"``...).
         version: ``"2.1"`` (default for SAM 2) or ``"2.0"``; SAM and MobileSAM only have ``"1"``.
+        replacements: Install the replacement table (False: Ultralytics' modules exactly as they are, for
+            comparisons).
 
     Returns:
         ultralytics ``SAM2Model`` (SAM 2 family) or ``SAMModel`` (SAM, MobileSAM).
     """
     if isinstance(arch, str):
         arch = model_registry().architecture(arch)
-    if arch.family == "sam2":
-        version = "2.1" if version is None else str(version)
-        if version not in ("2.0", "2.1"):
-            raise ValueError(f"SAM 2 version must be '2.0' or '2.1', got {version!r}")
-        net = _build_sam2(arch, version)
-    else:
-        if version not in (None, "1", 1):
-            raise ValueError(f"{arch.family} has a single version '1', got {version!r}")
-        net = _build_sam1(arch)
+    if arch.family not in BUILDERS:
+        raise ValueError(f"no builder for model family {arch.family!r}; known: {sorted(BUILDERS)}")
+    versions = VERSIONS[arch.family]
+    version = versions[0] if version is None else str(version)
+    if version not in versions:
+        one = f"has a single version {versions[0]!r}" if len(versions) == 1 else \
+            f"version must be {' or '.join(map(repr, sorted(versions)))}"
+        raise ValueError(f"{arch.family} {one}, got {version!r}")
+    net = BUILDERS[arch.family](arch, version)
+    if replacements:
+        install(net)
     return net.eval()
 
 

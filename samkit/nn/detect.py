@@ -94,7 +94,8 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "s
     for arch in model_registry().architectures.values():
         if arch.signature == sig:
             return arch, version
-    known = "; ".join(f"{a.name} {a.signature[1:]}" for a in model_registry().architectures.values() if a.family == sig[0])
+    known = "; ".join(f"{a.name} {a.signature[1:]}" for a in model_registry().architectures.values()
+                      if a.family == sig[0])
     raise ArchitectureError(
         f"{source}: a {sig[0]} checkpoint with encoder shape {sig[1:]} matches no registered architecture "
         f"(known {sig[0]} shapes: {known}). Register it in samkit/cfg/models.yaml."

@@ -176,7 +176,8 @@ def _build_registry(data: dict) -> Registry:
     signatures: dict[tuple, str] = {}
     for a in archs.values():
         if a.signature in signatures:
-            raise ValueError(f"architectures {signatures[a.signature]!r} and {a.name!r} cannot be told apart by weights")
+            raise ValueError(f"architectures {signatures[a.signature]!r} and {a.name!r} cannot be told apart by "
+                             "weights")
         signatures[a.signature] = a.name
     return Registry(architectures=archs, models=models)
 

@@ -1,8 +1,12 @@
-"""Inference speed-ups for SAM 2's image encoder (Hiera) and memory attention, installed on a built network.
+"""Faster equivalents of Ultralytics' SAM 2 image-encoder (Hiera) and memory-attention methods.
+
+Each function here replaces one method on a built network's instances, through the table of
+:mod:`samkit.nn.replacements` (the only place they are installed, gated by the Ultralytics versions and sources
+they were written against).
 
 - **Positional embedding, once per input size.** Hiera interpolates its background positional embedding
   (bicubic) and adds the tiled window embedding on every forward pass; for a fixed input size the result never
-  changes. :func:`speed_up` keeps the last one (for its size, dtype and device) and recomputes it when the
+  changes. The replacement keeps the last one (for its size, dtype and device) and recomputes it when the
   parameters are written (their version counter moves), so the output is bit for bit what the module computes.
 - **bf16 attention on the CPU.** PyTorch's fused CPU attention (torch 2.14) measured no faster in bf16 than in
   fp32 on an AVX512-BF16 CPU, while bf16 matrix products run ~2x faster than fp32 ones. Under bf16 on the CPU
@@ -22,19 +26,17 @@
   keys into new tensors; on the CPU the memory attention broadcasts the frequencies instead and turns the keys
   where they are (:func:`_rotate`, the same products bit for bit): ~10 ms per layer and object on a 2-core CPU.
 - **The first memory-attention layer's self-attention shared by the objects of a frame** (it sees only the
-  frame's features; see :func:`_shared_self_attention`): the same result, once per frame instead of once per
+  frame's features; see :func:`shared_self_attention`): the same result, once per frame instead of once per
   object on the CPU, ~0.17 s per extra object for SAM 2.1 at 1024 px on a 2-core CPU.
 - **Sine positional encodings kept contiguous** (the FPN neck's and the memory encoder's), per size and device;
-  see :func:`_sine_position`.
+  see :func:`sine_position`.
 """
 
 from __future__ import annotations
 
 import math
-import types
 
 import torch
-from torch import nn
 
 # Elements of one block of attention logits (4 MiB in bf16): measured fastest on a 2-core AVX512-BF16 CPU for
 # Hiera's global (4096 x 4096) and windowed (64 x 64, 196 x 196) attention alike.
@@ -131,7 +133,7 @@ def _bf16_on_cpu(x: torch.Tensor) -> bool:
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
-def _attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+def multiscale_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     """``MultiScaleAttention.forward`` with the attention in :func:`cpu_attention` under bf16 on the CPU."""
     if not _bf16_on_cpu(x):
         return type(self).forward(self, x)
@@ -178,8 +180,8 @@ def _rotate(x: torch.Tensor, cis: torch.Tensor, heads: int, in_place: bool = Fal
     return out
 
 
-def _rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            num_k_exclude_rope: int = 0) -> torch.Tensor:
+def rope_attention_forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           num_k_exclude_rope: int = 0) -> torch.Tensor:
     """``RoPEAttention.forward``: under bf16 on the CPU the attention in :func:`cpu_attention`; on the CPU, values
     narrower than a head (the cross-attention to 64-wide memories) averaged before their projection, and the
     memory keys turned in place, the frequencies broadcast over memory frames (:func:`_rotate`)."""
@@ -219,7 +221,7 @@ def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     return a.dtype == b.dtype and torch.equal(a, b)
 
 
-def _shared_self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
+def shared_self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
     """``MemoryAttentionLayer._forward_sa`` of the memory attention's first layer, its last result kept.
 
     The first layer's self-attention sees only the current frame's features, the same for every object tracked
@@ -244,7 +246,7 @@ def _shared_self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor | No
     return result
 
 
-def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+def cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
     """``Hiera._get_pos_embed``, the last one kept while the input size and the parameters are unchanged."""
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return type(self)._get_pos_embed(self, hw)
@@ -259,7 +261,7 @@ def _cached_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
     return kept[1]
 
 
-def _sine_position(self, x: torch.Tensor) -> torch.Tensor:
+def sine_position(self, x: torch.Tensor) -> torch.Tensor:
     """``PositionEmbeddingSine.forward``, its embedding kept contiguous for each size and device.
 
     The module keeps one per size only (one computed on another device would be returned as it is), and as a
@@ -283,36 +285,6 @@ def _sine_position(self, x: torch.Tensor) -> torch.Tensor:
     return pos[None].repeat(x.shape[0], 1, 1, 1)
 
 
-def speed_up(net: nn.Module) -> int:
-    """Install the speed-ups on every Hiera trunk, Hiera attention, RoPE attention, sine positional encoding and
-    memory attention's first layer under ``net``; returns how many modules changed.
-
-    The modules keep their parameters and state-dict keys, and their fp32 results bit for bit except the memory
-    attention's cross-attention on the CPU (equal within rounding); calling it twice changes nothing more.
-    """
-    from ultralytics.models.sam.modules.blocks import MultiScaleAttention, PositionEmbeddingSine, RoPEAttention
-    from ultralytics.models.sam.modules.encoders import Hiera
-    from ultralytics.models.sam.modules.memory_attention import MemoryAttention
-
-    n = 0
-    for module in net.modules():
-        if isinstance(module, Hiera) and "_get_pos_embed" not in module.__dict__:
-            module._get_pos_embed = types.MethodType(_cached_pos_embed, module)
-            n += 1
-        elif isinstance(module, MultiScaleAttention) and "forward" not in module.__dict__:
-            module.forward = types.MethodType(_attention_forward, module)
-            n += 1
-        elif isinstance(module, RoPEAttention) and "forward" not in module.__dict__:
-            module.forward = types.MethodType(_rope_attention_forward, module)
-            n += 1
-        elif isinstance(module, PositionEmbeddingSine) and "forward" not in module.__dict__:
-            module.forward = types.MethodType(_sine_position, module)
-            n += 1
-        elif isinstance(module, MemoryAttention) and "_forward_sa" not in module.layers[0].__dict__:
-            first = module.layers[0]
-            first._forward_sa = types.MethodType(_shared_self_attention, first)
-            n += 1
-    return n
-
-
-__all__ = ["ATTENTION_BLOCK", "KEY_BLOCK", "STREAM_BLOCK", "cpu_attention", "speed_up", "streaming_attention"]
+__all__ = ["ATTENTION_BLOCK", "KEY_BLOCK", "STREAM_BLOCK", "cached_pos_embed", "cpu_attention",
+           "multiscale_attention_forward", "rope_attention_forward", "shared_self_attention", "sine_position",
+           "streaming_attention"]

@@ -299,7 +299,9 @@ def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
     return pts, lab
 
 
-def _mask_stack(masks, image_hw: tuple[int, int], low_res: int, name="masks") -> tuple[np.ndarray, bool]:
+def _mask_stack(masks, image_hw: tuple[int, int], low_res: int | None, name="masks") -> tuple[np.ndarray, bool]:
+    """Mask prompts as (n, h, w) float32 and whether they are low-resolution logits (``low_res`` None: only
+    binary masks at image size are accepted)."""
     arr = _numeric(masks, name)
     if arr.ndim == 2:
         arr = arr[None]
@@ -310,20 +312,24 @@ def _mask_stack(masks, image_hw: tuple[int, int], low_res: int, name="masks") ->
     h, w = image_hw
     is_binary_dtype = arr.dtype == np.bool_ or arr.dtype.kind in "ui"
     finite = arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
-    if (arr.shape[1:] == (low_res, low_res) and not is_binary_dtype
+    if (low_res is not None and arr.shape[1:] == (low_res, low_res) and not is_binary_dtype
             and (arr.shape[1:] != (h, w) or (arr.size and arr.min() < 0))):
         if not finite or (arr.size and np.abs(arr).max() > MAX_MASK_LOGIT):
             raise ValueError(f"{name}: mask logits must be finite and within +-{MAX_MASK_LOGIT:g} (a prediction's "
                              "logits are tens at most; larger ones overflow the prompt encoder into NaN scores)")
         return arr.astype(np.float32), True
     if arr.shape[1:] != (h, w):
+        if low_res is None:
+            raise ValueError(f"{name} of shape {arr.shape[1:]} must be (H, W) = ({h}, {w}), the image's size")
         low = arr.shape[1:] == (low_res, low_res)
         hint = " (low-resolution logits are floats, not bool or integers)" if low else ""
         raise ValueError(
             f"{name} of size {arr.shape[1:]} match neither the image ({h}, {w}) nor the low-resolution "
             f"logits ({low_res}, {low_res}){hint}"
         )
-    if not finite or (arr.size and (arr.min() < 0 or arr.max() > 1)):
+    if not finite:
+        raise ValueError(f"{name}: a binary mask holds NaN or infinite values (masks hold 0/1 or bool values)")
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name}: binary masks at image size must hold 0/1 (or bool) values")
     return arr.astype(np.float32), False
 
@@ -386,7 +392,36 @@ def normalize_prompts(
     return out
 
 
-def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
+def object_prompt(image_hw: tuple[int, int], points=None, labels=None, box=None, mask=None, cls=None,
+                  low_res: int | None = None) -> ObjectPrompts:
+    """One object's prompt (clicks with labels, a box, a mask, a class id) as :class:`ObjectPrompts`, checked and
+    clipped as :func:`normalize_prompts` does, with errors naming the argument (``points``, ``box``...).
+
+    Args:
+        image_hw: (height, width) of the image or video frame.
+        points, labels: (P, 2) xy pixel clicks and their (P,) labels (default all positive).
+        box: One xyxy pixel box.
+        mask: An (H, W) mask at image size (bool or 0/1), or, when ``low_res`` is given, low-resolution logits.
+        cls: Class id (integer >= 0); default 0.
+        low_res: Side of the model's low-resolution logits; None accepts binary image-size masks only.
+    """
+    if points is None and box is None and mask is None:
+        raise ValueError("a prompt needs points= (with labels=), box= or mask=")
+    given = {"points": points, "labels": labels, "box": box, "mask": mask, "cls": cls}
+    out = _from_dicts([{k: v for k, v in given.items() if v is not None}], image_hw, low_res, single=True)
+    _clip(out, image_hw, "box")
+    return out
+
+
+def _from_dicts(prompts, image_hw, low_res, single: bool = False) -> ObjectPrompts:
+    """``prompts=[{...}, ...]`` -> ObjectPrompts; ``single``: one object given as arguments, named plainly."""
+
+    def key(i: int, k: str) -> str:
+        return k if single else f"prompts[{i}][{k!r}]"
+
+    def at(i: int) -> str:
+        return "" if single else f"prompts[{i}]: "
+
     if isinstance(prompts, dict):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)) or not prompts:
@@ -402,7 +437,7 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
         if not any(p.get(k) is not None for k in ("points", "box", "mask")):
             raise ValueError(f"prompts[{i}] has no points, box or mask")
         if p.get("points") is not None:
-            name = f"prompts[{i}]['points']"
+            name = key(i, "points")
             pt = _as_array(p["points"], name)
             if pt.ndim == 0 or pt.size == 0 or pt.shape[-1] != 2:
                 raise ValueError(f"{name} must be [[x, y], ...], got {_short(p['points'])}")
@@ -410,26 +445,26 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
             if p.get("labels") is None:
                 lb = np.ones(len(pt))
             else:
-                lb = _as_array(p["labels"], f"prompts[{i}]['labels']", np.float64).ravel()
+                lb = _as_array(p["labels"], key(i, "labels"), np.float64).ravel()
             if len(lb) != len(pt):
-                raise ValueError(f"prompts[{i}]: {len(lb)} labels for {len(pt)} points")
-            _check_labels(lb, f"prompts[{i}]['labels']")
+                raise ValueError(f"{at(i)}{len(lb)} labels for {len(pt)} points: give one label per point")
+            _check_labels(lb, key(i, "labels"))
         elif p.get("labels") is not None:
-            raise ValueError(f"prompts[{i}] has labels but no points")
+            raise ValueError(f"{at(i)}labels were given without points")
         else:
             pt, lb = np.zeros((0, 2), np.float32), np.zeros(0)
         pts_list.append(pt)
         lab_list.append(lb.astype(np.int32))
         if p.get("box") is not None:
-            b, _ = _boxes_from(p["box"], f"prompts[{i}]['box']")
+            b, _ = _boxes_from(p["box"], key(i, "box"))
             if len(b) != 1:
-                raise ValueError(f"prompts[{i}]['box'] must be one [x1, y1, x2, y2], got {len(b)} boxes")
+                raise ValueError(f"{key(i, 'box')} must be one [x1, y1, x2, y2], got {len(b)} boxes")
             boxes.append(b[0])
         else:
             boxes.append(np.full(4, np.nan, np.float32))
         masks.append(p.get("mask"))
-        cls.append(_int_of(p.get("cls"), f"prompts[{i}]['cls']", 0))
-        ids.append(_int_of(p.get("id"), f"prompts[{i}]['id']", -1))
+        cls.append(_int_of(p.get("cls"), key(i, "cls"), 0))
+        ids.append(_int_of(p.get("id"), key(i, "id"), -1))
     n, pmax = len(prompts), max(len(p) for p in pts_list)
     points = np.zeros((n, pmax, 2), np.float32)
     labels = np.full((n, pmax), -1, np.int32)
@@ -438,7 +473,7 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
     mstack, is_logits = None, False
     given = [m for m in masks if m is not None]
     if given:
-        stacks = [_mask_stack(m, image_hw, low_res, f"prompts[{i}]['mask']") for i, m in enumerate(masks) if m is not None]
+        stacks = [_mask_stack(m, image_hw, low_res, key(i, "mask")) for i, m in enumerate(masks) if m is not None]
         kinds = {s[1] for s in stacks}
         if len(kinds) > 1:
             raise ValueError("mask prompts mix image-size binary masks and low-resolution logits")
@@ -450,7 +485,7 @@ def _from_dicts(prompts, image_hw, low_res) -> ObjectPrompts:
             if m is not None:
                 s = next(it)[0]
                 if len(s) != 1:
-                    raise ValueError(f"prompts[{i}]['mask'] must be one HxW mask, got {len(s)}")
+                    raise ValueError(f"{key(i, 'mask')} must be one HxW mask, got {len(s)}")
                 mstack[i] = s[0]
     return ObjectPrompts(points=points, labels=labels, boxes=np.stack(boxes).astype(np.float32), masks=mstack,
                          mask_is_logits=is_logits, cls=np.array(cls, np.int64), track_id=np.array(ids, np.int64))

@@ -1,14 +1,19 @@
-"""Decoding many prompts on one image without repeating the image-side work of the first decoder layer.
+"""The mask decoder's ``predict_masks`` for many prompts on one image, without repeating the image-side work.
+
+This is the only mask-decoder arithmetic samkit runs: it replaces ``SAM2MaskDecoder.predict_masks`` and
+``MaskDecoder.predict_masks`` on a built network (see :mod:`samkit.nn.replacements`), so images, mask prompts and
+video all reach it through the decoder's own ``forward`` (which keeps Ultralytics' choice of output masks), and
+``torch.compile`` of the decoder compiles it.
 
 SAM's mask decoder (a two-way transformer) starts from the same image tokens for every object. The reference
 repeats the image embedding, its positional encoding and the dense prompt embedding B times, and its first layer
 projects the image tokens three times (keys and values for the tokens-to-image attention, queries for the
 image-to-tokens attention) before any object-specific value touches them, so for B objects that work is done B
-times. :func:`decode_shared` does it once and broadcasts; every later step is the reference's, with attention
+times. The replacement does it once and broadcasts; every later step is the reference's, with attention
 through PyTorch's fused kernel (as Meta's SAM 2 code does) and ``keys + key_pe`` formed once per layer. The
 result equals the reference's up to float rounding.
 
-With ``factored=True`` (used on the CPU), the attentions between the few prompt tokens (T, about 8) and the
+On the CPU, the attentions between the few prompt tokens (T, about 8) and the
 4096 image tokens skip the per-object projections of the image tokens: per head, ``(x Wq) (K)^T`` is computed as
 ``x (Wq^T K^T)`` and ``A (V) Wo^T`` as ``A (V Wo^T)``, so each object multiplies the image tokens by ``heads x T``
 columns (64 for a box) instead of the 128 internal channels, for the queries, keys, values and output
@@ -118,64 +123,43 @@ def _block(layer: nn.Module, queries, keys, query_pe, key_pe, first: bool, facto
     return queries, layer.norm4(keys + out)
 
 
-class SharedImageTwoWay(nn.Module):
-    """A ``TwoWayTransformer`` for B objects on one image: call it with (B, C, H, W) image embeddings whose
-    B rows are identical (the decoder's ``repeat_image`` with one dense embedding for all objects)."""
-
-    def __init__(self, transformer: nn.Module, factored: bool = False):
-        super().__init__()
-        self.inner = transformer
-        self.factored = factored
-
-    def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor):
-        t = self.inner
-        keys = image_embedding[:1].flatten(2).permute(0, 2, 1)  # (1, N, C): shared until the first layer's end
-        pe = image_pe[:1].flatten(2).permute(0, 2, 1)
-        queries = point_embedding
-        for i, layer in enumerate(t.layers):
-            queries, keys = _block(layer, queries, keys, point_embedding, pe, first=i == 0, factored=self.factored)
-        fa = t.final_attn_token_to_image
-        if self.factored and _few_tokens(fa, queries.shape[1]):
-            out = _tokens_to_image(fa, queries + point_embedding, keys + pe, keys)
-        else:
-            out = _attend(fa, fa.q_proj(queries + point_embedding), fa.k_proj(keys + pe), fa.v_proj(keys))
-        return t.norm_final_attn(queries + out), keys
+def _two_way(transformer: nn.Module, src: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
+             factored: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TwoWayTransformer.forward`` for B token sets over (1 or B, C, h, w) image tokens ``src``: with one image
+    row its tokens are shared until the first layer has mixed them with each object's tokens."""
+    keys = src.flatten(2).permute(0, 2, 1)  # (1 or B, N, C)
+    pe = image_pe[:1].flatten(2).permute(0, 2, 1)
+    queries = tokens
+    for i, layer in enumerate(transformer.layers):
+        queries, keys = _block(layer, queries, keys, tokens, pe, first=i == 0, factored=factored)
+    fa = transformer.final_attn_token_to_image
+    if factored and _few_tokens(fa, queries.shape[1]):
+        out = _tokens_to_image(fa, queries + tokens, keys + pe, keys)
+    else:
+        out = _attend(fa, fa.q_proj(queries + tokens), fa.k_proj(keys + pe), fa.v_proj(keys))
+    return transformer.norm_final_attn(queries + out), keys
 
 
-def decode_shared(decoder: nn.Module, image_embed: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
-                  dense: torch.Tensor, multimask: bool, high_res: list[torch.Tensor] | None = None,
-                  factored: bool = False):
-    """The mask decoder's forward for B objects that share one image and one dense (no-mask) embedding.
+def _shared_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x[:1]`` when every row of ``x`` is the first one by construction (one row, or a broadcast view such as the
+    prompt encoder's no-mask embedding), else ``x``."""
+    return x[:1] if x.shape[0] == 1 or x.stride(0) == 0 else x
 
-    Same outputs as ``decoder(..., repeat_image=True)`` of a SAM 2 (``SAM2MaskDecoder``) or SAM
-    (``MaskDecoder``) decoder, without materialising B copies of the image embedding, its positional encoding
-    and the dense embedding.
 
-    Args:
-        decoder: The network's mask decoder.
-        image_embed: (1, C, h, w) image embedding.
-        image_pe: (1, C, h, w) dense positional encoding.
-        sparse: (B, T, C) sparse prompt embeddings.
-        dense: (1 or B, C, h, w) dense prompt embedding, the same for every object.
-        multimask: Three candidate masks per object, or one chosen as the reference does.
-        high_res: SAM 2's two high-resolution feature maps (None for SAM).
-        factored: Factor the prompt-token / image-token attentions (see the module docstring; faster on CPUs).
-
-    Returns:
-        ``(low_res_logits (B, K, 4h, 4w), iou (B, K))``.
-    """
-    sam2 = hasattr(decoder, "pred_obj_scores")
-    s = 1 if sam2 and decoder.pred_obj_scores else 0
+def _heads(decoder: nn.Module, image: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+           dense: torch.Tensor, high_res: list[torch.Tensor] | None, s: int):
+    """The decoder's transformer, upscaling and heads for B objects: ``(masks (B, M, 4h, 4w), iou (B, M),
+    hs (B, T, C))`` with M the decoder's mask tokens."""
+    b = sparse.shape[0]
     heads = [decoder.iou_token.weight, decoder.mask_tokens.weight]
     if s:
         heads.insert(0, decoder.obj_score_token.weight)
-    b = sparse.shape[0]
     tokens = torch.cat([torch.cat(heads, 0).unsqueeze(0).expand(b, -1, -1), sparse], 1)
-    src = image_embed + dense[:1]
-    hs, keys = SharedImageTwoWay(decoder.transformer, factored)(src, image_pe, tokens)
+    src = image + _shared_rows(dense)
+    hs, keys = _two_way(decoder.transformer, src, image_pe, tokens, factored=src.device.type == "cpu")
     c, h, w = src.shape[1:]
     src = keys.transpose(1, 2).reshape(b, c, h, w)
-    if sam2 and decoder.use_high_res_features and high_res is not None:
+    if getattr(decoder, "use_high_res_features", False) and high_res is not None:
         dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
         feat_s0, feat_s1 = high_res
         if torch.is_grad_enabled():
@@ -188,15 +172,49 @@ def decode_shared(decoder: nn.Module, image_embed: torch.Tensor, image_pe: torch
     hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
     bb, cc, hh, ww = up.shape
     masks = (hyper @ up.view(bb, cc, hh * ww)).view(bb, -1, hh, ww)
-    iou = decoder.iou_prediction_head(hs[:, s])
-    if multimask:
-        return masks[:, 1:], iou[:, 1:]
-    if sam2 and decoder.dynamic_multimask_via_stability and not decoder.training:
-        return decoder._dynamic_multimask_via_stability(masks, iou)
-    return masks[:, :1], iou[:, :1]
+    return masks, decoder.iou_prediction_head(hs[:, s]), hs
 
 
-def can_share(decoder: nn.Module) -> bool:
-    """Whether :func:`decode_shared` knows this decoder's transformer (the reference two-way transformer)."""
+def _applies(decoder: nn.Module, image: torch.Tensor, b: int, repeat_image: bool) -> bool:
+    """Whether the shared decoding applies: inference, the reference two-way transformer, and one image for every
+    object (repeated) or one image row per object."""
     t = getattr(decoder, "transformer", None)
-    return isinstance(t, TwoWayTransformer) and t.layers[0].skip_first_layer_pe
+    if torch.is_grad_enabled() or not isinstance(t, TwoWayTransformer) or not t.layers[0].skip_first_layer_pe:
+        return False
+    return image.shape[0] == 1 if repeat_image else image.shape[0] == b
+
+
+def sam2_predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                       sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
+                       repeat_image: bool, high_res_features: list[torch.Tensor] | None = None):
+    """``SAM2MaskDecoder.predict_masks`` without repeating the image for every object (see the module docstring):
+    ``(masks (B, 4, 4h, 4w), iou (B, 4), mask_tokens_out (B, 4, C), object_score_logits (B, 1))``.
+
+    Training (autograd) and unknown transformers run the class's own method.
+    """
+    b = sparse_prompt_embeddings.shape[0]
+    if not _applies(self, image_embeddings, b, repeat_image):
+        return type(self).predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                                        dense_prompt_embeddings, repeat_image, high_res_features)
+    s = 1 if self.pred_obj_scores else 0
+    masks, iou, hs = _heads(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                            high_res_features, s)
+    mask_tokens_out = hs[:, s + 1 : s + 1 + self.num_mask_tokens]
+    if s:
+        score = self.pred_obj_score_head(hs[:, 0])
+    else:  # no object-score head: "present" (sigmoid(10) ~ 1), as the class's own
+        score = 10.0 * iou.new_ones(iou.shape[0], 1)
+    return masks, iou, mask_tokens_out, score
+
+
+def sam_predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                      sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor):
+    """``MaskDecoder.predict_masks`` (SAM, MobileSAM) without repeating the image for every object:
+    ``(masks (B, 4, 4h, 4w), iou (B, 4))``. Training and unknown transformers run the class's own method."""
+    b = sparse_prompt_embeddings.shape[0]
+    if not _applies(self, image_embeddings, b, repeat_image=True):
+        return type(self).predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                                        dense_prompt_embeddings)
+    masks, iou, _ = _heads(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                           None, 0)
+    return masks, iou
