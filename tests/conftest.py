@@ -1,38 +1,13 @@
-"""Shared fixtures: random-weight checkpoints built on the fly and a local HTTP server for downloads."""
+"""Shared fixtures: random-weight checkpoints built on the fly and a local HTTP server for downloads. The plain
+helpers they use live in helpers.py."""
 
 from __future__ import annotations
 
-import http.server
-import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from samkit.nn import build_network
-
-
-def save_random(path: Path, arch: str, version: str | None = None, layout: str = "model", seed: int = 0) -> dict:
-    """Build ``arch`` with random weights (seeded), save it to ``path`` and return the saved state dict.
-
-    layout: ``"model"`` for ``{"model": sd}`` (Meta's and Ultralytics' files), ``"bare"`` for the state dict itself.
-    """
-    torch.manual_seed(seed)
-    sd = build_network(arch, version).state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": sd} if layout == "model" else sd, path)
-    return sd
-
-
-def save_present(path: Path, arch: str, seed: int = 0) -> Path:
-    """SAM 2.1 random weights whose object-presence head always says "present" (random heads mostly say absent,
-    which would leave every video mask empty and a comparison empty too); saved to ``path``, which is returned."""
-    sd = save_random(path, arch, "2.1", seed=seed)
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 20.0
-    torch.save({"model": sd}, path)
-    return path
+from tests.helpers import FileServer, save_present, save_random
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +16,12 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny-sam2.1.pt"
     save_random(path, "sam2_test", "2.1")
     return path
+
+
+@pytest.fixture(scope="session")
+def present_ckpt(tmp_path_factory) -> Path:
+    """A SAM 2.1 checkpoint of the tiny test architecture whose object-presence head says "present" (for videos)."""
+    return save_present(tmp_path_factory.mktemp("present") / "tiny.pt", "sam2_test", seed=1)
 
 
 @pytest.fixture(autouse=True)
@@ -52,203 +33,7 @@ def _isolated_weights(tmp_path, monkeypatch):
     monkeypatch.delenv("SAMKIT_OFFLINE", raising=False)
 
 
-class FileServer:
-    """A tiny HTTP server on 127.0.0.1 serving in-memory files with Range support and scripted failures.
-
-    Attributes:
-        files: URL path (``"/a.pt"``) -> bytes.
-        status: URL path -> HTTP status to answer with instead of the file.
-        cut_after: URL path -> number of body bytes after which the next response is cut (once).
-        ignore_range: answer 200 with the whole body even when a Range is asked for.
-        headers: URL path -> headers to send instead of the usual ones: a value is a string, a function of
-            ``(first byte sent, whole body)`` returning one, or None to leave the header out (``{"Content-Length":
-            None}``). An ``ETag`` given here is also what ``If-Range`` is compared with.
-        trickle: URL path -> seconds to wait between single bytes of the body (for at most 30 s, or until the
-            client hangs up).
-        require_auth: URL path -> the ``Authorization`` value that path needs (401 without it).
-        redirect: URL path -> URL to send the client to (302).
-        requests: ``(path, range header or None)`` for every request received.
-        request_headers: the headers of every request received (case-insensitive ``.get``), in the order of
-            ``requests``.
-    """
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.status: dict[str, int] = {}
-        self.cut_after: dict[str, int] = {}
-        self.ignore_range = False
-        self.headers: dict[str, dict] = {}
-        self.trickle: dict[str, float] = {}
-        self.require_auth: dict[str, str] = {}
-        self.redirect: dict[str, str] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.request_headers: list = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                rng = self.headers.get("Range")
-                server.requests.append((self.path, rng))
-                server.request_headers.append(self.headers)
-                if self.path in server.require_auth and self.headers.get("Authorization") != server.require_auth[
-                    self.path
-                ]:
-                    self.send_error(401)
-                    return
-                if self.path in server.redirect:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirect[self.path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if self.path in server.status:
-                    self.send_error(server.status[self.path])
-                    return
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                extra = server.headers.get(self.path, {})
-                if_range = self.headers.get("If-Range")
-                if if_range is not None and if_range != extra.get("ETag"):
-                    rng = None  # the file changed since the partial download: send all of it
-                start = 0
-                send = {}
-                if rng and not server.ignore_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(body):
-                        self.send_error(416)
-                        return
-                    status = 206
-                    send["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-                else:
-                    status = 200
-                chunk = body[start:]
-                send["Content-Length"] = str(len(chunk))
-                for name, value in extra.items():
-                    value = value(start, body) if callable(value) else value
-                    if value is None:
-                        send.pop(name, None)
-                    else:
-                        send[name] = value
-                self.send_response(status)
-                for name, value in send.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                cut = server.cut_after.pop(self.path, None)
-                if cut is not None:
-                    self.wfile.write(chunk[:cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                delay = server.trickle.get(self.path)
-                if delay is not None:
-                    stop = time.monotonic() + 30
-                    try:
-                        for i in range(len(chunk)):
-                            if time.monotonic() > stop:
-                                break
-                            self.wfile.write(chunk[i : i + 1])
-                            self.wfile.flush()
-                            time.sleep(delay)
-                    except OSError:  # the client hung up
-                        pass
-                    self.close_connection = True
-                    return
-                self.wfile.write(chunk)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def file_server():
     with FileServer() as server:
         yield server
-
-
-def hardlink_or_copy(src: Path, dst: Path) -> Path:
-    """``dst`` with the same bytes as ``src`` (a hard link when the file system allows it)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(src, dst)
-    return dst
-
-
-def moving_square_frames(n: int, hw: tuple[int, int] = (96, 128), side: int = 24) -> list:
-    """``n`` BGR frames of a white square moving right over a dark background (the frame index is readable
-    back from the square's position: x = 2 * index)."""
-    import numpy as np
-
-    h, w = hw
-    frames = []
-    for i in range(n):
-        f = np.full((h, w, 3), 20, np.uint8)
-        x = (2 * i) % (w - side)
-        f[30 : 30 + side, x : x + side] = 255
-        frames.append(f)
-    return frames
-
-
-def read_video(path) -> list:
-    """Every frame OpenCV decodes from the video at ``path`` (BGR arrays), in order."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return frames
-
-
-def write_video(path: Path, frames: list, fps: float = 10.0, codec: str = "mp4v") -> Path:
-    """Write BGR frames as a video file with OpenCV."""
-    import cv2
-
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
-    assert out.isOpened(), f"OpenCV cannot write {path}"
-    for f in frames:
-        out.write(f)
-    out.release()
-    return path
-
-
-def cpu_connected_components(mask: torch.Tensor):
-    """What the reference's CUDA kernel returns (8-connected labels and per-pixel component areas), on the CPU."""
-    import cv2
-    import numpy as np
-
-    m = mask.to(torch.uint8).numpy()
-    labels, counts = np.zeros(m.shape, np.int32), np.zeros(m.shape, np.int32)
-    for i in range(m.shape[0]):
-        _, lab, stats, _ = cv2.connectedComponentsWithStats(m[i, 0], connectivity=8)
-        area = stats[:, cv2.CC_STAT_AREA].copy()
-        area[0] = 0
-        labels[i, 0], counts[i, 0] = lab, area[lab]
-    return torch.from_numpy(labels), torch.from_numpy(counts)
-
-
-def mask_iou(a, b) -> float:
-    """IoU of two boolean masks (1.0 when both are empty)."""
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0

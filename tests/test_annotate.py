@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import save_random
 from ultralytics import ASSETS
 
 from samkit import SAM
 from samkit.annotate import auto_annotate, read_box_labels
+from tests.helpers import png_bytes, save_random
 
 BOXES = {  # image -> rows "class cx cy w h" (normalised), several classes, box order matters
     "bus": [(5, 0.5, 0.6, 0.8, 0.5), (0, 0.2, 0.7, 0.15, 0.4), (2, 0.8, 0.7, 0.15, 0.4)],
@@ -37,16 +37,9 @@ def dataset(tmp_path):
     return images, labels
 
 
-@pytest.fixture(scope="module")
-def sam_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ann") / "tiny.pt"
-    save_random(path, "sam2_test", "2.1")
-    return path
-
-
-def test_yolo_rows_match_the_boxes(dataset, sam_ckpt, tmp_path):
+def test_yolo_rows_match_the_boxes(dataset, tiny_ckpt, tmp_path):
     images, labels = dataset
-    s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "out",
+    s = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=tmp_path / "out",
                       verbose=False)
     assert (s.images_total, s.images_done, s.images_resumed, s.objects) == (4, 3, 0, 6)
     assert (tmp_path / "out" / "background.txt").read_text() == ""
@@ -57,21 +50,21 @@ def test_yolo_rows_match_the_boxes(dataset, sam_ckpt, tmp_path):
         # Row k is box k's mask: the same polygons as SAM prompted directly with the boxes, in the same order.
         img = cv2.imread(str(images / f"{name}.jpg"))
         boxes, _ = read_box_labels(labels / f"{name}.txt", img.shape[:2])
-        direct = SAM(sam_ckpt, device="cpu", verbose=False)(img, bboxes=boxes)[0]
+        direct = SAM(tiny_ckpt, device="cpu", verbose=False)(img, bboxes=boxes)[0]
         assert direct.masks.data.flatten(1).any(1).all(), "an empty mask: the comparison would skip a row"
         direct.save_txt(tmp_path / "direct.txt")
         want = (tmp_path / "direct.txt").read_text().splitlines()
         assert [r.split()[1:] for r in got] == [r.split()[1:] for r in want]
-    again = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "out",
+    again = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=tmp_path / "out",
                           verbose=False)
     assert (again.images_done, again.images_resumed, len(again.skipped)) == (0, 3, 1)
 
 
-def test_coco_loads_in_pycocotools(dataset, sam_ckpt, tmp_path):
+def test_coco_loads_in_pycocotools(dataset, tiny_ckpt, tmp_path):
     from pycocotools.coco import COCO
 
     images, labels = dataset
-    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco",
+    auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="coco",
                   output_dir=tmp_path / "coco", verbose=False)
     coco = COCO(str(tmp_path / "coco" / "annotations.json"))
     assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == 6
@@ -83,7 +76,7 @@ def test_coco_loads_in_pycocotools(dataset, sam_ckpt, tmp_path):
             assert coco.annToMask(a).sum() > 0
 
 
-def test_empty_masks_skip_policy_keeps_class_ids(dataset, sam_ckpt, tmp_path, monkeypatch):
+def test_empty_masks_skip_policy_keeps_class_ids(dataset, tiny_ckpt, tmp_path, monkeypatch):
     images, labels = dataset
     real = SAM.predict
 
@@ -94,16 +87,16 @@ def test_empty_masks_skip_policy_keeps_class_ids(dataset, sam_ckpt, tmp_path, mo
         return out
 
     monkeypatch.setattr(SAM, "predict", second_mask_empty)
-    s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "skip",
+    s = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=tmp_path / "skip",
                       empty="skip", verbose=False)
     assert s.empty_masks == 2 and "2 empty masks, no row written" in str(s)
     rows = (tmp_path / "skip" / "bus.txt").read_text().splitlines()
     assert [int(r.split()[0]) for r in rows] == [5, 2]
 
 
-def test_png_masks_per_box(dataset, sam_ckpt, tmp_path):
+def test_png_masks_per_box(dataset, tiny_ckpt, tmp_path):
     images, labels = dataset
-    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="png", output_dir=tmp_path / "png",
+    auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="png", output_dir=tmp_path / "png",
                   verbose=False)
     names = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
     assert names == [f"{n}_{k:03d}.png" for n in ("bus", "zidane") for k in range(3)]
@@ -111,18 +104,18 @@ def test_png_masks_per_box(dataset, sam_ckpt, tmp_path):
     assert m.shape == (1080 // 3, 810 // 3) and set(np.unique(m)) <= {0, 255} and m.max() == 255
 
 
-def test_detector_boxes(dataset, sam_ckpt, tmp_path):
+def test_detector_boxes(dataset, tiny_ckpt, tmp_path):
     from ultralytics import YOLO
 
     images, _ = dataset
     det = YOLO("yolo11n.yaml")  # random weights: boxes at conf 0, with their classes
-    s = auto_annotate(images, det_model=det, sam_model=sam_ckpt, device="cpu", conf=0.0, max_det=4,
+    s = auto_annotate(images, det_model=det, sam_model=tiny_ckpt, device="cpu", conf=0.0, max_det=4,
                       output_dir=tmp_path / "det", format="coco", verbose=False)
     assert s.images_done == 3 and s.objects == 12
     doc = json.loads((tmp_path / "det" / "annotations.json").read_text())
     assert len(doc["annotations"]) == 12
     assert {c["name"] for c in doc["categories"]} <= set(det.names.values())
-    none = auto_annotate(images, det_model=det, sam_model=sam_ckpt, device="cpu", conf=1.0,
+    none = auto_annotate(images, det_model=det, sam_model=tiny_ckpt, device="cpu", conf=1.0,
                          output_dir=tmp_path / "none", verbose=False)  # no detection at all
     assert (none.images_done, none.objects) == (3, 0) and (tmp_path / "none" / "bus.txt").read_text() == ""
 
@@ -141,10 +134,10 @@ def test_bad_arguments(dataset, kwargs, match):
         auto_annotate(dataset[0], **kwargs)
 
 
-def test_a_label_box_outside_its_image_skips_that_image_only(dataset, sam_ckpt, tmp_path):
+def test_a_label_box_outside_its_image_skips_that_image_only(dataset, tiny_ckpt, tmp_path):
     images, labels = dataset
     (labels / "bus.txt").write_text("0 0.5 0.5 0.2 0.2\n3 1.5 1.5 0.2 0.2\n")  # row 2 lies beyond the image
-    s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "o",
+    s = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=tmp_path / "o",
                       verbose=False)
     assert s.images_done == 2 and sorted(p.rsplit("/", 1)[-1] for p, _ in s.skipped) == ["bus.jpg", "corrupt.jpg"]
     reason = dict(s.skipped)[str(images / "bus.jpg")]
@@ -161,14 +154,14 @@ def test_malformed_label_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_engine_equals_local(dataset, sam_ckpt, tmp_path):
+def test_ray_engine_equals_local(dataset, tiny_ckpt, tmp_path):
     import ray
 
     images, labels = dataset
     for fmt in ("yolo", "coco"):
-        local = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format=fmt,
+        local = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format=fmt,
                               output_dir=tmp_path / f"local-{fmt}", verbose=False)
-        dist = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format=fmt,
+        dist = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format=fmt,
                              output_dir=tmp_path / f"ray-{fmt}", engine="ray", ray_actors=2, verbose=False)
         assert (dist.images_done, dist.objects, len(dist.skipped)) == (local.images_done, local.objects, 1)
         if fmt == "yolo":
@@ -186,14 +179,14 @@ def _rows(path) -> list[int]:
     return [int(r.split()[0]) for r in path.read_text().splitlines()]
 
 
-def test_resume_skips_only_what_the_same_settings_and_inputs_produced(dataset, sam_ckpt, tmp_path, caplog):
+def test_resume_skips_only_what_the_same_settings_and_inputs_produced(dataset, tiny_ckpt, tmp_path, caplog):
     from pycocotools.coco import COCO
 
     images, labels = dataset
     out = tmp_path / "out"
 
     def run(**kw):
-        return auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=out, verbose=False,
+        return auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=out, verbose=False,
                              **kw)
 
     first = run()
@@ -226,12 +219,12 @@ def test_resume_skips_only_what_the_same_settings_and_inputs_produced(dataset, s
         assert run(**kw).images_done == 3, kw
 
 
-def test_resume_redoes_work_of_another_sam_model(dataset, sam_ckpt, tmp_path):
+def test_resume_redoes_work_of_another_sam_model(dataset, tiny_ckpt, tmp_path):
     images, labels = dataset
     other = tmp_path / "other.pt"
     save_random(other, "sam2_test", "2.1", seed=7)
     out = tmp_path / "out"
-    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=out, verbose=False)
+    auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=out, verbose=False)
     again = auto_annotate(images, labels=labels, sam_model=other, device="cpu", output_dir=out, verbose=False)
     assert (again.images_done, again.images_redone, again.images_resumed) == (3, 3, 0)
     record = json.loads((out / ".parts" / "bus.json").read_text())
@@ -240,46 +233,46 @@ def test_resume_redoes_work_of_another_sam_model(dataset, sam_ckpt, tmp_path):
     assert record["settings"]["sam"] == file_sha256(other)
 
 
-def test_detector_settings_are_part_of_what_produced_a_label(dataset, sam_ckpt, tmp_path):
+def test_detector_settings_are_part_of_what_produced_a_label(dataset, tiny_ckpt, tmp_path):
     from ultralytics import YOLO
 
     images, _ = dataset
     det = YOLO("yolo11n.yaml")
     out = tmp_path / "det"
-    kw = dict(det_model=det, sam_model=sam_ckpt, device="cpu", max_det=2, output_dir=out, verbose=False)
+    kw = dict(det_model=det, sam_model=tiny_ckpt, device="cpu", max_det=2, output_dir=out, verbose=False)
     assert auto_annotate(images, conf=0.0, **kw).objects == 6
     assert auto_annotate(images, conf=0.0, **kw).images_resumed == 3
     none = auto_annotate(images, conf=1.0, **kw)  # another threshold: every image again, now with no box
     assert (none.images_done, none.objects) == (3, 0) and (out / "bus.txt").read_text() == ""
 
 
-def test_output_folder_may_not_be_the_box_label_folder(dataset, sam_ckpt):
+def test_output_folder_may_not_be_the_box_label_folder(dataset, tiny_ckpt):
     images, labels = dataset
     before = {p.name: p.read_text() for p in labels.iterdir()}
     with pytest.raises(ValueError, match="is the box-label folder"):
-        auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=labels / ".." / "labels",
+        auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=labels / ".." / "labels",
                       verbose=False)
     assert {p.name: p.read_text() for p in labels.iterdir()} == before
 
 
-def test_png_rerun_leaves_no_masks_of_earlier_boxes(dataset, sam_ckpt, tmp_path):
+def test_png_rerun_leaves_no_masks_of_earlier_boxes(dataset, tiny_ckpt, tmp_path):
     images, labels = dataset
     out = tmp_path / "png"
-    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="png", output_dir=out,
+    auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="png", output_dir=out,
                   verbose=False)
     (labels / "bus.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="png", output_dir=out,
+    auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="png", output_dir=out,
                   verbose=False)
     assert sorted(p.name for p in out.glob("bus_*.png")) == ["bus_000.png"]
     assert len(list(out.glob("zidane_*.png"))) == 3
 
 
-def test_outputs_have_the_mode_of_a_plain_open(dataset, sam_ckpt, tmp_path):
+def test_outputs_have_the_mode_of_a_plain_open(dataset, tiny_ckpt, tmp_path):
     images, labels = dataset
     old = os.umask(0o002)
     try:
-        auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco", output_dir=tmp_path / "o",
-                      verbose=False)
+        auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="coco",
+                      output_dir=tmp_path / "o", verbose=False)
     finally:
         os.umask(old)
     files = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
@@ -287,7 +280,7 @@ def test_outputs_have_the_mode_of_a_plain_open(dataset, sam_ckpt, tmp_path):
     assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o664}
 
 
-def test_coco_polygons_say_once_that_holes_are_lost(dataset, sam_ckpt, tmp_path, monkeypatch, caplog):
+def test_coco_polygons_say_once_that_holes_are_lost(dataset, tiny_ckpt, tmp_path, monkeypatch, caplog):
     images, labels = dataset
     real = SAM.predict
 
@@ -302,7 +295,7 @@ def test_coco_polygons_say_once_that_holes_are_lost(dataset, sam_ckpt, tmp_path,
 
     monkeypatch.setattr(SAM, "predict", ring_masks)
     with caplog.at_level(logging.WARNING, logger="samkit"):
-        s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco",
+        s = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="coco",
                           output_dir=tmp_path / "c", verbose=False)
     assert s.holes == 6
     assert [r.getMessage() for r in caplog.records if "holes" in r.getMessage()] == [
@@ -310,13 +303,13 @@ def test_coco_polygons_say_once_that_holes_are_lost(dataset, sam_ckpt, tmp_path,
         "rle=True keeps them"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="samkit"):
-        auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", format="coco", rle=True,
+        auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", format="coco", rle=True,
                       output_dir=tmp_path / "r", verbose=False)
     assert "holes" not in caplog.text
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_complete_labels(tmp_path, sam_ckpt):
+def test_killed_run_resumes_to_complete_labels(tmp_path, tiny_ckpt):
     """SIGKILL part-way, then the same settings (finishes the rest), then other settings (redoes everything): every
     label complete, none half-written, nothing skipped that was not done."""
     import shutil
@@ -336,7 +329,7 @@ def test_killed_run_resumes_to_complete_labels(tmp_path, sam_ckpt):
         (labels / f"im{i:02d}.txt").write_text("".join(f"{k} 0.5 0.5 {0.2 + 0.1 * k} 0.3\n" for k in range(1 + i % 3)))
     out = tmp_path / "out"
     args = [shutil.which("samkit") or "samkit", "annotate", f"data={images}", f"labels={labels}",
-            f"sam_model={sam_ckpt}", "device=cpu", f"output_dir={out}", "verbose=False"]
+            f"sam_model={tiny_ckpt}", "device=cpu", f"output_dir={out}", "verbose=False"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / ".parts").glob("*.json"))) < 3:
@@ -356,19 +349,17 @@ def test_killed_run_resumes_to_complete_labels(tmp_path, sam_ckpt):
     assert len(doc.getImgIds()) == n and len(doc.getAnnIds()) == sum(1 + i % 3 for i in range(n))
 
 
-def test_an_image_declaring_a_huge_canvas_is_skipped_not_decoded(dataset, sam_ckpt, tmp_path):
+def test_an_image_declaring_a_huge_canvas_is_skipped_not_decoded(dataset, tiny_ckpt, tmp_path):
     """A 20000x20000 PNG of a few bytes: skipped with its size and the setting that raises the limit; the rest of
     the run goes on. With ``max_pixels=`` below the real images' size, those are skipped too."""
-    from test_sources import png_bytes
-
     images, labels = dataset
     (images / "bomb.png").write_bytes(png_bytes(20000, 20000))
-    s = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "o",
+    s = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=tmp_path / "o",
                       verbose=False)
     assert s.images_done == 3
     reason = dict(s.skipped)[str(images / "bomb.png")]
     assert "declares 20000x20000 pixels" in reason and "max_pixels=" in reason
-    small = auto_annotate(images, labels=labels, sam_model=sam_ckpt, device="cpu", output_dir=tmp_path / "p",
+    small = auto_annotate(images, labels=labels, sam_model=tiny_ckpt, device="cpu", output_dir=tmp_path / "p",
                           max_pixels=50_000, verbose=False)
     assert small.images_done == 1  # only the 80x64 background image is under 50,000 pixels
 

@@ -19,6 +19,7 @@ from ultralytics.engine.results import Results as YoloResults
 from samkit import SAM
 from samkit.data.sources import SourceError
 from samkit.writers.atomic import OutputError
+from tests.helpers import png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +230,6 @@ def test_bad_output_names(model, kwargs, error, match):
 
 
 def test_max_pixels_per_call(model, folder):
-    from test_sources import png_bytes
-
     (folder / "b.jpg").unlink()
     (folder / "bomb.png").write_bytes(png_bytes(20000, 20000))
     assert len(model(folder, bboxes=[10, 10, 100, 120])) == 2

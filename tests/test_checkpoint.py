@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_random
 
 from samkit.nn import (
     ArchitectureError,
@@ -19,6 +18,7 @@ from samkit.nn import (
     read_checkpoint,
 )
 from samkit.nn.checkpoint import load_state_dict_strict
+from tests.helpers import save_random
 
 
 class _Payload:

@@ -10,6 +10,8 @@ import sys
 import pytest
 from ultralytics import ASSETS
 
+from tests.helpers import moving_square_frames, read_video, save_present, video_frame_count, write_video
+
 SAMKIT = shutil.which("samkit") or ""
 
 
@@ -84,8 +86,6 @@ def test_module_entry_point(tiny_ckpt):
 
 
 def _present_ckpt(tmp_path):
-    from conftest import save_present
-
     return save_present(tmp_path / "tiny.pt", "sam2_test", seed=1)
 
 
@@ -126,18 +126,13 @@ def test_predict_saves_overlays_by_default_and_numbers_runs(tmp_path):
 
 
 def test_track_writes_an_overlay_video(tmp_path):
-    import cv2
-    from conftest import moving_square_frames, write_video
-
     ckpt = _present_ckpt(tmp_path)
     clip = write_video(tmp_path / "clip.avi", moving_square_frames(8), codec="MJPG")
     r = run("track", f"model={ckpt}", "device=cpu", f"source={clip}", "points=[[12,40]]", "labels=[1]", "frame=2",
             "save_txt=True", "save=True", f"project={tmp_path}", "name=t")
     assert r.returncode == 0, r.stderr
     assert "8 frames" in r.stdout
-    cap = cv2.VideoCapture(str(tmp_path / "t" / "clip.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
-    cap.release()
+    assert video_frame_count(tmp_path / "t" / "clip.mp4") == 8
     assert len(list((tmp_path / "t" / "labels").glob("clip_*.txt"))) == 8
 
 
@@ -216,8 +211,6 @@ def test_first_predict_without_source_segments_the_sample_images(tmp_path):
 
 
 def test_first_track_without_source_tracks_the_sample_clip(tmp_path):
-    import cv2
-
     from samkit.data.samples import CLIP_FRAMES, sample_clip
 
     ckpt = _present_ckpt(tmp_path)
@@ -226,15 +219,11 @@ def test_first_track_without_source_tracks_the_sample_clip(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"source= is missing: tracking {sample_clip()} with bboxes=" in r.stderr
     out = tmp_path / "runs" / "track" / "exp"
-    cap = cv2.VideoCapture(str(out / "pan.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == CLIP_FRAMES == 24
-    cap.release()
+    assert video_frame_count(out / "pan.mp4") == CLIP_FRAMES == 24
     assert len(list((out / "labels").glob("pan_*.txt"))) == CLIP_FRAMES
 
 
 def test_the_sample_clip_is_the_one_the_project_makes(tmp_path):
-    from conftest import read_video
-
     from samkit.data.samples import clip_frames, make_sample_clip, sample_clip
 
     shipped, made = sample_clip(), make_sample_clip(tmp_path / "pan.mp4")
@@ -280,10 +269,9 @@ def test_predict_skips_an_unreadable_image_and_lists_it(tmp_path):
 
 
 def test_bad_inputs_get_samkit_errors(tmp_path):
+    import torch
     from ultralytics import ASSETS
     from ultralytics.nn.tasks import DetectionModel
-
-    import torch
 
     yolo = tmp_path / "yolo11n.pt"
     torch.save({"model": DetectionModel("yolo11n.yaml", verbose=False)}, yolo)

@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import mask_iou as _iou
-from conftest import save_random
 from ultralytics import ASSETS
 
 from samkit import SAM
+from tests.helpers import mask_iou, save_random
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -44,7 +43,7 @@ def test_prompted_masks_match_reference_on_gpu(pair):
         got = r.masks.data.cpu().numpy().reshape(m_ref.shape) > 0.5
         for i in range(len(boxes)):
             for k in range(m_ref.shape[1]):
-                assert _iou(got[i, k], m_ref[i, k] > 0) >= 0.99
+                assert mask_iou(got[i, k], m_ref[i, k] > 0) >= 0.99
         np.testing.assert_allclose(r.iou.numpy().reshape(s_ref.shape), s_ref, atol=1e-3)
     assert model.engine.images_encoded == 1
 
@@ -87,6 +86,6 @@ def test_everything_matches_reference_on_gpu(pair):
     for a in anns:
         pt = a["point_coords"][0]
         cands = by_click.get((round(pt[0], 1), round(pt[1], 1)), [])
-        best = max((_iou(got[i], a["segmentation"]) for i in cands), default=0.0)
+        best = max((mask_iou(got[i], a["segmentation"]) for i in cands), default=0.0)
         good += best >= 0.99
     assert good >= 0.95 * len(anns), f"only {good} of {len(anns)} reference masks found"

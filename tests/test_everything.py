@@ -6,12 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import cpu_connected_components as _cpu_connected_components
-from conftest import save_random
 from ultralytics import ASSETS
 
 from samkit import SAM
 from samkit.engine import everything as ev
+from tests.helpers import cpu_connected_components, save_present, save_random
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_masks_match_reference_generator(real_tiny, monkeypatch, name, settings)
 
     # The reference fills small holes only through a CUDA kernel; give it the same labelling on the CPU so that
     # the comparison covers what it does on a GPU.
-    monkeypatch.setattr(misc, "get_connected_components", _cpu_connected_components)
+    monkeypatch.setattr(misc, "get_connected_components", cpu_connected_components)
     model, ref_model = real_tiny
     image = cv2.imread(str(ASSETS / "bus.jpg"))
     ref_settings = {("multimask_output" if k == "multimask" else k): v for k, v in settings.items()}
@@ -219,8 +218,6 @@ def test_memory_on_a_large_image_does_not_grow_with_clicks(tmp_path):
     8000x6000)."""
     import subprocess
     import sys
-
-    from conftest import save_present
 
     ckpt = save_present(tmp_path / "tiny.pt", "sam2_test")
     code = f"""

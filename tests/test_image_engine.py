@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import mask_iou as _iou
-from conftest import save_random
 from ultralytics import ASSETS
 
 from samkit import SAM
+from tests.helpers import mask_iou, save_random
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_masks_match_reference(real_tiny, name, ours, theirs):
         assert got.shape == m_ref.shape
         for k in range(len(got)):
             assert 0.01 < m_ref[k].mean() < 0.99, "degenerate reference mask: the comparison would prove nothing"
-            assert _iou(got[k], m_ref[k] > 0) >= 0.99, (name, multimask, k)
+            assert mask_iou(got[k], m_ref[k] > 0) >= 0.99, (name, multimask, k)
         np.testing.assert_allclose(r.iou.numpy(), s_ref, atol=1e-4)
         np.testing.assert_allclose(r.low_res_logits.numpy(), low_ref, atol=1e-3)
 
@@ -118,7 +117,7 @@ def test_batched_encoder_matches_single(tiny_ckpt):
     batched = model(imgs, bboxes=[5, 5, 60, 60], batch=3)
     assert model.engine.images_encoded == 6
     for a, b in zip(single, batched):
-        assert _iou(a.masks.data[0].numpy() > 0.5, b.masks.data[0].numpy() > 0.5) >= 0.99
+        assert mask_iou(a.masks.data[0].numpy() > 0.5, b.masks.data[0].numpy() > 0.5) >= 0.99
 
 
 def test_sam1_family_decodes(tmp_path):

@@ -6,11 +6,11 @@ import logging
 
 import pytest
 import torch
-from conftest import hardlink_or_copy, save_random
 
 from samkit import SAM
 from samkit.nn import CheckpointError, UnsafeCheckpointError, model_registry
 from samkit.nn.detect import ArchitectureError
+from tests.helpers import hardlink_or_copy, save_random
 
 REGISTRY = model_registry()
 

@@ -11,6 +11,7 @@ from ultralytics import ASSETS
 
 from samkit import SAM
 from samkit.utils import devices
+from tests.helpers import moving_square_frames
 
 
 def test_fp32_by_default(tiny_ckpt):
@@ -89,7 +90,6 @@ def test_compiled_video_tracking_stops_compiling_once_the_memory_bank_is_full(ti
     """The memory bank grows for 16 frames (7 memories, 16 object pointers), then keeps its size: a compiled model
     may compile while it grows, fewer times than Dynamo's recompile limit (past which it silently runs eager), and
     never after. Dynamo's own backend keeps the test fast; what recompiles is decided before any backend runs."""
-    from conftest import moving_square_frames
     from torch._dynamo.utils import counters
 
     frames = moving_square_frames(24)

@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import read_video, save_random
+
+from tests.helpers import read_video, save_random, write_video
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README.read_text(), flags=re.S)
@@ -37,12 +38,10 @@ def weights(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMKIT_WEIGHTS_DIR", str(d))
     monkeypatch.setenv("SAMKIT_OFFLINE", "1")
     shutil.copy(ASSETS / "bus.jpg", tmp_path / "bus.jpg")
-    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    for i in range(2):
-        f = np.full((240, 320, 3), 40, np.uint8)
+    frames = [np.full((240, 320, 3), 40, np.uint8) for _ in range(2)]
+    for i, f in enumerate(frames):
         f[80:160, 40 + 10 * i : 120 + 10 * i] = 230
-        writer.write(f)
-    writer.release()
+    write_video(tmp_path / "clip.avi", frames, fps=10, codec="MJPG")
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "bus.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (405, 540)))
@@ -53,10 +52,6 @@ def weights(tmp_path, monkeypatch):
 
 def test_readme_has_examples():
     assert len(PYTHON) >= 2 and len(COMMANDS) >= 4
-
-
-def _frames(path: Path) -> int:
-    return len(read_video(path))
 
 
 def check_outputs(root: Path) -> dict[str, int]:
@@ -82,9 +77,9 @@ def check_outputs(root: Path) -> dict[str, int]:
             continue
         if p.suffix == ".mp4":
             source = next(root.parent.glob(f"{p.stem}.*"), None)
-            assert source is not None and _frames(p) == _frames(source), f"{p}: frames missing"
+            assert source is not None and len(read_video(p)) == len(read_video(source)), f"{p}: frames missing"
             labels = sorted((p.parent / "labels").glob(f"{p.stem}_*.txt"))
-            assert not labels or len(labels) == _frames(source), f"{p}: not one label file per frame"
+            assert not labels or len(labels) == len(read_video(source)), f"{p}: not one label file per frame"
             counts["video"] += 1
         elif p.suffix == ".txt":
             image = next((q for q in root.parent.rglob(f"{p.stem}.*") if q.suffix in (".jpg", ".png")), None)
@@ -116,7 +111,7 @@ def test_python_examples(code, weights, tmp_path, monkeypatch):
     exec(compile(code, str(README), "exec"), {})
     written = check_outputs(tmp_path / "runs") if (tmp_path / "runs").exists() else {}
     if "model.track(" in code:  # prompted on frame 1: the video and its labels still have all 3 frames
-        assert written["video"] == 1 and _frames(tmp_path / "runs" / "track" / "exp" / "clip.mp4") == 3
+        assert written["video"] == 1 and len(read_video(tmp_path / "runs" / "track" / "exp" / "clip.mp4")) == 3
         assert len(list((tmp_path / "runs" / "track" / "exp" / "labels").glob("clip_*.json"))) == 3
     if "save_coco=True" in code and "save_masks(" in code:
         assert written["txt"] >= 2 and written["coco"] >= 2 and written["png"] >= 2

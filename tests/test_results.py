@@ -10,22 +10,18 @@ import pytest
 import torch
 
 from samkit.engine.prompts import normalize_prompts
+from samkit.results import Results, masks_to_boxes
 from samkit.writers.atomic import atomic_write_bytes
 from samkit.writers.coco import mask_to_polygons
-from samkit.results import Results, masks_to_boxes
+from tests.helpers import disc
 
 H, W = 120, 160
-
-
-def _disc(cx, cy, r):
-    yy, xx = np.mgrid[:H, :W]
-    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
 
 
 @pytest.fixture
 def result():
     """Three objects: two discs (classes 2 and 0) and an empty mask (class 5) in between."""
-    masks = np.stack([_disc(40, 40, 20), np.zeros((H, W), bool), _disc(110, 80, 25)])
+    masks = np.stack([disc(H, W, 40, 40, 20), np.zeros((H, W), bool), disc(H, W, 110, 80, 25)])
     prompts = normalize_prompts(
         (H, W),
         prompts=[{"points": [[40, 40], [70, 40]], "labels": [1, 0]}, {"box": [60, 10, 100, 50]},

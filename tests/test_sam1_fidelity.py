@@ -12,11 +12,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import mask_iou as _iou
-from conftest import save_random
 from ultralytics import ASSETS
 
 from samkit import SAM
+from tests.helpers import mask_iou, save_random
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +78,7 @@ def test_prompted_masks_match_reference(pair):
             assert got.shape == m_ref.shape
             for k in range(len(got)):
                 assert 0.01 < m_ref[k].mean() < 0.99, "degenerate reference mask: the comparison would prove nothing"
-                assert _iou(got[k], m_ref[k]) >= 0.99, (name, multimask, k)
+                assert mask_iou(got[k], m_ref[k]) >= 0.99, (name, multimask, k)
             np.testing.assert_allclose(r.iou.numpy(), s_ref, atol=1e-4)
             np.testing.assert_allclose(r.low_res_logits.numpy(), np.clip(low_ref, -32, 32), atol=1e-3)
 
@@ -101,6 +100,6 @@ def test_generator_matches_reference(pair, settings):
     assert len(anns) >= 2 and len(r) == len(anns)
     got = r.masks.data.numpy() > 0.5
     for i, a in enumerate(anns):
-        assert _iou(got[i], a["segmentation"]) >= 0.999, i
+        assert mask_iou(got[i], a["segmentation"]) >= 0.999, i
         assert r.iou[i].item() == pytest.approx(a["predicted_iou"], abs=1e-4)
         assert r.stability_score[i].item() == pytest.approx(a["stability_score"], abs=1e-3)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import http.server
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -19,6 +17,7 @@ from ultralytics import ASSETS
 
 from samkit.data import sources
 from samkit.data.sources import SourceError, iter_images, load_frame, read_image, read_url
+from tests.helpers import png_bytes
 
 BUS = ASSETS / "bus.jpg"
 
@@ -124,22 +123,6 @@ def test_conversions(tmp_path, bgr):
 def test_bad_sources(tmp_path, make, message):
     with pytest.raises(SourceError, match=message):
         frames(make(tmp_path))
-
-
-def png_bytes(width: int, height: int, bit_depth: int = 8, colour: int = 2, rows: bool = False) -> bytes:
-    """A PNG declaring ``width`` x ``height``; ``rows``: every row present (all zero), else a truncated body."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    if rows:  # filter byte + zero pixels per row, compressed as a stream so the raw rows never sit in memory
-        row = b"\0" * (1 + (width * bit_depth * (3 if colour == 2 else 1) + 7) // 8)
-        z = zlib.compressobj(9)
-        body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    else:
-        body = zlib.compress(b"\0" * 64)
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def test_pixel_limit_default_takes_large_camera_images():

@@ -8,14 +8,20 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import mask_iou as _iou
-from conftest import cpu_connected_components, moving_square_frames, save_present, save_random, write_video
 from ultralytics import ASSETS
 
 from benchmarks.video_memory import rss_mb
 from samkit import SAM
 from samkit.data.sources import SourceError
 from samkit.data.video import VideoSource
+from tests.helpers import (
+    cpu_connected_components,
+    mask_iou,
+    moving_square_frames,
+    save_present,
+    save_random,
+    write_video,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,7 @@ def _compare(name, ours: dict, theirs: dict, n: int):
             assert 0.01 < theirs[t][k].mean() < 0.99, f"degenerate reference mask ({name}, frame {t}, object {k})"
             # Equal masks in practice (IoU 1.0 for every object and frame here); the margin leaves room for a few
             # pixels whose logits sit within rounding of 0 (samkit's memory attention sums in another order).
-            assert _iou(got[k], theirs[t][k]) >= 0.999, (name, t, k)
+            assert mask_iou(got[k], theirs[t][k]) >= 0.999, (name, t, k)
 
 
 BOX, CLICKS, NEG = [40, 60, 200, 200], [[250, 100], [280, 150]], [[100, 100]]
@@ -100,7 +106,7 @@ def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch
     _compare("refined", {1: refined}, {1: ref_refined}, 3)
     assert (ref_refined[0] != ref_fwd[1][0]).mean() > 0.01, "the refinement changed nothing to compare"
     _compare("forward after the refinement", again, ref_again, 3)
-    assert _iou(again[1].masks.data.numpy()[0], ref_refined[0]) == 1.0, "the refinement did not stay"
+    assert mask_iou(again[1].masks.data.numpy()[0], ref_refined[0]) == 1.0, "the refinement did not stay"
     _compare("reverse", rev, ref_rev, 3)
 
 
@@ -124,13 +130,12 @@ def test_reference_correction_semantics(tmp_path, frames_dir, monkeypatch):
         again = {r.frame: r for r in v.propagate()}
     _compare("refined", {1: refined}, {1: (m2 > 0).numpy()[:, 0]}, 1)
     _compare("forward after the refinement", again, ref_again, 1)
-    assert _iou(again[1].masks.data.numpy()[0], refined.masks.data.numpy()[0]) < 0.99, "the correction stayed"
+    assert mask_iou(again[1].masks.data.numpy()[0], refined.masks.data.numpy()[0]) < 0.99, "the correction stayed"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = save_present(tmp_path_factory.mktemp("vt") / "tiny.pt", "sam2_test", seed=1)
-    return SAM(path, device="cpu", verbose=False)
+def tiny(present_ckpt):
+    return SAM(present_ckpt, device="cpu", verbose=False)
 
 
 @pytest.fixture(scope="module")

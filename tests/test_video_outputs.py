@@ -12,7 +12,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from conftest import moving_square_frames, read_video, save_present, write_video
 from ultralytics.engine.results import Results as YoloResults
 
 from samkit import SAM
@@ -20,12 +19,12 @@ from samkit.data.video import StreamVideo
 from samkit.engine.everything import _small_components
 from samkit.engine.video import fill_holes, small_regions
 from samkit.writers.video import VideoOverlayWriter
+from tests.helpers import moving_square_frames, moving_square_mask, read_video, save_present, write_video
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return SAM(save_present(tmp_path_factory.mktemp("vo") / "tiny.pt", "sam2_test", seed=1), device="cpu",
-               verbose=False)
+def tiny(present_ckpt):
+    return SAM(present_ckpt, device="cpu", verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +32,16 @@ def clip():
     return moving_square_frames(12)
 
 
-def _square_mask(frame: int, hw=(96, 128), side=24) -> np.ndarray:
-    m = np.zeros(hw, bool)
-    x = 2 * frame
-    m[30 : 30 + side, x : x + side] = True
-    return m
-
-
 # ---------------------------------------------------------------------------------------------- prompts
 def test_mask_prompt_is_the_prompted_frames_mask(tiny, clip):
     with tiny.video(clip) as v:
-        r = v.add(frame=3, obj_id=4, mask=_square_mask(3))
+        r = v.add(frame=3, obj_id=4, mask=moving_square_mask(3))
         # A mask prompt is used as the output on its frame (resized to the network input and back).
         got = r.masks.data[0].numpy()
-        assert (got == _square_mask(3)).mean() > 0.98
+        assert (got == moving_square_mask(3)).mean() > 0.98
         later = list(v.propagate())
     assert [x.frame for x in later] == list(range(3, 12)) and later[0].boxes.id.tolist() == [4]
-    one_line = tiny.track(clip, masks=_square_mask(3)[None], frame=3)
+    one_line = tiny.track(clip, masks=moving_square_mask(3)[None], frame=3)
     assert torch.equal(one_line[0].masks.data, r.masks.data)
 
 
@@ -73,7 +65,7 @@ def test_bad_session_settings(tiny, clip):
     with pytest.raises(ValueError, match="fill_hole_area=-1 must be an integer >= 0"):
         tiny.video(clip, fill_hole_area=-1)
     with pytest.raises(ValueError, match="a mask and a box or clicks"):
-        tiny.track(clip, prompts=[{"box": [1, 1, 20, 20], "mask": _square_mask(0)}])
+        tiny.track(clip, prompts=[{"box": [1, 1, 20, 20], "mask": moving_square_mask(0)}])
 
 
 def test_yolo_boxes_keep_classes_names_and_track_ids(tiny, clip):

@@ -7,17 +7,10 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from conftest import moving_square_frames, write_video
 
 from samkit.data.sources import SourceError
-from samkit.data.video import (ArrayVideo, FileVideo, FolderVideo, StreamVideo, VideoReadError, is_stream,
-                               open_video)
-
-
-def _square_x(frame: np.ndarray) -> int:
-    """Left edge of the bright square (tolerates codec blur)."""
-    cols = np.flatnonzero(frame[40, :, 0] > 128)
-    return int(cols[0])
+from samkit.data.video import ArrayVideo, FileVideo, FolderVideo, StreamVideo, VideoReadError, is_stream, open_video
+from tests.helpers import moving_square_frames, square_left_edge, write_video
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def test_file_video_forward_reverse_and_random_access(clip):
         assert v.fps == pytest.approx(10.0)
         fwd = list(v.frames())
         assert [i for i, _ in fwd] == list(range(40))
-        assert [abs(_square_x(f) - 2 * i) <= 1 for i, f in fwd] == [True] * 40
+        assert [abs(square_left_edge(f) - 2 * i) <= 1 for i, f in fwd] == [True] * 40
         back = list(v.frames(start=39, reverse=True))
         assert [i for i, _ in back] == list(range(39, -1, -1))
         for i, f in back:
@@ -51,7 +44,7 @@ def test_folder_video_natural_order_any_names(tmp_path):
     v = open_video(tmp_path)
     assert isinstance(v, FolderVideo) and len(v) == 12
     assert [v.files[i].name for i in (2, 10)] == ["shot_2.jpg", "shot_10.jpg"]
-    assert [abs(_square_x(f) - 2 * i) <= 1 for i, f in v.frames()] == [True] * 12
+    assert [abs(square_left_edge(f) - 2 * i) <= 1 for i, f in v.frames()] == [True] * 12
 
 
 def test_array_video(tmp_path):
@@ -87,7 +80,7 @@ def test_truncated_video_keeps_earlier_frames(tmp_path):
     with pytest.raises(VideoReadError, match=r"cut\.avi: frame \d+ of 40 cannot be read"):
         for i, f in v.frames():
             got.append(i)
-            assert abs(_square_x(f) - 2 * i) <= 1
+            assert abs(square_left_edge(f) - 2 * i) <= 1
     assert got == list(range(len(got))) and 5 < len(got) < 40
     # MP4 keeps its index at the end: a cut file cannot be opened at all, and says so.
     mp4 = write_video(tmp_path / "clip.mp4", moving_square_frames(40))

@@ -15,6 +15,7 @@ from samkit.writers.atomic import OutputError, atomic_write_bytes, atomic_write_
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_has_holes, mask_to_polygons
 from samkit.writers.masks import save_mask_pngs
 from samkit.writers.yolo import box_polygon, mask_polygons, write_yolo_seg
+from tests.helpers import disc
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -210,13 +211,8 @@ def test_output_error_is_caught_as_os_error(tmp_path):
 # ---------------------------------------------------------------------------------------------- COCO polygons
 
 
-def _disc(h, w, cx, cy, r):
-    yy, xx = np.mgrid[:h, :w]
-    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
-
-
 def _ring(h=100, w=100):
-    return _disc(h, w, 50, 50, 30) & ~_disc(h, w, 50, 50, 12)
+    return disc(h, w, 50, 50, 30) & ~disc(h, w, 50, 50, 12)
 
 
 def _polygon_area(polys, h, w) -> int:
@@ -227,11 +223,11 @@ def _polygon_area(polys, h, w) -> int:
 
 def test_polygons_of_a_ring_lose_the_hole():
     ring = _ring()
-    assert mask_has_holes(ring) and not mask_has_holes(_disc(100, 100, 50, 50, 30))
+    assert mask_has_holes(ring) and not mask_has_holes(disc(100, 100, 50, 50, 30))
     polys = mask_to_polygons(ring)
     assert len(polys) == 1, "the hole must not become a polygon of its own"
     filled = _polygon_area(polys, 100, 100)
-    assert abs(filled - _disc(100, 100, 50, 50, 30).sum()) < 0.05 * filled, "the polygon is not the filled disc"
+    assert abs(filled - disc(100, 100, 50, 50, 30).sum()) < 0.05 * filled, "the polygon is not the filled disc"
 
 
 def test_one_pixel_hole_counts():
@@ -244,7 +240,7 @@ def test_one_pixel_hole_counts():
 
 
 def test_two_outer_components_give_two_polygons():
-    two = _disc(120, 160, 40, 45, 30) | _disc(120, 160, 115, 70, 35)
+    two = disc(120, 160, 40, 45, 30) | disc(120, 160, 115, 70, 35)
     polys = mask_to_polygons(two)
     assert len(polys) == 2 and not mask_has_holes(two)
     assert abs(_polygon_area(polys, 120, 160) - two.sum()) < 0.05 * two.sum()
@@ -254,12 +250,12 @@ def test_two_outer_components_give_two_polygons():
 def test_polygon_area_is_close_to_the_pixel_count(shape):
     h, w = 120, 160
     if shape == "disc":
-        m = _disc(h, w, 80, 60, 40)
+        m = disc(h, w, 80, 60, 40)
     elif shape == "rectangle":
         m = np.zeros((h, w), bool)
         m[15:95, 30:140] = True
     else:
-        m = _disc(h, w, 60, 60, 35) | _disc(h, w, 95, 55, 30)
+        m = disc(h, w, 60, 60, 35) | disc(h, w, 95, 55, 30)
     assert not mask_has_holes(m)
     area = _polygon_area(mask_to_polygons(m), h, w)
     assert abs(area - m.sum()) < 0.05 * m.sum(), (area, int(m.sum()))
@@ -271,13 +267,13 @@ def _warnings(caplog) -> list[logging.LogRecord]:
 
 def test_hole_warning_once_per_run(caplog):
     holes = HoleWarning()
-    ring, disc = _ring(), _disc(100, 100, 50, 50, 30)
+    ring, solid = _ring(), disc(100, 100, 50, 50, 30)
     with caplog.at_level(logging.WARNING, logger="samkit"):
-        coco_annotations(np.stack([disc, disc]), [0, 1], [0.9, 0.8], image_id=1, holes=holes, where="a.jpg")
+        coco_annotations(np.stack([solid, solid]), [0, 1], [0.9, 0.8], image_id=1, holes=holes, where="a.jpg")
         assert _warnings(caplog) == [] and holes.count == 0
-        coco_annotations(np.stack([disc, ring, ring]), [0, 1, 2], [1, 1, 1], image_id=2, holes=holes, where="b.jpg")
+        coco_annotations(np.stack([solid, ring, ring]), [0, 1, 2], [1, 1, 1], image_id=2, holes=holes, where="b.jpg")
         anns = coco_annotations(ring[None], [3], [1.0], image_id=3, holes=holes, where="c.jpg")
-        assert holes.check(ring, "d.jpg") and not holes.check(disc, "e.jpg") and not holes.check(False, "f.jpg")
+        assert holes.check(ring, "d.jpg") and not holes.check(solid, "e.jpg") and not holes.check(False, "f.jpg")
     (rec,) = _warnings(caplog)
     msg = rec.getMessage()
     assert "holes" in msg and "b.jpg" in msg and "rle=True" in msg and "c.jpg" not in msg
@@ -311,7 +307,7 @@ def test_without_a_warner_at_most_one_warning_per_process(caplog, monkeypatch):
 
 
 def test_coco_annotations_without_score_or_id():
-    solid = _disc(60, 80, 40, 30, 15)
+    solid = disc(60, 80, 40, 30, 15)
     (ann,) = coco_annotations(solid[None], [4], None, image_id=0, first_id=None, holes=HoleWarning())
     assert list(ann) == ["image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"]
     (scored,) = coco_annotations(solid[None], [4], [0.5], image_id=0, first_id=0, holes=HoleWarning())
@@ -321,7 +317,7 @@ def test_coco_annotations_without_score_or_id():
 def test_coco_builder_numbers_annotations_and_names_categories(tmp_path):
     from pycocotools.coco import COCO
 
-    a, b = _disc(60, 80, 20, 20, 10), _disc(60, 80, 60, 40, 12)
+    a, b = disc(60, 80, 20, 20, 10), disc(60, 80, 60, 40, 12)
     coco = CocoBuilder()
     assert (coco.next_image_id, coco.next_annotation_id, len(coco)) == (1, 1, 0)
     coco.add({"id": 3, "file_name": "x.jpg", "height": 60, "width": 80},

@@ -11,15 +11,12 @@ from ultralytics.engine.results import Results as YoloResults
 
 from samkit import SAM
 from samkit.integrations.yolo import add_sam_masks, segment
+from tests.helpers import moving_square_frames
 
 
 @pytest.fixture(scope="module")
-def sam(tmp_path_factory):
-    from conftest import save_random
-
-    path = tmp_path_factory.mktemp("yolo") / "tiny.pt"
-    save_random(path, "sam2_test", "2.1")
-    return SAM(path, device="cpu", verbose=False)
+def sam(tiny_ckpt):
+    return SAM(tiny_ckpt, device="cpu", verbose=False)
 
 
 def _tracked(img):
@@ -63,8 +60,6 @@ def test_callback_adds_masks_to_yolo_results(sam):
 
 
 def test_callback_keeps_masks_aligned_through_the_tracker(sam):
-    from conftest import moving_square_frames
-
     yolo = YOLO("yolo11n.yaml")
     add_sam_masks(yolo, sam)
     for r in yolo.track(moving_square_frames(3), conf=0.0, max_det=3, verbose=False, tracker="bytetrack.yaml"):
