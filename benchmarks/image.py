@@ -32,8 +32,8 @@ def run(table: Table, folder, size: str, device: str, half: bool, repeats: int, 
     tag = f"sam2.1 {size}" + (" bf16" if half else "") + (" compiled" if compile_ else "")
     model = SAM(path, device=device, verbose=False, half=half, compile=compile_) if compile_ else SAM(
         path, device=device, verbose=False, half=half)
-    autocast = (torch.autocast(device_type=torch.device(device).type, dtype=model.engine.half_dtype)
-                if half and model.engine.half_dtype is not None else contextlib.nullcontext())
+    autocast = (torch.autocast(device_type=torch.device(device).type, dtype=model.runtime.half_dtype)
+                if half and model.runtime.half_dtype is not None else contextlib.nullcontext())
 
     ref_pred = ref_model = None
     try:

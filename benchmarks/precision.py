@@ -41,7 +41,7 @@ def run(rows: list[str], folder, size: str, device: str, repeats: int, n_boxes: 
     want = full(image, bboxes=boxes)[0].masks.data
     got = half(image, bboxes=boxes)[0].masks.data
     iou = mask_iou(want, got)
-    dtype = str(half.engine.half_dtype).replace("torch.", "")
+    dtype = str(half.runtime.half_dtype).replace("torch.", "")
     row = (f"| sam2.1 {size} | {t['fp32']:.1f} | {t['half']:.1f} ({dtype}) | **{t['fp32'] / t['half']:.2f}x** | "
            f"{iou.min():.3f} | {iou.median():.3f} |")
     print("  " + row, flush=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samkit.cfg import DEFAULT_MODEL
 from samkit.utils import LOGGER
 from samkit.utils.downloads import file_sha256
 from samkit.writers.atomic import atomic_write_text, make_dirs
@@ -105,7 +106,7 @@ class Annotator:
     Args: as :func:`auto_annotate`.
     """
 
-    def __init__(self, sam_model="sam2.1_b.pt", det_model=None, labels=None, format="yolo", output_dir=".",
+    def __init__(self, sam_model=DEFAULT_MODEL, det_model=None, labels=None, format="yolo", output_dir=".",
                  device="", half=False, conf=0.25, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
                  empty="box", settings: dict | None = None, max_pixels: float | None = None):
         self.sam_model, self.det_model, self.device, self.half = sam_model, det_model, device, half
@@ -361,7 +362,7 @@ def merge_coco(out: Path, images: list[str], names: dict[int, str], settings: di
 def auto_annotate(
     data,
     det_model=None,
-    sam_model="sam2.1_b.pt",
+    sam_model=DEFAULT_MODEL,
     labels=None,
     format: str = "yolo",
     output_dir=None,
