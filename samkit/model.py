@@ -494,9 +494,9 @@ class SAM:
         """Prompt frame ``frame`` of a video and track the objects through it.
 
         Prompts take the image forms of :meth:`predict` (boxes, clicks, binary masks at frame size, the
-        ``prompts=[...]`` form, YOLO boxes with their classes and names), in pixels of the video's frames. Frames
-        from ``frame`` to the end come first, then (when ``frame`` > 0)
-        frames ``frame - 1`` down to 0; each Results says its frame index in ``frame``.
+        ``prompts=[...]`` form, YOLO boxes with their classes and names), in pixels of the video's frames, checked
+        by the same normaliser as image prompts. Frames from ``frame`` to the end come first, then (when
+        ``frame`` > 0) frames ``frame - 1`` down to 0; each Results says its frame index in ``frame``.
 
         Args:
             source: A video file, a folder of frames, a list of arrays, a webcam index or a stream URL.

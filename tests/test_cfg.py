@@ -140,22 +140,43 @@ def test_bad_yaml_names_the_file_and_line(tmp_path):
 
 
 def test_defaults_file_agrees_with_the_code():
-    """default.yaml is the one place users read defaults: the segment-everything and video values there are the
-    ones the code uses, and every setting a CLI mode reads exists."""
+    """default.yaml is the one place users read defaults: every Python default of a setting it lists (the SAM
+    constructor, predict, track, video sessions, segment-everything, auto_annotate) is the value there, the shared
+    lists (output settings, segment-everything settings, the default model) are the ones the code uses, and every
+    setting a CLI mode reads exists."""
     import dataclasses
     import inspect
 
-    from samkit.cfg import defaults
-    from samkit.cli import _EVERYTHING, MODE_KEYS
+    from samkit import SAM, auto_annotate
+    from samkit.cfg import DEFAULT_MODEL, EVERYTHING_KEYS, OUTPUT_KEYS, defaults
+    from samkit.cli import MODE_KEYS
     from samkit.engine.everything import EverythingConfig
     from samkit.engine.video import VideoSession
 
     d = defaults()
+    assert d["model"] == DEFAULT_MODEL
     fields = {f.name: f.default for f in dataclasses.fields(EverythingConfig) if f.init}
-    for key in _EVERYTHING:
+    assert set(EVERYTHING_KEYS) == set(fields) - {"point_grids", "multimask"}
+    for key in EVERYTHING_KEYS:
         assert d[key] == fields[key], key
-    params = inspect.signature(VideoSession).parameters
-    for key in ("fill_hole_area", "correct_as_cond", "max_prompt_frames"):
-        assert d[key] == params[key].default, key
+    # Python-only differences, each documented in default.yaml: the command line saves overlays by default, and
+    # annotate takes the SAM model under its own name and writes polygons unless rle=True.
+    python_only = {"save": False, "sam_model": DEFAULT_MODEL}
+    checked = set()
+    per_call = ("verbose", "device")  # None per call: the model's own
+    for call, skip in ((SAM.__init__, ()), (SAM.predict, per_call), (SAM.track, per_call),
+                       (VideoSession.__init__, ("names",)),
+                       (auto_annotate, ("rle", "output_dir", "labels"))):
+        for name, p in inspect.signature(call).parameters.items():
+            if name in d and name not in skip and p.default is not inspect.Parameter.empty:
+                want = python_only.get(name, d[name])
+                assert p.default == want, f"{call.__qualname__}({name}={p.default!r}) but default.yaml says {d[name]!r}"
+                checked.add(name)
+    assert {"model", "device", "half", "compile", "cache", "batch", "multimask", "max_pixels", "frame", "max_frames",
+            "fill_hole_area", "correct_as_cond", "max_prompt_frames", "conf", "iou", "imgsz", "max_det", "format",
+            "empty", "engine", "sam_model", *OUTPUT_KEYS} <= checked
+    predict = inspect.signature(SAM.predict).parameters
+    track = inspect.signature(SAM.track).parameters
+    assert all(k in predict and k in track for k in OUTPUT_KEYS)
     for mode, keys in MODE_KEYS.items():
         assert set(keys) <= set(d), (mode, set(keys) - set(d))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.engine.prompts import normalize_prompts
+from samkit.prompts import normalize_prompts
 
 HW = (100, 200)
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from samkit.engine.prompts import PROMPT_KEYS, ObjectPrompts, normalize_prompts
+from samkit.prompts import PROMPT_KEYS, ObjectPrompts, normalize_prompts
 
 H, W = HW = (48, 64)
 LOW = 16

@@ -238,3 +238,17 @@ def test_set_image_keeps_its_embedding_whatever_the_cache_holds(tiny_ckpt):
     before = model.engine.images_encoded
     r = model(bboxes=[5, 5, 30, 30])[0]  # the image of set_image, not encoded again
     assert model.engine.images_encoded == before and r.orig_shape == (48, 64)
+
+
+def test_checks_report_the_table(monkeypatch, fresh_gate):
+    from samkit.cli import run_checks
+
+    n = len(replacements.table())
+    assert f"faster Ultralytics methods (tested with ultralytics {replacements.TESTED_ULTRALYTICS}): {n} of {n} " \
+           "in use" in run_checks()
+    active.cache_clear()
+    monkeypatch.setattr(replacements, "_ultralytics_version", lambda: "9.0.0")
+    lines = run_checks()
+    assert f"faster Ultralytics methods (tested with ultralytics {replacements.TESTED_ULTRALYTICS}): 0 of {n} " \
+           "in use" in lines
+    assert sum("runs Ultralytics' own code: ultralytics 9.0.0 not in" in line for line in lines) == n

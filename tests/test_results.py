@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.engine.prompts import normalize_prompts
-from samkit.results import Results, masks_to_boxes
+from samkit.ops import masks_to_boxes
+from samkit.prompts import normalize_prompts
+from samkit.results import Results
 from samkit.writers.atomic import atomic_write_bytes
 from samkit.writers.coco import mask_to_polygons
 from tests.helpers import disc

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samkit.nn import build_network
 from samkit.nn import speedups
-from samkit.nn.speedups import cpu_attention, speed_up, streaming_attention
+from samkit.nn.build import build_network
+from samkit.nn.replacements import install
+from samkit.nn.speedups import cpu_attention, streaming_attention
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,12 @@ def test_streaming_attention_is_attention(q_shape, k_shape, v_width, key_block, 
     assert (got16.float() - want).abs().max() < 0.05
 
 
+def plain_network(arch: str) -> torch.nn.Module:
+    """``arch`` with seeded random weights and Ultralytics' own methods (no replacements)."""
+    torch.manual_seed(0)
+    return build_network(arch, replacements=False)
+
+
 def test_streaming_attention_rescales_when_a_later_block_holds_the_maximum():
     """Logits of several hundred: exp() overflows unless every block is rescaled to the running maximum, and a
     maximum that arrives in a later block must shrink what was summed before it."""
@@ -79,11 +86,10 @@ def _encode(net, x):
 
 
 def test_fp32_encoder_unchanged_and_bf16_uses_blocked_attention(monkeypatch):
-    torch.manual_seed(0)
-    plain = build_network("sam2_test")
+    plain = plain_network("sam2_test")
     fast = copy.deepcopy(plain)
-    assert speed_up(fast) > 0
-    assert speed_up(fast) == 0, "installing twice must not wrap twice"
+    assert install(fast) > 0
+    assert install(fast) == 0, "installing twice must not wrap twice"
     x = torch.randn(1, 3, 256, 256)
     for a, b in zip(_encode(plain, x), _encode(fast, x)):
         assert torch.equal(a, b), "fp32 must stay bit-identical"
@@ -102,10 +108,9 @@ def test_fp32_encoder_unchanged_and_bf16_uses_blocked_attention(monkeypatch):
 
 
 def test_positional_embedding_cache_follows_size_and_weights():
-    torch.manual_seed(0)
-    plain = build_network("sam2_test")
+    plain = plain_network("sam2_test")
     fast = copy.deepcopy(plain)
-    speed_up(fast)
+    install(fast)
     small, large = torch.randn(1, 3, 128, 128), torch.randn(1, 3, 256, 256)
     for x in (large, small, large):  # a new size must not reuse the other size's embedding
         for a, b in zip(_encode(plain, x), _encode(fast, x)):
@@ -123,10 +128,9 @@ def test_positional_embedding_cache_follows_size_and_weights():
 def test_memory_attention_values_averaged_at_their_own_width(monkeypatch):
     """The cross-attention to the 64-wide memories streams over narrow values (the same sums, re-ordered); the
     self-attention keeps the fused kernel in fp32 and is blocked in bf16; autograd keeps the original."""
-    torch.manual_seed(0)
-    plain = build_network("sam2_test")
+    plain = plain_network("sam2_test")
     fast = copy.deepcopy(plain)
-    speed_up(fast)
+    install(fast)
     g = torch.Generator().manual_seed(1)
     tokens = 16 * 16  # the test architecture's 256 px input gives a 16 x 16 feature grid
     curr, curr_pos = torch.randn(tokens, 2, 256, generator=g), torch.randn(tokens, 2, 256, generator=g)
@@ -168,7 +172,7 @@ def test_narrow_values_with_several_heads():
     torch.manual_seed(0)
     plain = RoPEAttention(embedding_dim=64, num_heads=2, kv_in_dim=16, rope_k_repeat=True, feat_sizes=(8, 8))
     fast = copy.deepcopy(plain)
-    assert speed_up(fast) == 1
+    assert install(fast) == 1
     g = torch.Generator().manual_seed(2)
     q = torch.randn(3, 64, 64, generator=g)
     k, v = torch.randn(3, 2 * 64 + 4, 16, generator=g), torch.randn(3, 2 * 64 + 4, 16, generator=g)
@@ -181,10 +185,9 @@ def test_narrow_values_with_several_heads():
 def test_sine_position_kept_contiguous_per_size_and_device():
     """The neck's sine encoding: the module's values, a new tensor every call, and one per device (the module's
     own cache, keyed on the size alone, would hand a tensor computed on one device to an input on another)."""
-    torch.manual_seed(0)
-    plain = build_network("sam2_test")
+    plain = plain_network("sam2_test")
     fast = copy.deepcopy(plain)
-    speed_up(fast)
+    install(fast)
     pe, fast_pe = plain.image_encoder.neck.position_encoding, fast.image_encoder.neck.position_encoding
     with torch.inference_mode():
         for shape in [(1, 32, 24, 20), (3, 32, 8, 8), (1, 32, 24, 20)]:
@@ -207,10 +210,9 @@ def test_first_layer_self_attention_shared_by_objects_on_one_frame():
     """Objects tracked one at a time on a frame share the first layer's self-attention (it sees only the frame's
     features): computed once, reused while the features, positions, weights and precision are the same, and the
     result is the module's own for every object."""
-    torch.manual_seed(0)
-    plain = build_network("sam2_test")
+    plain = plain_network("sam2_test")
     fast = copy.deepcopy(plain)
-    speed_up(fast)
+    install(fast)
     calls = []
     fast.memory_attention.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
     g = torch.Generator().manual_seed(3)

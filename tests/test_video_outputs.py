@@ -16,8 +16,7 @@ from ultralytics.engine.results import Results as YoloResults
 
 from samkit import SAM
 from samkit.data.video import StreamVideo
-from samkit.engine.everything import _small_components
-from samkit.engine.video import fill_holes, small_regions
+from samkit.ops import fill_holes, small_components, small_regions
 from samkit.writers.video import VideoOverlayWriter
 from tests.helpers import moving_square_frames, moving_square_mask, read_video, save_present, write_video
 
@@ -143,7 +142,7 @@ def test_tensor_region_labelling_equals_opencv(density, max_area):
     binary[1] = False  # no region
     got = small_regions(binary, max_area)
     for i in range(5):
-        want = _small_components(binary[i, 0].numpy(), max_area)
+        want = small_components(binary[i, 0].numpy(), max_area)
         assert np.array_equal(got[i, 0].numpy(), want), i
 
 
