@@ -1,17 +1,20 @@
 """Plain helpers shared by the tests (the fixtures built on them live in conftest.py).
 
-Checkpoints with random weights, synthetic images (PNG headers too) and videos, mask comparisons and a local
-HTTP server.
+Checkpoints with random weights, synthetic images (PNG headers too) and videos, mask comparisons, a local HTTP
+server, and Meta's reference implementations (PyPI ``sam2`` and ``segment-anything``) loaded with the same random
+weights as samkit, with the two patches the SAM 2 reference needs to run on a CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import http.server
 import os
 import shutil
 import struct
 import threading
 import time
+import types
 import zlib
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from samkit import SAM
 from samkit.nn import build_network
 
 # ---------------------------------------------------------------------------------------------- random weights
@@ -287,3 +291,105 @@ class FileServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------- Meta's reference
+
+# Meta's configuration files (inside the ``sam2`` package) for samkit's SAM 2 architectures.
+SAM2_CONFIGS = {
+    ("sam2_t", "2.0"): "configs/sam2/sam2_hiera_t.yaml", ("sam2_s", "2.0"): "configs/sam2/sam2_hiera_s.yaml",
+    ("sam2_b", "2.0"): "configs/sam2/sam2_hiera_b+.yaml", ("sam2_l", "2.0"): "configs/sam2/sam2_hiera_l.yaml",
+    ("sam2_t", "2.1"): "configs/sam2.1/sam2.1_hiera_t.yaml", ("sam2_s", "2.1"): "configs/sam2.1/sam2.1_hiera_s.yaml",
+    ("sam2_b", "2.1"): "configs/sam2.1/sam2.1_hiera_b+.yaml", ("sam2_l", "2.1"): "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+# The random weights each reference comparison uses: a file name samkit reads the right model from, and the seed
+# the comparisons were checked with (random heads can give degenerate masks, which the tests refuse to compare).
+REFERENCE_WEIGHTS = {
+    "sam2_t": ("sam2.1_hiera_tiny.pt", 3),
+    "sam_b": ("sam_b.pt", 11),
+    "mobile_sam": ("mobile_sam.pt", 11),
+}
+
+
+def sam2_reference(path, arch: str = "sam2_t", version: str = "2.1", device: str = "cpu", video: bool = False,
+                   hydra_overrides_extra: tuple[str, ...] = ()) -> torch.nn.Module:
+    """Meta's SAM 2 model (``video``: its video predictor) built from its own config, with the weights at ``path``
+    (None: its own random initialisation)."""
+    from sam2.build_sam import build_sam2, build_sam2_video_predictor
+
+    build = build_sam2_video_predictor if video else build_sam2
+    return build(SAM2_CONFIGS[(arch, version)], ckpt_path=None if path is None else str(path), device=device,
+                 hydra_overrides_extra=list(hydra_overrides_extra))
+
+
+def sam1_reference(arch: str, sd: dict, path: Path, image_encoder: torch.nn.Module,
+                   device: str = "cpu") -> torch.nn.Module:
+    """Meta's ``segment_anything`` ``Sam`` holding the state dict ``sd`` (saved at ``path``).
+
+    SAM ViT-B: the reference's own builder, from a bare copy of the state dict beside ``path``. MobileSAM: its
+    published code is ``segment_anything`` with a TinyViT image encoder, so the reference is ``segment_anything``'s
+    ``Sam`` around a copy of ``image_encoder`` (samkit's TinyViT) with the reference's prompt encoder and decoder.
+    """
+    if arch == "sam_b":
+        from segment_anything import sam_model_registry
+
+        bare = path.with_name("bare.pth")
+        torch.save(sd, bare)
+        return sam_model_registry["vit_b"](checkpoint=str(bare)).to(device).eval()
+    if arch != "mobile_sam":
+        raise ValueError(f"no SAM 1 reference for {arch!r}")
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    ref = Sam(
+        image_encoder=copy.deepcopy(image_encoder),
+        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                                     mask_in_chans=16),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3,
+                                 iou_head_hidden_dim=256,
+                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
+    )
+    ref.load_state_dict(sd)
+    return ref.to(device).eval()
+
+
+def build_reference_pair(directory: Path, arch: str = "sam2_t", device: str = "cpu", present: bool = False,
+                         video: bool = False, hydra_overrides_extra: tuple[str, ...] = ()):
+    """samkit's ``SAM`` and Meta's reference holding the same random weights (``REFERENCE_WEIGHTS[arch]``), saved
+    in ``directory``; returns ``(model, reference, path)``.
+
+    present: SAM 2.1 weights whose object-presence head says "present" (``save_present``), for video comparisons.
+    video, hydra_overrides_extra: SAM 2's video predictor, with these overrides of its config.
+    """
+    name, seed = REFERENCE_WEIGHTS[arch]
+    path = Path(directory) / name
+    if arch.startswith("sam2"):
+        if present:
+            save_present(path, arch, seed=seed)
+        else:
+            save_random(path, arch, "2.1", seed=seed)
+        ref = sam2_reference(path, arch, "2.1", device, video=video, hydra_overrides_extra=hydra_overrides_extra)
+        return SAM(path, device=device, verbose=False), ref, path
+    sd = save_random(path, arch, seed=seed)
+    model = SAM(path, device=device, verbose=False)
+    return model, sam1_reference(arch, sd, path, model.net.image_encoder, device), path
+
+
+def patch_sam2_reference_for_cpu(monkeypatch, video: bool = False) -> None:
+    """The two patches Meta's ``sam2`` needs to run on a CPU what it runs on a GPU (nothing else is changed):
+
+    * its hole filling labels regions only with a CUDA kernel: give it the same labelling computed on the CPU
+      (``cpu_connected_components``), so that a comparison covers what it does on a GPU;
+    * ``video``: its video predictor casts the memories it keeps to bf16, which fp32 attention on the CPU rejects:
+      keep them in fp32 (its module sees a ``torch`` whose ``bfloat16`` is ``float32``).
+    """
+    from sam2.utils import misc
+
+    monkeypatch.setattr(misc, "get_connected_components", cpu_connected_components)
+    if video:
+        import sam2.sam2_video_predictor as svp
+
+        proxy = types.ModuleType("torch_fp32_memories")
+        proxy.__dict__.update(torch.__dict__)
+        proxy.bfloat16 = torch.float32
+        monkeypatch.setattr(svp, "torch", proxy)

@@ -6,13 +6,7 @@ import pytest
 import torch
 
 from samkit.nn import build, build_network
-
-META_CONFIGS = {
-    ("sam2_t", "2.0"): "configs/sam2/sam2_hiera_t.yaml", ("sam2_s", "2.0"): "configs/sam2/sam2_hiera_s.yaml",
-    ("sam2_b", "2.0"): "configs/sam2/sam2_hiera_b+.yaml", ("sam2_l", "2.0"): "configs/sam2/sam2_hiera_l.yaml",
-    ("sam2_t", "2.1"): "configs/sam2.1/sam2.1_hiera_t.yaml", ("sam2_s", "2.1"): "configs/sam2.1/sam2.1_hiera_s.yaml",
-    ("sam2_b", "2.1"): "configs/sam2.1/sam2.1_hiera_b+.yaml", ("sam2_l", "2.1"): "configs/sam2.1/sam2.1_hiera_l.yaml",
-}
+from tests.helpers import SAM2_CONFIGS, sam2_reference
 
 
 def _keys_and_shapes(net):
@@ -20,12 +14,10 @@ def _keys_and_shapes(net):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, version", sorted(META_CONFIGS))
+@pytest.mark.parametrize("arch, version", sorted(SAM2_CONFIGS))
 def test_sam2_parameters_match_meta_reference(arch, version):
     """Same keys and shapes as Meta's own model built from its config, so Meta's checkpoints load strictly."""
-    from sam2.build_sam import build_sam2
-
-    ref = build_sam2(META_CONFIGS[(arch, version)], ckpt_path=None, device="cpu")
+    ref = sam2_reference(None, arch, version)
     ours = build_network(arch, version)
     assert _keys_and_shapes(ours) == _keys_and_shapes(ref)
     # The temporal encoding of object pointers is what separates 2.0 from 2.1 at run time too.

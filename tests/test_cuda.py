@@ -11,28 +11,23 @@ import pytest
 import torch
 from ultralytics import ASSETS
 
-from samkit import SAM
-from tests.helpers import mask_iou, save_random
+from tests.helpers import mask_iou
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    from sam2.build_sam import build_sam2
-
-    path = tmp_path_factory.mktemp("cuda") / "sam2.1_hiera_tiny.pt"
-    save_random(path, "sam2_t", "2.1", seed=3)
-    ref = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cuda")
-    return SAM(path, device="cuda", verbose=False), ref
+def reference_device():
+    """conftest's reference_pair (samkit and Meta's SAM 2.1 tiny with the same random weights), on the GPU."""
+    return "cuda"
 
 
 
 
-def test_prompted_masks_match_reference_on_gpu(pair):
+def test_prompted_masks_match_reference_on_gpu(reference_pair):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    model, ref = pair
+    model, ref = reference_pair
     image = cv2.imread(str(ASSETS / "bus.jpg"))
     pred = SAM2ImagePredictor(ref)
     pred.set_image(image[..., ::-1].copy())
@@ -48,8 +43,8 @@ def test_prompted_masks_match_reference_on_gpu(pair):
     assert model.engine.images_encoded == 1
 
 
-def test_bf16_close_to_fp32_on_gpu(pair):
-    model, _ = pair
+def test_bf16_close_to_fp32_on_gpu(reference_pair):
+    model, _ = reference_pair
     image = cv2.imread(str(ASSETS / "zidane.jpg"))
     boxes = [[100, 100, 600, 700], [500, 50, 1200, 700]]
     model.half = False
@@ -67,10 +62,10 @@ def test_bf16_close_to_fp32_on_gpu(pair):
         assert ((a[i] > 0) == (b[i] > 0))[sure].float().mean() > 0.99
 
 
-def test_everything_matches_reference_on_gpu(pair):
+def test_everything_matches_reference_on_gpu(reference_pair):
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-    model, ref = pair
+    model, ref = reference_pair
     image = cv2.imread(str(ASSETS / "bus.jpg"))
     settings = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     anns = SAM2AutomaticMaskGenerator(ref, **settings).generate(image[..., ::-1].copy())

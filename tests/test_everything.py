@@ -10,18 +10,7 @@ from ultralytics import ASSETS
 
 from samkit import SAM
 from samkit.engine import everything as ev
-from tests.helpers import cpu_connected_components, save_present, save_random
-
-
-@pytest.fixture(scope="module")
-def real_tiny(tmp_path_factory):
-    from sam2.build_sam import build_sam2
-
-    path = tmp_path_factory.mktemp("amg") / "sam2.1_hiera_tiny.pt"
-    save_random(path, "sam2_t", "2.1", seed=3)
-    ref = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu")
-    return SAM(path, device="cpu", verbose=False), ref
-
+from tests.helpers import patch_sam2_reference_for_cpu, save_present, save_random
 
 LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
 
@@ -43,14 +32,11 @@ LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
                                     points_per_side=None, **LOOSE)),
     ],
 )
-def test_masks_match_reference_generator(real_tiny, monkeypatch, name, settings):
+def test_masks_match_reference_generator(reference_pair, monkeypatch, name, settings):
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-    from sam2.utils import misc
 
-    # The reference fills small holes only through a CUDA kernel; give it the same labelling on the CPU so that
-    # the comparison covers what it does on a GPU.
-    monkeypatch.setattr(misc, "get_connected_components", cpu_connected_components)
-    model, ref_model = real_tiny
+    patch_sam2_reference_for_cpu(monkeypatch)  # its hole filling, as on a GPU
+    model, ref_model = reference_pair
     image = cv2.imread(str(ASSETS / "bus.jpg"))
     ref_settings = {("multimask_output" if k == "multimask" else k): v for k, v in settings.items()}
     anns = SAM2AutomaticMaskGenerator(ref_model, **ref_settings).generate(image[..., ::-1].copy())

@@ -11,20 +11,6 @@ from samkit import SAM
 from tests.helpers import mask_iou, save_random
 
 
-@pytest.fixture(scope="module")
-def real_tiny(tmp_path_factory):
-    """SAM 2.1 tiny at its real size (1024 px) with random weights, loaded in samkit and in Meta's reference."""
-    from sam2.build_sam import build_sam2
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-    path = tmp_path_factory.mktemp("fidelity") / "sam2.1_hiera_tiny.pt"
-    save_random(path, "sam2_t", "2.1", seed=3)
-    ref = SAM2ImagePredictor(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu"))
-    return SAM(path, device="cpu", verbose=False), ref
-
-
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, ours, theirs",
@@ -36,11 +22,13 @@ def real_tiny(tmp_path_factory):
          {"box": np.array([50, 300, 700, 900]), "point_coords": np.array([[300, 600]]), "point_labels": np.array([0])}),
     ],
 )
-def test_masks_match_reference(real_tiny, name, ours, theirs):
-    model, ref = real_tiny
-    image = ASSETS / "bus.jpg"
+def test_masks_match_reference(reference_pair, name, ours, theirs):
     import cv2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+    model, ref_model = reference_pair
+    image = ASSETS / "bus.jpg"
+    ref = SAM2ImagePredictor(ref_model)
     ref.set_image(cv2.imread(str(image))[..., ::-1].copy())
     for multimask in (False, True):
         r = model(image, multimask=multimask, **ours)[0]
@@ -55,8 +43,8 @@ def test_masks_match_reference(real_tiny, name, ours, theirs):
 
 
 @pytest.mark.slow
-def test_batched_objects_equal_one_by_one(real_tiny):
-    model, _ = real_tiny
+def test_batched_objects_equal_one_by_one(reference_pair):
+    model, _ = reference_pair
     boxes = [[100, 200, 500, 800], [10, 10, 300, 300], [400, 100, 800, 700]]
     together = model(ASSETS / "bus.jpg", bboxes=boxes)[0]
 

@@ -6,52 +6,14 @@ MobileSAM's published code is ``segment_anything`` with a TinyViT image encoder,
 
 from __future__ import annotations
 
-import copy
-
 import cv2
 import numpy as np
 import pytest
-import torch
 from ultralytics import ASSETS
 
-from samkit import SAM
-from tests.helpers import mask_iou, save_random
+from tests.helpers import mask_iou
 
 pytestmark = pytest.mark.slow
-
-
-def _reference(model: SAM, sd: dict):
-    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    ref = Sam(
-        image_encoder=copy.deepcopy(model.net.image_encoder),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
-                                     mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3,
-                                 iou_head_hidden_dim=256,
-                                 transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)),
-    )
-    ref.load_state_dict(sd)
-    return ref.eval()
-
-
-@pytest.fixture(scope="module", params=["sam_b", "mobile_sam"])
-def pair(request, tmp_path_factory):
-    """samkit and the reference holding the same random weights; for SAM ViT-B the reference's own builder."""
-    path = tmp_path_factory.mktemp("sam1") / f"{request.param}.pt"
-    sd = save_random(path, request.param, seed=11)
-    model = SAM(path, device="cpu", verbose=False)
-    if request.param == "sam_b":
-        from segment_anything import sam_model_registry
-
-        bare = path.with_name("bare.pth")
-        torch.save(sd, bare)
-        ref = sam_model_registry["vit_b"](checkpoint=str(bare)).eval()
-    else:
-        ref = _reference(model, sd)
-    return model, ref
-
-
 
 
 PROMPTS = [
@@ -63,10 +25,11 @@ PROMPTS = [
 ]
 
 
-def test_prompted_masks_match_reference(pair):
+@pytest.mark.parametrize("reference_pair", ["sam_b", "mobile_sam"], indirect=True)
+def test_prompted_masks_match_reference(reference_pair):
     from segment_anything import SamPredictor
 
-    model, ref = pair
+    model, ref = reference_pair
     image = cv2.imread(str(ASSETS / "bus.jpg"))
     predictor = SamPredictor(ref)
     predictor.set_image(image[..., ::-1].copy())
@@ -83,17 +46,17 @@ def test_prompted_masks_match_reference(pair):
             np.testing.assert_allclose(r.low_res_logits.numpy(), np.clip(low_ref, -32, 32), atol=1e-3)
 
 
-@pytest.mark.parametrize("pair", ["mobile_sam"], indirect=True)
+@pytest.mark.parametrize("reference_pair", ["mobile_sam"], indirect=True)
 @pytest.mark.parametrize("settings", [
     dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0),
     dict(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0,
          min_mask_region_area=300),
 ])
-def test_generator_matches_reference(pair, settings):
+def test_generator_matches_reference(reference_pair, settings):
     """MobileSAM only: the generator's logic is the same for every SAM 1 encoder, and ViT-B costs a minute here."""
     from segment_anything import SamAutomaticMaskGenerator
 
-    model, ref = pair
+    model, ref = reference_pair
     image = cv2.imread(str(ASSETS / "zidane.jpg"))
     anns = SamAutomaticMaskGenerator(ref, **settings).generate(image[..., ::-1].copy())
     r = model(image, **settings)[0]

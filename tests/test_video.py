@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import cv2
 import numpy as np
 import pytest
@@ -15,10 +13,10 @@ from samkit import SAM
 from samkit.data.sources import SourceError
 from samkit.data.video import VideoSource
 from tests.helpers import (
-    cpu_connected_components,
+    build_reference_pair,
     mask_iou,
     moving_square_frames,
-    save_present,
+    patch_sam2_reference_for_cpu,
     save_random,
     write_video,
 )
@@ -34,22 +32,13 @@ def frames_dir(tmp_path_factory):
     return d
 
 
-def _reference(monkeypatch, path, correct_as_cond: bool):
-    """Meta's video predictor on the CPU with ``path``'s weights."""
-    import sam2.sam2_video_predictor as svp
-    from sam2.build_sam import build_sam2_video_predictor
-    from sam2.utils import misc
-
-    # Keep its memories in fp32 (it casts them to bf16, which fp32 attention rejects) and give its hole filling
-    # the CPU labelling its CUDA kernel would compute.
-    proxy = types.ModuleType("torch_fp32_memories")
-    proxy.__dict__.update(torch.__dict__)
-    proxy.bfloat16 = torch.float32
-    monkeypatch.setattr(svp, "torch", proxy)
-    monkeypatch.setattr(misc, "get_connected_components", cpu_connected_components)
-    extra = [f"++model.add_all_frames_to_correct_as_cond={str(correct_as_cond).lower()}"]
-    return build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu",
-                                      hydra_overrides_extra=extra)
+def _reference_pair(tmp_path, monkeypatch, correct_as_cond: bool):
+    """samkit and Meta's video predictor on the CPU, holding the same SAM 2.1 tiny weights (object presence always
+    "present")."""
+    patch_sam2_reference_for_cpu(monkeypatch, video=True)
+    extra = (f"++model.add_all_frames_to_correct_as_cond={str(correct_as_cond).lower()}",)
+    model, ref, _ = build_reference_pair(tmp_path, "sam2_t", present=True, video=True, hydra_overrides_extra=extra)
+    return model, ref
 
 
 def _compare(name, ours: dict, theirs: dict, n: int):
@@ -78,8 +67,7 @@ def _object_mask():
 def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch):
     """Box, clicks with a negative and a mask on frame 0; forward; a refinement click on frame 1 (a conditioning
     frame: it stays when the next forward pass goes over it, and frame 2 follows it); reverse from the last frame."""
-    path = save_present(tmp_path / "sam2.1_hiera_tiny.pt", "sam2_t", seed=3)
-    ref = _reference(monkeypatch, path, correct_as_cond=True)
+    model, ref = _reference_pair(tmp_path, monkeypatch, correct_as_cond=True)
     state = ref.init_state(str(frames_dir))
     ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(BOX, np.float32))
     ref.add_new_points_or_box(state, frame_idx=0, obj_id=2, points=np.array(CLICKS, np.float32),
@@ -92,7 +80,6 @@ def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch
     ref_again = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state)}
     ref_rev = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state, start_frame_idx=2, reverse=True)}
 
-    model = SAM(path, device="cpu", verbose=False)
     with model.video(frames_dir) as v:
         v.add(frame=0, obj_id=1, box=BOX)
         v.add(frame=0, obj_id=2, points=CLICKS, labels=[1, 0])
@@ -113,8 +100,7 @@ def test_masks_match_reference_video_predictor(tmp_path, frames_dir, monkeypatch
 @pytest.mark.slow
 def test_reference_correction_semantics(tmp_path, frames_dir, monkeypatch):
     """correct_as_cond=False: the reference's default, where the next pass over a corrected frame recomputes it."""
-    path = save_present(tmp_path / "sam2.1_hiera_tiny.pt", "sam2_t", seed=3)
-    ref = _reference(monkeypatch, path, correct_as_cond=False)
+    model, ref = _reference_pair(tmp_path, monkeypatch, correct_as_cond=False)
     state = ref.init_state(str(frames_dir))
     ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(BOX, np.float32))
     list(ref.propagate_in_video(state, max_frame_num_to_track=1))
@@ -122,7 +108,6 @@ def test_reference_correction_semantics(tmp_path, frames_dir, monkeypatch):
                                          labels=np.array([0], np.int32), clear_old_points=False)
     ref_again = {t: (m > 0).numpy()[:, 0] for t, _, m in ref.propagate_in_video(state)}
 
-    model = SAM(path, device="cpu", verbose=False)
     with model.video(frames_dir, correct_as_cond=False) as v:
         v.add(frame=0, obj_id=1, box=BOX)
         list(v.propagate(max_frames=1))
