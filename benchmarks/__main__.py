@@ -63,8 +63,8 @@ def main(argv=None) -> None:
         text += (f"\nsamkit in half precision against samkit in fp32 (same weights, same run): encoder medians and the "
                  f"IoU of the 10 box masks with the fp32 ones.\n\n{precision.HEADER}\n" + "\n".join(half_rows) + "\n")
     if memory.rows:
-        text += (f"\nResident memory above the loaded model (MB); ratios above 1 mean samkit holds less (no ratio where "
-                 f"samkit's growth is under 1 MB).\n\n{memory.markdown()}\n")
+        text += (f"\nResident memory above the loaded model (MB); ratios above 1 mean samkit holds less (no ratio "
+                 f"where samkit's growth is under 1 MB).\n\n{memory.markdown()}\n")
     print("\n" + text)
     if args.out:
         Path(args.out).write_text(text)

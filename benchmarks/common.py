@@ -102,8 +102,9 @@ def machine() -> str:
     if torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     try:
-        import sam2  # noqa: F401
         from importlib.metadata import version
+
+        import sam2  # noqa: F401
 
         ref = f"sam2 {version('sam2')}"
     except Exception:  # noqa: BLE001 - the reference is optional for this description

@@ -100,9 +100,11 @@ def run(table: Table, folder, size: str, device: str, half: bool, repeats: int, 
 
             gen = SAM2AutomaticMaskGenerator(ref_model, points_per_side=n)
 
-            def ref_everything():
+            def ref_generate():
                 with autocast:
                     gen.generate(rgb)
+
+            ref_everything = ref_generate
 
         table.add(tag, f"segment everything {n}x{n}", **interleaved_medians(
             {"samkit": ours_everything, "reference": ref_everything}, device, max(1, repeats // 2),

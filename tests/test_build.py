@@ -91,4 +91,3 @@ def test_build_names(name):
 def test_build_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
-

@@ -91,7 +91,11 @@ def _present_ckpt(tmp_path):
 
 @pytest.mark.parametrize(
     "prompt",
-    [["bboxes=[[100,100,500,700]]"], ["points=[[300,500],[600,500]]", "labels=[1,0]"], ["points_per_side=4", "pred_iou_thresh=0.0", "stability_score_thresh=0.0"]],
+    [
+        ["bboxes=[[100,100,500,700]]"],
+        ["points=[[300,500],[600,500]]", "labels=[1,0]"],
+        ["points_per_side=4", "pred_iou_thresh=0.0", "stability_score_thresh=0.0"],
+    ],
     ids=["box", "clicks", "everything"],
 )
 def test_predict_writes_every_output(tmp_path, prompt):

@@ -22,8 +22,6 @@ def reference_device():
     return "cuda"
 
 
-
-
 def test_prompted_masks_match_reference_on_gpu(reference_pair):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 

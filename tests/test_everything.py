@@ -29,7 +29,7 @@ LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
                        **LOOSE)),
         ("small regions", dict(points_per_side=3, min_mask_region_area=400, **LOOSE)),
         ("explicit grid", dict(point_grids=[np.array([[0.2, 0.3], [0.7, 0.6], [0.5, 0.5], [0.21, 0.3]])],
-                                    points_per_side=None, **LOOSE)),
+                               points_per_side=None, **LOOSE)),
     ],
 )
 def test_masks_match_reference_generator(reference_pair, monkeypatch, name, settings):

@@ -56,9 +56,9 @@ def test_batched_objects_equal_one_by_one(reference_pair):
         alone = model(ASSETS / "bus.jpg", bboxes=b)[0]
         same(alone, 0, together, i)
     # Objects of different structure (a box, two clicks, a box with a click) in one call.
-    mixed = model(ASSETS / "bus.jpg", prompts=[{"box": boxes[0]}, {"points": [[300, 400], [600, 500]],
-                                                                       "labels": [1, 0]},
-                                                {"box": boxes[1], "points": [[50, 50]]}])[0]
+    mixed = model(ASSETS / "bus.jpg", prompts=[{"box": boxes[0]},
+                                               {"points": [[300, 400], [600, 500]], "labels": [1, 0]},
+                                               {"box": boxes[1], "points": [[50, 50]]}])[0]
     alone = model(ASSETS / "bus.jpg", prompts=[{"points": [[300, 400], [600, 500]], "labels": [1, 0]}])[0]
     same(alone, 0, mixed, 1)
     assert mixed.obj_ids.tolist() == [0, 1, 2]

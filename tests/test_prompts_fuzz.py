@@ -544,4 +544,3 @@ def test_several_yolo_results_for_one_image_are_refused(n):
                       boxes=torch.tensor([[1.0, 2, 30, 40, 0.9, 0]]))
     out = call(bboxes=[res] * n)
     assert isinstance(out, ValueError) and f"{n} YOLO Results" in str(out)
-

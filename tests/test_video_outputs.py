@@ -267,8 +267,8 @@ def test_every_frame_is_written_whatever_frame_is_prompted(tiny, clip, tmp_path,
         coco = COCO(str(out / "labels" / f"clip_{t:06d}.json"))
         assert list(coco.imgs) == [t] and coco.imgs[t]["file_name"] == "clip.avi" and coco.imgs[t]["frame_index"] == t
         rows = (out / "labels" / f"clip_{t:06d}.txt").read_text().splitlines()
-        assert len(rows) == len(coco.getAnnIds(imgIds=[t])) == int(results[[r.frame for r in results].index(t)]
-                                                                     .masks.data.flatten(1).any(1).sum())
+        result = results[[r.frame for r in results].index(t)]
+        assert len(rows) == len(coco.getAnnIds(imgIds=[t])) == int(result.masks.data.flatten(1).any(1).sum())
 
 
 def test_max_frames_counts_frames_after_the_prompt_in_each_direction(tiny, clip):
