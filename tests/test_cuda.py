@@ -48,7 +48,7 @@ def test_bf16_close_to_fp32_on_gpu(reference_pair):
     model.half = False
     full = model(image, bboxes=boxes)[0]
     model.half = True
-    assert model.engine.half_dtype == torch.bfloat16
+    assert model.runtime.half_dtype == torch.bfloat16
     try:
         half = model(image, bboxes=boxes)[0]
     finally:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ultralytics import ASSETS
 
-from samkit import SAM
+from samkit import SAM, ops
 from samkit.engine import everything as ev
 from tests.helpers import patch_sam2_reference_for_cpu, save_present, save_random
 
@@ -83,12 +83,12 @@ def test_region_cleanup_and_boxes_match_reference():
         for holes in (True, False):
             for area in (1, 3, 10, 3000):
                 want, want_changed = amg.remove_small_regions(mask, area, "holes" if holes else "islands")
-                got, changed = ev.remove_small_regions(mask, area, holes)
+                got, changed = ops.remove_small_regions(mask, area, holes)
                 assert changed == want_changed
                 np.testing.assert_array_equal(got, want)
     masks = torch.from_numpy(rng.random((6, 30, 20)) > 0.97)
     masks[0] = False
-    np.testing.assert_array_equal(ev.mask_boxes(masks).numpy(), amg.batched_mask_to_box(masks).numpy())
+    np.testing.assert_array_equal(ops.mask_boxes(masks).numpy(), amg.batched_mask_to_box(masks).numpy())
 
 
 def test_low_res_fill_matches_reference_rule():
@@ -100,7 +100,7 @@ def test_low_res_fill_matches_reference_rule():
     logits[0, 25:27, 25:28] = 4.0  # a 6-pixel island
     logits[0, 12:15, 12:15] = -2.0  # a 9-pixel hole with a 1-pixel island in it
     logits[0, 13, 13] = 1.0
-    out = ev.fill_low_res(logits, 6)
+    out = ops.fill_low_res(logits, 6)
     assert out[0, 13, 13] == -10.0 and out[0, 12, 12] == -2.0
     assert (out[0, 8:10, 8:10] == 10.0).all()
     assert (out[0, 25:27, 25:28] == -10.0).all()
@@ -109,7 +109,7 @@ def test_low_res_fill_matches_reference_rule():
     untouched[25:27, 25:28] = False
     untouched[13, 13] = False
     assert torch.equal(out[0][untouched], logits[0][untouched])
-    assert torch.equal(ev.fill_low_res(logits, 3)[0, 8:10, 8:10], logits[0, 8:10, 8:10])
+    assert torch.equal(ops.fill_low_res(logits, 3)[0, 8:10, 8:10], logits[0, 8:10, 8:10])
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_memory_on_a_large_image_does_not_grow_with_clicks(tmp_path):
     code = f"""
 import resource
 import numpy as np
-from samkit import SAM
+from samkit import SAM, ops
 m = SAM({str(ckpt)!r}, device="cpu", verbose=False)
 img = (np.random.default_rng(0).random((3000, 2000, 3)) * 255).astype(np.uint8)
 m.engine.encode([img])

@@ -189,15 +189,16 @@ def test_stream_yields_one_result_per_image(tiny_ckpt, tmp_path):
 @pytest.mark.parametrize("arch", ["sam2_test", "sam_test"])
 @pytest.mark.parametrize("clicks", [0, 2, 12])
 def test_factored_decoder_equals_the_plain_one(tmp_path, arch, clicks):
-    """The CPU's factored attention (few prompt tokens against many image tokens) is the same mathematics: same
-    logits up to rounding, for 1 and several objects; with many clicks it falls back to the plain path."""
-    from samkit.nn.shared_decoder import decode_shared
-
+    """samkit's decoder path (the CPU's factored attention: few prompt tokens against many image tokens) is
+    Ultralytics' decoder's mathematics: same logits up to rounding, for 1 and several objects on a real embedding;
+    with many clicks it falls back to the plain attention."""
     save_random(tmp_path / "m.pt", arch, "2.1" if arch.startswith("sam2") else None, seed=2)
     model = SAM(tmp_path / "m.pt", device="cpu", verbose=False)
     emb = model.engine.encode([np.asarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3)), np.uint8)])[0]
-    enc = model.net.sam_prompt_encoder if arch.startswith("sam2") else model.net.prompt_encoder
-    dec = model.net.sam_mask_decoder if arch.startswith("sam2") else model.net.mask_decoder
+    sam2 = arch.startswith("sam2")
+    enc = model.net.sam_prompt_encoder if sam2 else model.net.prompt_encoder
+    dec = model.net.sam_mask_decoder if sam2 else model.net.mask_decoder
+    assert "predict_masks" in dec.__dict__, "the replacement is installed"
     g = torch.Generator().manual_seed(clicks)
     for n in (1, 3):
         coords = torch.rand((n, clicks + 2, 2), generator=g) * 200
@@ -205,8 +206,8 @@ def test_factored_decoder_equals_the_plain_one(tmp_path, arch, clicks):
         with torch.inference_mode():
             sparse, dense = enc(points=(coords, labels), boxes=None, masks=None)
             pe = enc.get_dense_pe()
-            hr = emb.high_res_feats if arch.startswith("sam2") else None
-            plain = decode_shared(dec, emb.image_embed, pe, sparse, dense, True, hr, factored=False)
-            fact = decode_shared(dec, emb.image_embed, pe, sparse, dense, True, hr, factored=True)
+            extra = (n > 1, emb.high_res_feats) if sam2 else ()
+            plain = type(dec).predict_masks(dec, emb.image_embed, pe, sparse, dense, *extra)
+            fact = dec.predict_masks(emb.image_embed, pe, sparse, dense, *extra)
         torch.testing.assert_close(fact[0], plain[0], atol=2e-4, rtol=1e-4)
         torch.testing.assert_close(fact[1], plain[1], atol=2e-5, rtol=1e-4)

@@ -200,7 +200,7 @@ def test_memory_window_is_bounded(tiny):
         (lambda v: v.add(frame=0, obj_id="a", box=[1, 1, 5, 5]), TypeError, "obj_id 'a' must be an integer"),
         (lambda v: v.add(frame=0, obj_id=1), ValueError, "needs points="),
         (lambda v: v.add(frame=0, obj_id=1, points=[[1, 2], [3, 4]], labels=[1]), ValueError, "1 labels for 2"),
-        (lambda v: v.add(frame=0, obj_id=1, box=[10, 10, 5, 50]), ValueError, "x2 >= x1"),
+        (lambda v: v.add(frame=0, obj_id=1, box=[10, 10, 5, 50]), ValueError, "x2 < x1"),
         (lambda v: v.add(frame=0, obj_id=1, points=[[np.nan, 2]]), ValueError, "finite"),
         (lambda v: v.add(frame=0, obj_id=1, box=[1, 1, 5, 5]) and next(v.propagate(start=-1)), IndexError,
          "frame -1 is out of range"),
