@@ -405,6 +405,8 @@ def object_prompt(image_hw: tuple[int, int], points=None, labels=None, box=None,
         cls: Class id (integer >= 0); default 0.
         low_res: Side of the model's low-resolution logits; None accepts binary image-size masks only.
     """
+    if labels is not None and points is None:
+        raise ValueError("labels were given without points")
     if points is None and box is None and mask is None:
         raise ValueError("a prompt needs points= (with labels=), box= or mask=")
     given = {"points": points, "labels": labels, "box": box, "mask": mask, "cls": cls}

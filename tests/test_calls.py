@@ -246,3 +246,28 @@ def test_a_corrupt_file_in_a_weights_folder_says_deleting_it_fixes_it(tiny_ckpt,
     monkeypatch.setenv("SAMKIT_WEIGHTS_DIR", str(weights))
     with pytest.raises(Exception, match=f"delete {weights / 'sam2.1_t.pt'} and samkit downloads it again"):
         SAM("sam2.1_t.pt", device="cpu", verbose=False)
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(model, tmp_path):
+    """The run folder is claimed before the first image; a run that fails with nothing written removes it, so the
+    next run is not numbered past an empty folder."""
+    img = np.zeros((60, 80, 3), np.uint8)
+    gen = model(img, bboxes=[500, 500, 600, 600], stream=True, save=True, project=tmp_path, verbose=False)
+    with pytest.raises(ValueError, match="lies entirely outside"):
+        next(gen)
+    assert not (tmp_path / "exp").exists()
+    model(img, bboxes=[5, 5, 40, 40], save=True, project=tmp_path, verbose=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"] and list((tmp_path / "exp").iterdir())
+
+
+def test_video_refusals_are_value_errors_with_plain_messages(model):
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 3
+    with model.video(frames) as v:
+        with pytest.raises(ValueError, match="frame 5 is out of range") as e:
+            v.add(frame=5, obj_id=1, box=[1, 1, 9, 9])
+        assert isinstance(e.value, IndexError)
+        with pytest.raises(ValueError) as e:
+            v.remove(3)
+        assert isinstance(e.value, KeyError) and str(e.value) == "no object with id 3; known ids: []"
+        with pytest.raises(ValueError, match="^labels were given without points$"):
+            v.add(frame=0, obj_id=1, labels=[1])

@@ -34,6 +34,10 @@ class VideoReadError(SourceError):
     """A frame of a video could not be read (truncated or corrupt file, dropped stream)."""
 
 
+class FrameIndexError(IndexError, ValueError):
+    """A frame index outside the video (an ``IndexError``, and a ``ValueError`` like samkit's other refusals)."""
+
+
 class VideoSource:
     """Base class: a sequence of frames of one size.
 
@@ -68,8 +72,8 @@ class VideoSource:
             raise TypeError(f"frame index {index!r} must be an integer")
         n = self.length
         if index < 0 or (n is not None and index >= n):
-            raise IndexError(f"frame {index} is out of range: {self.name} has {n} frames (0..{n - 1})"
-                             if n is not None else f"frame {index} is negative")
+            raise FrameIndexError(f"frame {index} is out of range: {self.name} has {n} frames (0..{n - 1})"
+                                  if n is not None else f"frame {index} is negative")
         return int(index)
 
     def frames(self, start: int = 0, reverse: bool = False,

@@ -42,6 +42,15 @@ from samkit.ops import fill_holes
 from samkit.prompts import ObjectPrompts, object_prompt
 from samkit.results import Results
 
+
+class UnknownObjectError(KeyError, ValueError):
+    """An object id the session does not know (a ``KeyError``, and a ``ValueError`` like samkit's other
+    refusals); its message prints as written."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 _ABSENT = object()  # "no value" in an object's saved state (None is a value)
 NO_OBJ_SCORE = -1024.0  # the reference's logit for "no mask on this frame"
 #: Objects tracked together through memory attention on the CPU. The CPU's fused attention is ~7% slower on a
@@ -193,6 +202,8 @@ class VideoSession:
             raise ValueError(f"obj_id {obj_id!r} is out of range (a 64-bit integer)")
         if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
             raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
+        if labels is not None and points is None:
+            raise ValueError("labels were given without points")
         if points is None and box is None and mask is None:
             raise ValueError("add() needs points= (with labels=), box= or mask=")
         self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
@@ -314,7 +325,7 @@ class VideoSession:
     def remove(self, obj_id: int) -> None:
         """Forget an object, its prompts and its memory."""
         if obj_id not in self.objects:
-            raise KeyError(f"no object with id {obj_id!r}; known ids: {sorted(self.objects)}")
+            raise UnknownObjectError(f"no object with id {obj_id!r}; known ids: {sorted(self.objects)}")
         del self.objects[obj_id]
 
     def reset(self) -> None:

@@ -182,6 +182,7 @@ class ResultSaver:
 def saving(results, saver: ResultSaver | None, show: bool = False):
     """Yield ``results`` one by one, writing each first (``saver``) and showing it in a window (``show``); the saver
     is closed when the iteration ends or stops."""
+    done = False
     try:
         for r in results:
             if saver is not None:
@@ -189,9 +190,20 @@ def saving(results, saver: ResultSaver | None, show: bool = False):
             if show:
                 show_result(r)
             yield r
+        done = True
     finally:
         if saver is not None:
             saver.close()
+            if not done:
+                _drop_if_empty(saver.save_dir)
+
+
+def _drop_if_empty(folder: Path) -> None:
+    """Remove a run folder that a failed run left empty (the next run would otherwise take the next number)."""
+    try:
+        folder.rmdir()  # only succeeds when empty
+    except OSError:
+        pass
 
 
 def show_result(r) -> None:
