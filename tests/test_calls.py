@@ -90,8 +90,9 @@ def test_unknown_keywords_fail_with_a_suggestion(model, kwargs, match):
 def test_an_unknown_model_name_says_no_such_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=f"no file 'nope.pt' here \\({tmp_path}\\) or in the weights folders, "
-                                         "and it is not a registry model: unknown model 'nope.pt'"):
+                                         "and it is not a registry model: unknown model 'nope.pt'") as e:
         SAM("nope.pt")
+    assert isinstance(e.value, FileNotFoundError), "a missing checkpoint is a FileNotFoundError, whatever its name"
 
 
 def test_unknown_track_keyword_fails_with_a_suggestion(model):

@@ -72,6 +72,11 @@ class WeightsNotFoundError(FileNotFoundError):
     """A checkpoint is neither on disk nor downloadable (offline, no network, or the server failed)."""
 
 
+class UnknownModelError(WeightsNotFoundError, ValueError):
+    """A model name that is neither a file on disk nor a registry model (a ``FileNotFoundError`` like every missing
+    checkpoint, and a ``ValueError`` like every unknown setting)."""
+
+
 def weights_dirs() -> list[Path]:
     """Folders searched for checkpoints, in order (see the module docstring)."""
     dirs = []
@@ -540,8 +545,8 @@ def resolve_weights(model: str | os.PathLike, progress: bool = True) -> Path:
         try:
             model_registry().model(path.name)  # raises: unknown name, with close matches
         except ValueError as e:
-            raise ValueError(f"no file {str(model)!r} here ({Path.cwd()}) or in the weights folders, and it is not a "
-                             f"registry model: {e}") from None
+            raise UnknownModelError(f"no file {str(model)!r} here ({Path.cwd()}) or in the weights folders, and it is "
+                                    f"not a registry model: {e}") from None
     names = [path.name] + [n for n in entry.names if n != path.name]
     found = find_local(names)
     if found:
