@@ -32,7 +32,7 @@ import platform
 import sys
 from typing import Any
 
-from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, ConfigError, get_cfg, parse_key_values, suggest
+from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, WRITE_KEYS, ConfigError, get_cfg, parse_key_values, suggest
 
 MODES = ("predict", "track", "annotate", "info", "checks", "help", "version")
 _EVERYTHING = EVERYTHING_KEYS
@@ -211,7 +211,7 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                            ", ".join(f"{k}={v}" for k, v in prompts.items() if v is not None))
     outputs = {k: cfg[k] for k in _OUTPUTS}
     if outputs["save"] is None:  # the command line saves overlays unless other outputs were asked for
-        outputs["save"] = not any(cfg[k] for k in ("save_txt", "save_coco", "save_masks"))
+        outputs["save"] = not any(cfg[k] for k in WRITE_KEYS if k != "save")
     from samkit.data.sources import is_video_path
 
     # The source is checked before the model loads (a typo must not cost a download).

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from samkit.cfg import DEFAULT_MODEL, OUTPUT_KEYS
+from samkit.cfg import DEFAULT_MODEL, OUTPUT_KEYS, WRITE_KEYS
 from samkit.engine.image import ImageEmbedding, ImageEngine
 from samkit.nn.build import build_network
 from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
@@ -435,10 +435,11 @@ class SAM:
         from samkit.writers.run import ResultSaver, claim_run_dir, saving
 
         show = bool(out.get("show")) and _can_show()
-        if not show and not any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
+        writes = any(out[k] for k in WRITE_KEYS)
+        if not show and not writes:
             return results
         saver = None
-        if any(out[k] for k in ("save", "save_txt", "save_coco", "save_masks")):
+        if writes:
             project, name = out["project"], out["name"]
             if project is not None and not isinstance(project, (str, os.PathLike)):
                 raise TypeError(f"project={project!r} must be a folder path (str or Path)")
@@ -448,7 +449,7 @@ class SAM:
             project = Path(project) if project is not None else Path("runs") / mode
             self.save_dir = claim_run_dir(project / (name or "exp"), out["exist_ok"])  # two runs never share one
             saver = ResultSaver(self.save_dir, verbose=out.get("verbose", True),
-                                **{k: out[k] for k in ("save", "save_txt", "save_coco", "save_masks", "rle")})
+                                **{k: out[k] for k in (*WRITE_KEYS, "rle")})
         return saving(results, saver, show=show)
 
     @staticmethod

@@ -70,7 +70,9 @@ class _NoAliasLoader(yaml.SafeLoader):
 #: The model used when none is named (``SAM()``, ``auto_annotate``, the CLI); default.yaml says the same.
 DEFAULT_MODEL = "sam2.1_b.pt"
 #: The output settings of predict and track (what is written where), in default.yaml's order.
-OUTPUT_KEYS = ("save", "save_txt", "save_coco", "save_masks", "rle", "project", "name", "exist_ok")
+#: The output settings that write files (any of them true: the run gets a folder).
+WRITE_KEYS = ("save", "save_txt", "save_coco", "save_masks")
+OUTPUT_KEYS = (*WRITE_KEYS, "rle", "project", "name", "exist_ok")
 #: The automatic mask generator's settings a user can give (the fields of ``EverythingConfig`` that are settings).
 EVERYTHING_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
                    "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",

@@ -202,10 +202,6 @@ class VideoSession:
             raise ValueError(f"obj_id {obj_id!r} is out of range (a 64-bit integer)")
         if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
             raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
-        if labels is not None and points is None:
-            raise ValueError("labels were given without points")
-        if points is None and box is None and mask is None:
-            raise ValueError("add() needs points= (with labels=), box= or mask=")
         self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
         prompt = object_prompt((self.video.height, self.video.width), points=points, labels=labels, box=box,
                                mask=mask, cls=cls)
