@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import image, precision, video, video_memory
+from benchmarks import image, live, precision, video, video_memory
 from benchmarks.common import Table, command, machine
 
 
@@ -31,6 +31,8 @@ def main(argv=None) -> None:
     p.add_argument("--video-objects", default="1,3", help="objects per video case (default 1,3)")
     p.add_argument("--video-memory", default="", help="resident memory after these frame counts, e.g. 100,500,1000 "
                    "(tiny architecture, each system in its own process; '' to skip)")
+    p.add_argument("--live-frames", type=int, default=0, help="also track a paced 720p stream of this many frames (one "
+                   "object, overlay written): FPS kept and latency from arrival to mask (0: skip)")
     p.add_argument("--skip-image", action="store_true", help="skip the image cases")
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args(argv)
@@ -42,6 +44,7 @@ def main(argv=None) -> None:
     objects = [int(v) for v in args.video_objects.split(",") if v.strip()]
     variants = [(False, False)] + ([(True, False)] if args.half else []) + ([(True, True)] if args.compile else [])
     half_rows: list[str] = []
+    live_rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.models.split(","):
             if args.half:
@@ -51,8 +54,11 @@ def main(argv=None) -> None:
                 print(f"sam2.1 {size} on {args.device}{' bf16' if half else ''}{' compiled' if comp else ''}")
                 if not args.skip_image:
                     image.run(table, Path(tmp), size.strip(), args.device, half, args.repeats, grids, compile_=comp)
-                if args.video_frames and not comp:
-                    video.run(table, Path(tmp), size.strip(), args.device, half, args.video_frames, objects)
+                if args.video_frames:
+                    video.run(table, Path(tmp), size.strip(), args.device, half, args.video_frames, objects, comp)
+                if args.live_frames:
+                    live_rows.append(live.run(Path(tmp), size.strip(), args.device, half, comp, args.live_frames))
+                    print("  " + live_rows[-1], flush=True)
         if args.video_memory:
             print("resident memory over a long video (tiny architecture, cpu)")
             video_memory.run(table, memory, Path(tmp), [int(v) for v in args.video_memory.split(",")])
@@ -62,6 +68,9 @@ def main(argv=None) -> None:
     if half_rows:
         text += (f"\nsamkit in half precision against samkit in fp32 (same weights, same run): encoder medians and the "
                  f"IoU of the 10 box masks with the fp32 ones.\n\n{precision.HEADER}\n" + "\n".join(half_rows) + "\n")
+    if live_rows:
+        text += (f"\nLive tracking (samkit only): a paced stream, one object, overlay video written; latency from a "
+                 f"frame's arrival to its Results.\n\n{live.HEADER}\n" + "\n".join(live_rows) + "\n")
     if memory.rows:
         text += (f"\nResident memory above the loaded model (MB); ratios above 1 mean samkit holds less (no ratio "
                  f"where samkit's growth is under 1 MB).\n\n{memory.markdown()}\n")

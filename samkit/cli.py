@@ -9,6 +9,9 @@ Modes:
               (without source=: a short sample clip, tracking a box around the man on the right)
     annotate  boxes from a detector (or box labels) -> SAM masks -> dataset labels:
               samkit annotate data=images/ det_model=yolo11x.pt sam_model=sam2.1_b.pt format=coco
+    benchmark size, parameters, ms per image and video FPS of SAM models and Ultralytics models beside them:
+              samkit benchmark model=sam2.1_t.pt,mobile_sam.pt,yolo11n-seg.pt device=cuda random=True
+              (random=True: random weights of each architecture, nothing downloaded; writes benchmark.md and .csv)
     info      describe a model (``samkit info model=sam2.1_b.pt``) or list the registry (``samkit info``)
     checks    versions, devices, optional extras and weights folders
     help      this text (also ``-h`` / ``--help``)
@@ -34,7 +37,7 @@ from typing import Any
 
 from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, WRITE_KEYS, ConfigError, get_cfg, parse_key_values, suggest
 
-MODES = ("predict", "track", "annotate", "info", "checks", "help", "version")
+MODES = ("predict", "track", "annotate", "benchmark", "info", "checks", "help", "version")
 _EVERYTHING = EVERYTHING_KEYS
 _OUTPUTS = OUTPUT_KEYS
 _COMMON = ("model", "device", "half", "compile", "verbose")
@@ -48,6 +51,7 @@ MODE_KEYS = {
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
                  "ray_actors", "batch", "max_pixels"),
+    "benchmark": (*_COMMON, "random", "source", "repeats", "video_frames", "project", "name", "exist_ok"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
 }
@@ -169,6 +173,16 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         return 0
     if mode in ("predict", "track"):
         return _predict(mode, cfg, given)
+    if mode == "benchmark":
+        from samkit.benchmark import benchmark
+
+        report = benchmark(cfg["model"], device=cfg["device"], half=cfg["half"], compile=cfg["compile"],
+                           random=cfg["random"], source=cfg["source"], repeats=cfg["repeats"],
+                           video_frames=cfg["video_frames"], project=cfg["project"], name=cfg["name"],
+                           exist_ok=cfg["exist_ok"], verbose=cfg["verbose"])
+        print(report.markdown())
+        print(f"saved to {report.markdown_path} and {report.csv_path}")
+        return 0
     if mode == "annotate":
         from samkit.annotate import auto_annotate
 

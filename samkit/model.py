@@ -147,6 +147,33 @@ class SAM:
         net = build_network(self.arch, self.version)
         load_state_dict_strict(net, state_dict, str(self.ckpt_path))
         del state_dict
+        self._setup(net, device, cache, half, compile)
+
+    @classmethod
+    def untrained(cls, model: str = DEFAULT_MODEL, device: str | int | torch.device = "", verbose: bool = True,
+                  cache: int = 8, half: bool = False, compile: bool = False, seed: int | None = 0) -> SAM:
+        """The registry architecture of ``model`` (a registry name such as ``"sam2.1_t.pt"``, or an architecture
+        such as ``"sam2_t"``) with random weights: nothing is read or downloaded. For measuring speed and memory,
+        which weights do not change; its masks mean nothing. ``seed`` (None: torch's current state) makes the
+        weights repeatable. :attr:`ckpt_path` is None. The other arguments are :class:`SAM`'s."""
+        from samkit.nn.build import resolve_name
+
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a registry name (str), got {type(model).__name__}")
+        arch, version = resolve_name(Path(model).name)
+        self = cls.__new__(cls)
+        self.verbose, self.ckpt_path = verbose, None
+        self.arch, self.version = arch, version
+        if seed is None:
+            net = build_network(arch, version)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = build_network(arch, version)
+        self._setup(net, device, cache, half, compile)
+        return self
+
+    def _setup(self, net: nn.Module, device, cache: int, half: bool, compile: bool) -> None:
         self.runtime = Runtime(net, self.arch, self.version, device=device, half=half)
         self.engine = ImageEngine(self.runtime, cache_size=cache)
         if compile:
@@ -154,8 +181,8 @@ class SAM:
         self._image: tuple[np.ndarray, str, ImageEmbedding] | None = None  # set_image's image and its embedding
         self.save_dir: Path | None = None  # the folder of the last run that wrote outputs
         self.skipped: list[tuple[str, str]] = []  # (image, reason) for the unreadable images of the last call
-        if verbose:
-            LOGGER.info("loaded %s", self._summary(self._describe()))
+        if self.verbose:
+            LOGGER.info("%s %s", "loaded" if self.ckpt_path else "built", self._summary(self._describe()))
 
     def _warn_if_name_disagrees(self, name: str) -> None:
         entry = model_registry().find_model(name)
@@ -525,8 +552,8 @@ class SAM:
         out = self._call_settings(locals(), verbose, device)
         session = VideoSession(self.runtime, source, **session)
         try:
-            obj = normalize_prompts((session.video.height, session.video.width), bboxes=bboxes, points=points,
-                                    labels=labels, masks=masks, prompts=prompts, low_res=None)
+            obj = normalize_prompts(session.frame_hw(frame), bboxes=bboxes, points=points, labels=labels,
+                                    masks=masks, prompts=prompts, low_res=None)
             if obj is None:
                 raise ValueError("tracking needs prompts: bboxes=, points= (with labels=), masks= or prompts=")
             if obj.names:
@@ -584,7 +611,7 @@ class SAM:
             "dtype": str(self.runtime.compute_dtype).replace("torch.", ""),  # what the network computes in
             "weights_dtype": str(self.dtype).replace("torch.", ""),
             "image_size": self.arch.image_size,
-            "checkpoint": str(self.ckpt_path),
+            "checkpoint": str(self.ckpt_path) if self.ckpt_path else "random weights",
         }
 
     @staticmethod
@@ -595,4 +622,5 @@ class SAM:
         )
 
     def __repr__(self) -> str:
-        return f"SAM({str(self.ckpt_path)!r}, family={self.family!r}, size={self.arch.size!r}, device='{self.device}')"
+        name = str(self.ckpt_path) if self.ckpt_path else f"{self.arch.name} (random weights)"
+        return f"SAM({name!r}, family={self.family!r}, size={self.arch.size!r}, device='{self.device}')"

@@ -12,6 +12,7 @@ from ultralytics.engine.results import Results as _UltralyticsResults
 
 from samkit.ops import masks_to_boxes
 from samkit.prompts import ObjectPrompts
+from samkit.utils.devices import upload
 from samkit.writers.atomic import atomic_write_bytes
 
 
@@ -24,8 +25,9 @@ class Results(_UltralyticsResults):
     for images, as in Ultralytics), ``names``, ``orig_img`` (BGR), ``plot()``,
     ``show()``, ``save()``, ``to_json()``.
 
-    ``masks`` and ``boxes`` live on the model's device (``cpu()`` moves them, as in Ultralytics); the extras below
-    are small and always on the CPU.
+    ``masks`` and ``boxes`` live on the model's device (``cpu()`` moves them, as in Ultralytics), and so do
+    ``iou``, ``presence`` and ``low_res_logits``: nothing is read back to the host while the model runs, so a GPU
+    is never made to wait per image or frame. ``obj_ids`` and the other extras are on the CPU.
 
     Extras:
         iou: (N,) float predicted IoU of each mask.
@@ -61,20 +63,22 @@ class Results(_UltralyticsResults):
         tracked: bool = False,
     ):
         n, dev = masks.shape[0], masks.device
-        obj_ids = torch.arange(n) if obj_ids is None else torch.as_tensor(obj_ids).long().cpu()
-        cls = torch.zeros(n) if cls is None else torch.as_tensor(cls).float().cpu()
-        iou = torch.as_tensor(iou).float().cpu()
-        conf = iou if conf is None else torch.as_tensor(conf).float().cpu()
+        # Scores and logits stay where they were computed (as Ultralytics' Results do): reading them here would
+        # make the host wait for the device on every image and frame; a consumer reads them when it needs them.
+        obj_ids = torch.arange(n) if obj_ids is None else torch.as_tensor(obj_ids).long()
+        cls = torch.zeros(n) if cls is None else torch.as_tensor(cls).float()
+        iou = torch.as_tensor(iou).float()
+        conf = iou if conf is None else torch.as_tensor(conf).float()
         names = names or {0: "object"}
         # Ultralytics' Boxes: (x1, y1, x2, y2, [id,] conf, cls); an id column only for tracked objects.
-        extra = torch.stack([obj_ids.float(), conf, cls] if tracked else [conf, cls], 1).to(dev)
+        extra = torch.stack([upload(t, dev) for t in ([obj_ids.float(), conf, cls] if tracked else [conf, cls])], 1)
         boxes = torch.cat([masks_to_boxes(masks).to(dev), extra], 1)
         super().__init__(orig_img, path=path, names=names, boxes=boxes, masks=masks.bool(), speed=speed)
         self.iou = iou
         self.obj_ids = obj_ids
         self.tracked = tracked
         self.prompts = prompts
-        self.low_res_logits = None if low_res_logits is None else low_res_logits.cpu()
+        self.low_res_logits = low_res_logits
         self.stability_score = None if stability_score is None else stability_score.cpu()
         self.point_coords = None if point_coords is None else point_coords.cpu()
         self.crop_boxes = None if crop_boxes is None else crop_boxes.cpu()
@@ -96,6 +100,18 @@ class Results(_UltralyticsResults):
         r = copy.copy(self)
         for k in self._keys:
             setattr(r, k, None)
+        return r
+
+    #: The SAM extras that are tensors, moved with ``masks`` and ``boxes`` by ``cpu()``, ``cuda()``, ``to()`` and
+    #: ``numpy()``.
+    TENSOR_EXTRAS = ("iou", "presence", "low_res_logits", "stability_score", "point_coords", "crop_boxes")
+
+    def _apply(self, fn: str, *args, **kwargs) -> Results:
+        r = super()._apply(fn, *args, **kwargs)
+        for k in self.TENSOR_EXTRAS:
+            v = getattr(self, k, None)
+            if isinstance(v, torch.Tensor):
+                setattr(r, k, getattr(v, fn)(*args, **kwargs))
         return r
 
     def __len__(self) -> int:

@@ -28,6 +28,7 @@ LAYERS = {
     "samkit.model": 7,
     "samkit.integrations": 8,
     "samkit.annotate": 9,
+    "samkit.benchmark": 9,
     "samkit.cli": 10,
     "samkit": 10,
 }

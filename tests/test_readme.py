@@ -128,6 +128,14 @@ def test_cli_examples(command, weights, tmp_path):
         written = check_outputs(tmp_path / "runs")
         assert written["video" if args[1] == "track" else "txt"] or args[1] == "predict" and not written["txt"]
         assert "saved to runs/" in r.stdout and Path(tmp_path, r.stdout.split("saved to ")[1].strip()).is_dir()
+    if args[1] == "benchmark":  # one row per model, in the order given, in the CSV and the markdown
+        import csv
+
+        models = next(a for a in args if a.startswith("model=")).split("=", 1)[1].split(",")
+        with open(tmp_path / "runs" / "benchmark" / "exp" / "benchmark.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["model"] for r in rows] == models and all(float(r["ms_image"]) > 0 for r in rows)
+        assert all(f"| {m} |" in (tmp_path / "runs" / "benchmark" / "exp" / "benchmark.md").read_text() for m in models)
     if args[1] == "annotate":
         out = tmp_path / "images_auto_annotate_labels"
         assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == (

@@ -161,7 +161,8 @@ def test_device_moves_keep_sam_extras(result):
     assert torch.equal(c.iou, result.iou) and torch.equal(c.obj_ids, result.obj_ids) and c.prompts is result.prompts
     assert c.masks.data.dtype == torch.bool and torch.equal(c.masks.data, result.masks.data)
     n = result.numpy()
-    assert isinstance(n.masks.data, np.ndarray) and n.iou is result.iou
+    assert isinstance(n.masks.data, np.ndarray) and isinstance(n.iou, np.ndarray)
+    assert np.array_equal(n.iou, result.iou.numpy()) and n.obj_ids is result.obj_ids
 
 
 def test_results_is_public():

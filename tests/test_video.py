@@ -312,6 +312,18 @@ def test_live_source_prompted_on_its_first_frame(tiny, clip_frames, tmp_path):
             assert torch.equal(a.masks.data, b.masks.data), a.frame
 
 
+def test_track_on_a_live_source_reads_the_frame_size_before_the_prompts(tiny, clip_frames, tmp_path):
+    """SAM.track checks the prompts against the frame size, which a live source knows only from its first frame."""
+    from samkit.data.video import StreamVideo
+
+    avi = write_video(tmp_path / "live.avi", clip_frames, codec="MJPG")
+    live = tiny.track(StreamVideo(str(avi)), bboxes=[20, 20, 60, 60], max_frames=2, verbose=False)
+    from_file = tiny.track(str(avi), bboxes=[20, 20, 60, 60], max_frames=2, verbose=False)
+    assert [r.frame for r in live] == [0, 1, 2]
+    for a, b in zip(live, from_file):
+        assert torch.equal(a.masks.data, b.masks.data) and a.masks.data.any(), a.frame
+
+
 def test_half_precision_tracking_follows_fp32(tiny, clip_frames):
     from samkit.utils.devices import cpu_has_bf16
 

@@ -17,6 +17,7 @@ import torch
 from samkit.engine.transforms import transforms_for
 from samkit.nn.runtime import Runtime
 from samkit.prompts import ObjectPrompts
+from samkit.utils.devices import upload
 
 CPU_DECODE_CHUNK = 4  # objects per mask-decoder call on the CPU (see ImageEngine.decode_clicks)
 
@@ -187,10 +188,10 @@ class ImageEngine:
         if p:
             pts = np.stack([prompts.object_points(i)[0] for i in idx])
             lab = np.stack([prompts.object_points(i)[1] for i in idx])
-            coords = torch.from_numpy(t.coords_to_input(pts, emb.orig_hw)).to(dev)
-            labels = torch.from_numpy(lab.astype(np.int32)).to(dev)
+            coords = upload(t.coords_to_input(pts, emb.orig_hw), dev)
+            labels = upload(lab.astype(np.int32), dev)
         if box:
-            boxes = torch.from_numpy(t.coords_to_input(prompts.boxes[sel].reshape(-1, 2, 2), emb.orig_hw)).to(dev)
+            boxes = upload(t.coords_to_input(prompts.boxes[sel].reshape(-1, 2, 2), emb.orig_hw), dev)
         if mask:
             mask_in = t.mask_prompt(prompts.masks[sel], prompts.mask_is_logits, emb.orig_hw, dev)
         return t.decode(self.net, emb.image_embed, emb.high_res_feats, coords, labels, boxes, mask_in, multimask)
@@ -209,7 +210,7 @@ class ImageEngine:
             device (K = 3 with multimask, else 1).
         """
         b, t = len(xy), self.transforms
-        coords = torch.from_numpy(t.coords_to_input(np.asarray(xy).reshape(b, 1, 2), emb.orig_hw)).to(self.device)
+        coords = upload(t.coords_to_input(np.asarray(xy).reshape(b, 1, 2), emb.orig_hw), self.device)
         labels = torch.ones((b, 1), dtype=torch.int32, device=self.device)
         # On the CPU the decoder is memory-bound: a few objects at a time keep its (objects, 4096, 256) activations
         # in cache, about 1.5x faster than 64 at once. Objects are independent, so the masks do not change.

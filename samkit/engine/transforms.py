@@ -21,7 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.utils.devices import upload
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of (..., 3, H, W) float pixels in [0, 1]: torchvision's ``normalize`` arithmetic,
+    without its check for a zero deviation (a read of a device value that makes the host wait)."""
+    mean = upload(torch.tensor(IMAGENET_MEAN, dtype=x.dtype), x.device).view(-1, 1, 1)
+    std = upload(torch.tensor(IMAGENET_STD, dtype=x.dtype), x.device).view(-1, 1, 1)
+    return x.sub(mean).div_(std)
+
+
 PIXEL_MEAN, PIXEL_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
@@ -56,20 +68,18 @@ class SAM2Transforms:
         from torchvision.transforms import functional as TF
 
         rgb = np.ascontiguousarray(image[..., ::-1])
-        x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div(255.0)
-        x = TF.resize(x, [self.size, self.size], antialias=True)
-        return TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+        x = upload(rgb, device, pin=True).permute(2, 0, 1).float().div(255.0)
+        return normalize(TF.resize(x, [self.size, self.size], antialias=True))
 
     def frame_to_input(self, frame: np.ndarray) -> torch.Tensor:
         """A BGR video frame -> (1, 3, S, S) float32 on the CPU: PIL bicubic square resize, /255, ImageNet
         normalisation (the reference's video frame loader)."""
         from PIL import Image
-        from torchvision.transforms import functional as TF
 
         rgb = np.ascontiguousarray(frame[..., ::-1])
         resized = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
         x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0
-        return TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)[None]
+        return normalize(x)[None]
 
     # ------------------------------------------------------------------ prompts in
     def coords_to_input(self, xy: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
@@ -87,17 +97,17 @@ class SAM2Transforms:
         resized to the input, then (antialiased) to ``r``, mapped to -10 / +10; low-resolution logits as given."""
         m = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
         if is_logits:
-            return m.to(device)
+            return upload(m, device)
         ih, iw = self.input_hw(orig_hw)
         m = F.interpolate(m, size=(ih, iw), mode="bilinear", align_corners=False)
         m = F.pad(m, (0, self.size - iw, 0, self.size - ih))
         m = F.interpolate(m, size=(self.low_res, self.low_res), mode="bilinear", align_corners=False, antialias=True)
-        return (m * 20.0 - 10.0).to(device)
+        return upload(m * 20.0 - 10.0, device)
 
     def frame_mask_prompt(self, mask: torch.Tensor, device: torch.device) -> torch.Tensor:
         """An (H, W) bool mask on a video frame -> (1, 1, S, S) float 0/1 at the network input (antialiased resize,
         then >= 0.5, as the reference's video predictor)."""
-        x = mask[None, None].float().to(device)
+        x = upload(mask[None, None].float(), device)
         if tuple(mask.shape) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
             x = (x >= 0.5).float()
@@ -127,7 +137,7 @@ class SAM2Transforms:
         b = next(len(t) for t in (coords, boxes, mask_in) if t is not None)
         points = None
         if boxes is not None:
-            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).repeat(b, 1)
+            corner_labels = upload(torch.tensor([[2, 3]], dtype=torch.int32), boxes.device).repeat(b, 1)
             points = (boxes, corner_labels)
         if coords is not None:
             points = (coords, labels) if points is None else (
@@ -160,8 +170,8 @@ class SAMTransforms(SAM2Transforms):
         rgb = np.ascontiguousarray(image[..., ::-1])
         h, w = self.input_hw(rgb.shape[:2])
         resized = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(resized.copy()).to(device).permute(2, 0, 1).float()
-        x = (x - torch.tensor(PIXEL_MEAN, device=device).view(3, 1, 1)) / torch.tensor(PIXEL_STD, device=device).view(
+        x = upload(resized.copy(), device, pin=True).permute(2, 0, 1).float()
+        x = (x - upload(torch.tensor(PIXEL_MEAN), device).view(3, 1, 1)) / upload(torch.tensor(PIXEL_STD), device).view(
             3, 1, 1)
         return F.pad(x, (0, self.size - w, 0, self.size - h))
 

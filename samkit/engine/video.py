@@ -41,6 +41,7 @@ from samkit.nn.runtime import Runtime
 from samkit.ops import fill_holes
 from samkit.prompts import ObjectPrompts, object_prompt
 from samkit.results import Results
+from samkit.utils.devices import upload
 
 
 class UnknownObjectError(KeyError, ValueError):
@@ -139,9 +140,14 @@ class VideoSession:
         return self.video.length
 
     def _prepare(self, index: int, bgr: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor]:
-        """Frame ``index`` (BGR) and its (1, 3, S, S) network input on the CPU (the family's video transform)."""
+        """Frame ``index`` (BGR) and its (1, 3, S, S) network input on the CPU (the family's video transform), in
+        page-locked memory when the network is on a CUDA device: the read-ahead thread prepares it, and the
+        upload then runs without blocking the host (and overlaps the work queued before it)."""
         bgr = self.video.read(index) if bgr is None else bgr
-        return bgr, self.transforms.frame_to_input(bgr)
+        x = self.transforms.frame_to_input(bgr)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return bgr, x
 
     def _frame_input(self, index: int) -> torch.Tensor:
         if self._prepared is not None and self._prepared[0] == index:
@@ -149,7 +155,7 @@ class VideoSession:
         else:
             bgr, x = self._prepare(index, self._frame(index))
         self._last_frame = (index, bgr)
-        return x.to(self.device)
+        return x.to(self.device, non_blocking=x.is_pinned())
 
     def _frame(self, index: int) -> np.ndarray:
         """Frame ``index`` (BGR), decoded once for its features and its Results."""
@@ -173,6 +179,13 @@ class VideoSession:
         backbone_out["vision_pos_enc"] = list(backbone_out["vision_pos_enc"])
         _, feats, pos, sizes = self.net._prepare_backbone_features(backbone_out)
         return feats, pos, sizes
+
+    def frame_hw(self, frame: int = 0) -> tuple[int, int]:
+        """(height, width) of the video's frames; frame ``frame`` is decoded first when the size is not known yet
+        (a live source knows it only from a frame), and kept for the prompts on it."""
+        if not self.video.height:
+            self._frame(self._check_frame(frame))
+        return self.video.height, self.video.width
 
     def _check_frame(self, frame: int) -> int:
         return self.video.check_index(frame)
@@ -299,8 +312,8 @@ class VideoSession:
             pts = np.concatenate([prompt["box"].reshape(2, 2), pts])
             labs = np.concatenate([np.array([2, 3], np.int32), labs])
         xy = self.transforms.coords_to_input(pts, (self.video.height, self.video.width))
-        return {"point_coords": torch.from_numpy(xy)[None].to(self.device),
-                "point_labels": torch.from_numpy(labs.astype(np.int32))[None].to(self.device)}
+        return {"point_coords": upload(xy[None], self.device),
+                "point_labels": upload(labs.astype(np.int32)[None], self.device)}
 
     def _num_frames_for_memory(self) -> int:
         n = self.num_frames
@@ -450,8 +463,7 @@ class VideoSession:
                 scores.append(out["object_score_logits"].float().reshape(-1)[:1])
         low = torch.cat(logits) if logits else torch.zeros((0, 1, self.size // 4, self.size // 4))
         masks = self.transforms.logits_to_image(low, (h, w))[:, 0] > 0.0
-        # One copy to the host for all objects' scores (not one wait for the device per object).
-        presence = torch.sigmoid(torch.cat(scores)).cpu() if scores else torch.zeros(0)
+        presence = torch.sigmoid(torch.cat(scores)) if scores else torch.zeros(0)  # on the device: no wait here
         prompts = None
         if any(frame in o.clicks for o in objs):  # the frame's clicks and boxes, drawn by Results.plot()
             n, p = len(objs), max(len(o.clicks.get(frame, {"labels": ()})["labels"]) for o in objs)

@@ -288,3 +288,21 @@ def sine_position(self, x: torch.Tensor) -> torch.Tensor:
 __all__ = ["ATTENTION_BLOCK", "KEY_BLOCK", "STREAM_BLOCK", "cached_pos_embed", "cpu_attention",
            "multiscale_attention_forward", "rope_attention_forward", "shared_self_attention", "sine_position",
            "streaming_attention"]
+
+
+def embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+    """``PromptEncoder._embed_points`` without boolean-mask indexing: Ultralytics writes each label's embedding
+    through ``embedding[labels == k]``, and a boolean index makes the host wait for the device (it must count the
+    mask to size the result) five times per decode, tracked video frames included. ``torch.where`` selects the same
+    values with no wait; each sum is formed and rounded once, as the in-place ``+=`` does, so the result is equal
+    in every precision."""
+    points = points + 0.5  # pixel centres
+    if pad:
+        points = torch.cat([points, points.new_zeros(points.shape[0], 1, 2)], dim=1)
+        labels = torch.cat([labels, -labels.new_ones(labels.shape[0], 1)], dim=1)
+    pe = self.pe_layer.forward_with_coords(points, self.input_image_size)
+    labels = labels[..., None]
+    out = torch.where(labels == -1, self.not_a_point_embed.weight.to(pe.dtype), pe)
+    for k, embedding in enumerate(self.point_embeddings):
+        out = torch.where(labels == k, (out + embedding.weight).to(pe.dtype), out)
+    return out

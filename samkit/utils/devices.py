@@ -95,3 +95,20 @@ def half_dtype(device: torch.device) -> tuple[torch.dtype | None, str]:
     if device.type == "mps":
         return torch.float16, ""
     return None, f"no half precision autocast is known for device type {device.type!r}"
+
+
+def upload(x, device: torch.device | str, pin: bool = False) -> torch.Tensor:
+    """``x`` (a tensor or an array) on ``device`` without making the host wait for the work queued there.
+
+    A plain ``.to("cuda")`` of host memory waits for the device to finish everything queued before it returns; a
+    ``non_blocking`` copy does not (small host buffers are staged at once). ``pin=True`` first copies ``x`` to
+    page-locked memory, for large uploads (an image) whose staged copy would otherwise wait for the device. On the
+    CPU this is ``torch.as_tensor(x)``.
+    """
+    t = torch.as_tensor(x)
+    device = torch.device(device)
+    if device.type != "cuda" or t.device == device:
+        return t.to(device)
+    if pin and t.device.type == "cpu" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
