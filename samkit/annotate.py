@@ -44,6 +44,8 @@ from samkit.writers.yolo import box_polygon, mask_polygons, write_yolo_seg
 
 FORMATS = ("yolo", "coco", "png")
 EMPTY = ("box", "skip")
+#: The detector's confidence threshold when none is given (Ultralytics' predict default).
+DETECTOR_CONF = 0.25
 
 
 @dataclass
@@ -107,13 +109,14 @@ class Annotator:
     """
 
     def __init__(self, sam_model=DEFAULT_MODEL, det_model=None, labels=None, format="yolo", output_dir=".",
-                 device="", half=False, conf=0.25, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
+                 device="", half=False, conf=None, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
                  empty="box", settings: dict | None = None, max_pixels: float | None = None):
         self.sam_model, self.det_model, self.device, self.half = sam_model, det_model, device, half
         self.labels = None if labels is None else Path(labels)
         self.format, self.out, self.rle, self.empty = format, Path(output_dir), rle, empty
         self.max_pixels = max_pixels
-        self.det_args = dict(conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, verbose=False)
+        self.det_args = dict(conf=DETECTOR_CONF if conf is None else conf, iou=iou, classes=classes, imgsz=imgsz,
+                             max_det=max_det, verbose=False)
         self._sam = self._det = None
         if det_model is not None and hasattr(det_model, "predict"):
             self._det = det_model
@@ -368,7 +371,7 @@ def auto_annotate(
     output_dir=None,
     device="",
     half: bool = False,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float = 0.45,
     classes: list[int] | None = None,
     imgsz: int = 640,
@@ -392,7 +395,7 @@ def auto_annotate(
         format: ``"yolo"``, ``"coco"`` or ``"png"`` (see the module docstring).
         output_dir: Output folder; default ``<data>_auto_annotate_labels`` beside ``data``.
         device, half: For SAM (and the detector).
-        conf, iou, classes, imgsz, max_det: The detector's settings.
+        conf, iou, classes, imgsz, max_det: The detector's settings (``conf`` None: 0.25, Ultralytics' own).
         rle: COCO segmentations as RLE instead of polygons.
         empty: ``"box"`` or ``"skip"``: what a box with an empty mask becomes.
         engine: ``"local"`` or ``"ray"`` (Ray Data, ``pip install samkit[ray]``).

@@ -13,7 +13,7 @@ from torch import nn
 
 from samkit.cfg import DEFAULT_MODEL, OUTPUT_KEYS, WRITE_KEYS
 from samkit.engine.image import ImageEmbedding, ImageEngine
-from samkit.nn.build import build_network
+from samkit.nn.build import build_network, network_tensors
 from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
 from samkit.nn.detect import detect_architecture
 from samkit.nn.registry import model_registry
@@ -39,7 +39,7 @@ _NOT_FOR_SAM = {
     "save_conf": "COCO files hold each mask's score",
     "save_crop": "masks are saved whole (save_masks=True)",
 }
-_FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM"}
+_FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM", "sam3": "SAM 3"}
 
 
 def _track_through(session, frame: int, max_frames: int | None):
@@ -145,7 +145,7 @@ class SAM:
         self.arch, self.version = detect_architecture(state_dict, str(self.ckpt_path))
         self._warn_if_name_disagrees(Path(model).name)
         net = build_network(self.arch, self.version)
-        load_state_dict_strict(net, state_dict, str(self.ckpt_path))
+        load_state_dict_strict(net, network_tensors(self.arch, state_dict), str(self.ckpt_path))
         del state_dict
         self._setup(net, device, cache, half, compile)
 
@@ -176,6 +176,11 @@ class SAM:
     def _setup(self, net: nn.Module, device, cache: int, half: bool, compile: bool) -> None:
         self.runtime = Runtime(net, self.arch, self.version, device=device, half=half)
         self.engine = ImageEngine(self.runtime, cache_size=cache)
+        self.concepts = None  # SAM 3: the concept engine (texts, exemplars)
+        if self.engine.transforms.concepts:
+            from samkit.engine.concepts import ConceptEngine
+
+            self.concepts = ConceptEngine(self.runtime, cache_size=cache)
         if compile:
             self.compile()
         self._image: tuple[np.ndarray, str, ImageEmbedding] | None = None  # set_image's image and its embedding
@@ -277,6 +282,11 @@ class SAM:
         device: str | int | torch.device | None = None,
         show: bool = False,
         max_pixels: float | None = None,
+        texts=None,
+        exemplars=None,
+        exemplar_labels=None,
+        conf: float | None = None,
+        max_det: int = 300,
         **everything,
     ) -> list:
         """Segment objects on images: the prompted objects, or everything when no prompt is given.
@@ -311,6 +321,13 @@ class SAM:
             show: Show each result in a window (where a display is available).
             max_pixels: Most pixels an image file may declare before it is decoded (None: 120 million, see
                 :data:`samkit.data.sources.MAX_PIXELS`; 0: no limit). A larger one is skipped as unreadable.
+            texts: SAM 3: a phrase or a list of phrases; every instance of each is found (``boxes.cls`` is the
+                phrase's index, ``names`` the phrases).
+            exemplars: SAM 3: xyxy pixel boxes around examples of what to find ("more like this"), alone or with
+                ``texts``; ``exemplar_labels``: 1 (positive) / 0 (negative) per box, default all positive.
+            conf: SAM 3: the detection score (class score times presence) to keep an instance; default 0.5, the
+                reference's.
+            max_det: SAM 3: keep at most this many instances per image, best first.
             **everything: Without prompts, the automatic mask generator's settings (``points_per_side``,
                 ``points_per_batch``, ``pred_iou_thresh``, ``stability_score_thresh``, ``stability_score_offset``,
                 ``box_nms_thresh``, ``crop_n_layers``, ``crop_nms_thresh``, ``crop_overlap_ratio``,
@@ -324,9 +341,13 @@ class SAM:
         """
         from samkit.data.sources import is_video_path, iter_images
         from samkit.data.video import is_live
+        from samkit.engine.concepts import concept_query
 
         out = self._call_settings(locals(), verbose, device)
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
+        query = concept_query(texts, exemplars, exemplar_labels)
+        if query is not None or self.concepts is not None or conf is not None or max_det != 300:
+            return self._predict_concepts(source, query, given, everything, conf, max_det, stream, max_pixels, out)
         if source is not None and (is_video_path(source) or is_live(source)):
             if everything or multimask:
                 raise ValueError("a video takes bboxes=, points= / labels=, masks= or prompts= (tracked from "
@@ -341,6 +362,44 @@ class SAM:
         results = self._segment_images(items, given, per_image, everything_cfg, bool(multimask), batch, stream,
                                        max_pixels)
         results = self._saving(results, "predict", out)
+        return results if stream else list(results)
+
+    def _predict_concepts(self, source, query, given: dict, everything: dict, conf, max_det, stream: bool,
+                          max_pixels, out: dict):
+        """predict with concept prompts (SAM 3): every instance of the phrases / exemplars on each image."""
+        from samkit.data.sources import is_video_path, iter_images
+        from samkit.data.video import is_live
+        from samkit.engine.concepts import DEFAULT_CONF
+
+        if self.concepts is None:
+            if query is None:
+                key = "conf" if conf is not None else "max_det"
+                raise TypeError(f"{key!r}: {key}= applies to SAM 3's concept prompts (texts=, exemplars=); "
+                                f"{self.family} {_NOT_FOR_SAM[key][4:]}")
+            raise ValueError(f"texts= and exemplars= need a SAM 3 model (sam3.pt); {self.family} takes bboxes=, "
+                             "points= / labels= and masks=. For phrases with SAM 2, give an open-vocabulary "
+                             "detector's boxes (YOLOE, YOLO-World) as bboxes=")
+        if query is None:
+            raise ValueError("SAM 3 in samkit answers concept prompts: give texts= (phrases) and / or exemplars= "
+                             "(example boxes); its point and box task is not available yet")
+        if any(v is not None for v in given.values()) or everything:
+            extra = [k for k, v in given.items() if v is not None] + list(everything)
+            raise ValueError(f"give concept prompts (texts=, exemplars=) without {', '.join(extra)}")
+        conf = DEFAULT_CONF if conf is None else conf
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf < 1.0:
+            raise ValueError(f"conf={conf!r} must be a score in [0, 1)")
+        if max_det is not None and (isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer))
+                                    or max_det < 1):
+            raise ValueError(f"max_det={max_det!r} must be a positive integer or None")
+        if source is not None and (is_video_path(source) or is_live(source)):
+            raise ValueError("concept prompts on videos are not available yet: give images")
+        if source is None and self._image is None:
+            raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
+        items = None if source is None else iter_images(source)
+        self.skipped = []
+        results = (self.concepts.detect(image, path, query, float(conf), max_det)
+                   for chunk in self._chunks(items, 1, max_pixels) for _, image, path in chunk)
+        results = self._saving(self._fail_if_nothing_read(results, items), "predict", out)
         return results if stream else list(results)
 
     def _call_settings(self, given: dict, verbose: bool | None, device) -> dict:
@@ -580,7 +639,7 @@ class SAM:
     # ------------------------------------------------------------------ description
     @property
     def family(self) -> str:
-        """``"SAM 2.1"``, ``"SAM 2"``, ``"SAM"`` or ``"MobileSAM"``."""
+        """``"SAM 2.1"``, ``"SAM 2"``, ``"SAM"``, ``"MobileSAM"`` or ``"SAM 3"``."""
         if self.arch.family == "sam2":
             return "SAM 2.1" if self.version == "2.1" else "SAM 2"
         return _FAMILY_NAMES[self.arch.family]

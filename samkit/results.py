@@ -20,10 +20,10 @@ class Results(_UltralyticsResults):
     """Segmentation of one image, readable by any code that reads Ultralytics results.
 
     Ultralytics attributes: ``masks.data`` (N, H, W) bool, ``masks.xy`` (polygons), ``boxes.xyxy`` (boxes enclosing
-    each mask, pixels), ``boxes.conf`` (the detector's confidence when prompts came from YOLO, else the
-    predicted IoU), ``boxes.cls``, ``boxes.id`` (object ids of tracked objects: video frames and YOLO tracks; None
-    for images, as in Ultralytics), ``names``, ``orig_img`` (BGR), ``plot()``,
-    ``show()``, ``save()``, ``to_json()``.
+    each mask, pixels; SAM 3's concept detections: the detector's own boxes), ``boxes.conf`` (the detector's
+    confidence when prompts came from YOLO, SAM 3's detection score, else the predicted IoU), ``boxes.cls``,
+    ``boxes.id`` (object ids of tracked objects: video frames and YOLO tracks; None for images, as in
+    Ultralytics), ``names``, ``orig_img`` (BGR), ``plot()``, ``show()``, ``save()``, ``to_json()``.
 
     ``masks`` and ``boxes`` live on the model's device (``cpu()`` moves them, as in Ultralytics), and so do
     ``iou``, ``presence`` and ``low_res_logits``: nothing is read back to the host while the model runs, so a GPU
@@ -61,6 +61,7 @@ class Results(_UltralyticsResults):
         point_coords: torch.Tensor | None = None,
         crop_boxes: torch.Tensor | None = None,
         tracked: bool = False,
+        boxes: torch.Tensor | None = None,
     ):
         n, dev = masks.shape[0], masks.device
         # Scores and logits stay where they were computed (as Ultralytics' Results do): reading them here would
@@ -72,7 +73,8 @@ class Results(_UltralyticsResults):
         names = names or {0: "object"}
         # Ultralytics' Boxes: (x1, y1, x2, y2, [id,] conf, cls); an id column only for tracked objects.
         extra = torch.stack([upload(t, dev) for t in ([obj_ids.float(), conf, cls] if tracked else [conf, cls])], 1)
-        boxes = torch.cat([masks_to_boxes(masks).to(dev), extra], 1)
+        xyxy = masks_to_boxes(masks).to(dev) if boxes is None else upload(boxes.float(), dev)
+        boxes = torch.cat([xyxy, extra], 1)
         super().__init__(orig_img, path=path, names=names, boxes=boxes, masks=masks.bool(), speed=speed)
         self.iou = iou
         self.obj_ids = obj_ids

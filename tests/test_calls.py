@@ -79,7 +79,9 @@ def test_show_calls_opencv_per_result(model, monkeypatch):
         (dict(verbos=False), "unknown keyword argument 'verbos' \\(did you mean 'verbose'\\?\\)"),
         (dict(save_text=True), "did you mean 'save_txt'"),
         (dict(imgsz=640), "unknown keyword argument 'imgsz': Ultralytics' imgsz= does not apply to SAM \\(SAM models"),
-        (dict(conf=0.5), "'conf': Ultralytics' conf= does not apply to SAM \\(SAM returns one mask per prompt"),
+        (dict(conf=0.5), "'conf': conf= applies to SAM 3's concept prompts \\(texts=, exemplars=\\); SAM 2.1 "
+                         "returns one mask per prompt; filter by r.iou"),
+        (dict(max_det=3), "'max_det': max_det= applies to SAM 3's concept prompts"),
     ],
 )
 def test_unknown_keywords_fail_with_a_suggestion(model, kwargs, match):

@@ -19,7 +19,7 @@ META_NAMES = {
 
 def test_every_published_checkpoint_is_registered():
     reg = model_registry()
-    assert sorted(reg.models) == sorted(ULTRALYTICS_NAMES)
+    assert sorted(reg.models) == sorted(ULTRALYTICS_NAMES + ["sam3.pt"])
     for name, meta in META_NAMES.items():
         assert reg.find_model(meta).name == name
         # Meta's name downloads from Meta first, the Ultralytics name from the Ultralytics release first.
@@ -27,7 +27,8 @@ def test_every_published_checkpoint_is_registered():
         if name != "sam_h.pt":  # Ultralytics never published ViT-H: it downloads from Meta under its own name
             assert reg.model(name).urls_for(name)[0].endswith("/" + name)
     for entry in reg.models.values():
-        assert entry.urls and all(u.startswith("https://") for u in entry.urls)
+        assert (entry.urls or entry.gated) and all(u.startswith("https://") for u in entry.urls)
+    assert not reg.model("sam3.pt").urls and "huggingface.co/facebook/sam3" in reg.model("sam3.pt").gated
 
 
 @pytest.mark.parametrize(
@@ -63,8 +64,8 @@ def test_sizes_differ_in_hiera_width_and_depth():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"architectures": {"x": {"family": "sam3", "size": "t", "image_size": 1024, "encoder": {"a": 1}}}},
-         "family 'sam3'"),
+        ({"architectures": {"x": {"family": "sam4", "size": "t", "image_size": 1024, "encoder": {"a": 1}}}},
+         "family 'sam4'"),
         ({"architectures": {"x": {"family": "sam", "size": "t", "image_size": 1000, "encoder": {"a": 1}}}},
          "multiple of 16"),
         ({"architectures": {"x": {"family": "sam2", "size": "t", "image_size": 1024}}}, "needs a 'trunk'"),

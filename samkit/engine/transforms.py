@@ -50,6 +50,7 @@ class SAM2Transforms:
     """
 
     video = True
+    concepts = False  # answers text / exemplar prompts (SAM 3)
     pred_iou_thresh = 0.8
     clean_low_res = True
 
@@ -207,7 +208,47 @@ class SAMTransforms(SAM2Transforms):
 
 
 #: Family (the registry's ``family`` of an architecture) -> its transforms class.
-TRANSFORMS = {"sam2": SAM2Transforms, "sam": SAMTransforms, "mobile_sam": SAMTransforms}
+class SAM3Transforms(SAM2Transforms):
+    """SAM 3's concept detector: the image stretched to the square input (Meta's processor: bilinear with
+    antialiasing on the uint8 image, then /255 and (x - 0.5) / 0.5), boxes in normalised centre form, detections
+    back to image pixels. It answers text and exemplar prompts (:mod:`samkit.engine.concepts`), not clicks."""
+
+    video = False
+    concepts = True
+
+    def input_hw(self, orig_hw: tuple[int, int]) -> tuple[int, int]:
+        return self.size, self.size  # stretched, not letterboxed
+
+    def image_to_input(self, image: np.ndarray, device: torch.device) -> torch.Tensor:
+        """BGR uint8 HxWx3 -> (3, S, S) float32 on ``device``."""
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        rgb = upload(np.ascontiguousarray(image[..., ::-1]), device, pin=True).permute(2, 0, 1)
+        x = TF.resize(rgb, [self.size, self.size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return x.float().div(255.0).sub(0.5).div(0.5)
+
+    def boxes_to_input(self, boxes: np.ndarray, orig_hw: tuple[int, int]) -> torch.Tensor:
+        """(N, 4) xyxy pixel boxes -> (N, 4) float32 normalised (cx, cy, w, h), Meta's exemplar form."""
+        h, w = orig_hw
+        b = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
+        x0, y0, x1, y1 = b.unbind(-1)
+        return torch.stack([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h], -1)
+
+    def boxes_to_image(self, boxes: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+        """(N, 4) normalised (cx, cy, w, h) -> (N, 4) xyxy pixels."""
+        h, w = orig_hw
+        cx, cy, bw, bh = boxes.float().unbind(-1)
+        scale = upload(torch.tensor([w, h, w, h], dtype=torch.float32), boxes.device)
+        return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * scale
+
+    def masks_to_image(self, logits: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+        """(N, r, r) mask logits -> (N, H, W) bool (bilinear, then sigmoid > 0.5, i.e. logit > 0)."""
+        up = F.interpolate(logits.float()[:, None], size=orig_hw, mode="bilinear", align_corners=False)
+        return up[:, 0] > 0.0
+
+
+TRANSFORMS = {"sam2": SAM2Transforms, "sam": SAMTransforms, "mobile_sam": SAMTransforms, "sam3": SAM3Transforms}
 
 
 def transforms_for(arch) -> SAM2Transforms:

@@ -161,10 +161,26 @@ def _build_sam1(arch: Architecture, version: str = "1") -> nn.Module:
     )
 
 
+def _build_sam3(arch: Architecture, version: str = "3") -> nn.Module:
+    from samkit.nn.sam3 import build_sam3
+
+    return build_sam3(arch)
+
+
 #: Family -> the function that wires Ultralytics' modules for it (``(arch, version) -> network``).
-BUILDERS = {"sam2": _build_sam2, "sam": _build_sam1, "mobile_sam": _build_sam1}
+BUILDERS = {"sam2": _build_sam2, "sam": _build_sam1, "mobile_sam": _build_sam1, "sam3": _build_sam3}
 #: Family -> its versions, the default first.
-VERSIONS = {"sam2": ("2.1", "2.0"), "sam": ("1",), "mobile_sam": ("1",)}
+VERSIONS = {"sam2": ("2.1", "2.0"), "sam": ("1",), "mobile_sam": ("1",), "sam3": ("3",)}
+
+
+def network_tensors(arch: Architecture, state_dict: dict) -> dict:
+    """A checkpoint's tensors under the network's names: SAM 3's published layout keeps only the image network's
+    tensors (:func:`samkit.nn.sam3.network_state_dict`); the other families' checkpoints are used as they are."""
+    if arch.family == "sam3":
+        from samkit.nn.sam3 import network_state_dict
+
+        return network_state_dict(state_dict)
+    return state_dict
 
 
 def build_network(arch: Architecture | str, version: str | None = None, replacements: bool = True) -> nn.Module:

@@ -6,6 +6,8 @@ What is read off the weights:
   ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj``; SAM 2 has neither.
 - SAM (ViT): the patch-embedding width and the number of blocks.
 - MobileSAM (TinyViT): the width and depth of each of its layers.
+- SAM 3 (``detector.*`` keys, or the detector's own): the ViT's width and depth, the detector's width and the text
+  encoder's width.
 The result is matched against the registry's architectures by these values.
 """
 
@@ -42,6 +44,11 @@ def signature_of(state_dict: Mapping[str, torch.Tensor], source: str = "state di
         ArchitectureError: The keys are not those of any Segment Anything family.
     """
     keys = list(state_dict)
+    from samkit.nn.sam3 import sam3_signature, with_prefix
+
+    sam3 = sam3_signature(with_prefix(dict(state_dict)))
+    if sam3 is not None:
+        return sam3, "3"
     if "image_encoder.trunk.patch_embed.proj.weight" in state_dict:
         embed_dim = int(state_dict["image_encoder.trunk.patch_embed.proj.weight"].shape[0])
         blocks = _count(keys, r"image_encoder\.trunk\.blocks\.(\d+)\.")

@@ -18,10 +18,10 @@ from samkit.cfg import suggest
 
 REGISTRY_FILE = Path(__file__).resolve().parent.parent / "cfg" / "models.yaml"
 
-FAMILIES = ("sam2", "sam", "mobile_sam")
+FAMILIES = ("sam2", "sam", "mobile_sam", "sam3")
 #: Versions each family can be. SAM 2.1 differs from SAM 2 by three extra parameters and flags; SAM (1) and
 #: MobileSAM only have one.
-VERSIONS = {"sam2": ("2.0", "2.1"), "sam": ("1",), "mobile_sam": ("1",)}
+VERSIONS = {"sam2": ("2.0", "2.1"), "sam": ("1",), "mobile_sam": ("1",), "sam3": ("3",)}
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,13 @@ class Architecture:
 
     Attributes:
         name: Registry key, e.g. ``"sam2_b"``.
-        family: ``"sam2"`` (Hiera + memory), ``"sam"`` (ViT) or ``"mobile_sam"`` (TinyViT).
+        family: ``"sam2"`` (Hiera + memory), ``"sam"`` (ViT), ``"mobile_sam"`` (TinyViT) or ``"sam3"`` (concept
+            detector: ViT, text encoder, DETR-style decoder).
         size: Human-readable size, e.g. ``"base_plus"``, ``"vit_h"``.
         image_size: Side of the square network input in pixels.
         trunk: SAM 2 Hiera trunk keyword arguments (empty for other families).
-        encoder: SAM / MobileSAM image-encoder keyword arguments (empty for SAM 2).
+        encoder: SAM / MobileSAM image-encoder keyword arguments; SAM 3: every size of the detector (empty for
+            SAM 2).
     """
 
     name: str
@@ -60,6 +62,9 @@ class Architecture:
             return ("sam2", self.trunk["embed_dim"], tuple(self.trunk["stages"]))
         if self.family == "sam":
             return ("sam", self.encoder["embed_dim"], self.encoder["depth"])
+        if self.family == "sam3":
+            e = self.encoder
+            return ("sam3", e["embed_dim"], e["depth"], e["d_model"], e["text_width"])
         return ("mobile_sam", tuple(self.encoder["embed_dims"]), tuple(self.encoder["depths"]))
 
 
@@ -87,6 +92,8 @@ class ModelEntry:
         urls: Download URLs, tried in order.
         checks: Published file name -> :class:`FileCheck` (known size and/or SHA-256); optional, and empty
             where nothing is known.
+        gated: For weights that cannot be downloaded without an account (SAM 3): how to get them. Nothing is
+            downloaded for such a model; a missing file is an error saying this and where to put it.
     """
 
     name: str
@@ -95,6 +102,7 @@ class ModelEntry:
     files: tuple[str, ...]
     urls: tuple[str, ...]
     checks: Mapping[str, FileCheck] = field(default_factory=dict, hash=False)
+    gated: str | None = None
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS[self.arch.family]:
@@ -172,6 +180,7 @@ def _build_registry(data: dict) -> Registry:
             files=files,
             urls=urls,
             checks=_build_checks(name, spec.get("checks"), published),
+            gated=spec.get("gated"),
         )
     signatures: dict[tuple, str] = {}
     for a in archs.values():
