@@ -1,11 +1,17 @@
 """Auto-annotation: boxes from a detector or from YOLO box labels -> SAM masks -> a segmentation dataset.
 
+Or from phrases (``texts=``), with no box source: SAM 3 finds and segments every instance of each phrase itself
+(``sam_model=sam3.pt``), or an open-vocabulary detector (YOLOE, YOLO-World; ``det_model=``) given the phrases as its
+classes boxes them for any SAM. Either way a class id is the phrase's index in ``texts``.
+
 Outputs (``output_dir``, default ``<data>_auto_annotate_labels`` next to the images folder):
 
 - ``format="yolo"``: ``<stem>.txt``, one YOLO-seg row per box, in box order, with the box's class id as is;
 - ``format="coco"``: ``annotations.json``, one COCO instances document (polygons with ``iscrowd`` 0; RLE with
   ``rle=True``), one annotation per box, ``category_id`` = the class id, image ids in file-name order;
 - ``format="png"``: ``<stem>_<box index>.png`` per box (0 / 255 at image size).
+
+With ``format="yolo"`` a ``data.yaml`` names the classes (``names: {id: name}``), as Ultralytics datasets do.
 
 A box whose mask comes back empty keeps its place: with ``empty="box"`` (default) its rectangle is the polygon /
 mask, so every box of a box dataset has a segmentation row; with ``empty="skip"`` it has none (the other rows keep
@@ -110,17 +116,20 @@ class Annotator:
 
     def __init__(self, sam_model=DEFAULT_MODEL, det_model=None, labels=None, format="yolo", output_dir=".",
                  device="", half=False, conf=None, iou=0.45, classes=None, imgsz=640, max_det=300, rle=False,
-                 empty="box", settings: dict | None = None, max_pixels: float | None = None):
+                 empty="box", settings: dict | None = None, max_pixels: float | None = None, texts=None):
         self.sam_model, self.det_model, self.device, self.half = sam_model, det_model, device, half
+        self.texts = None if texts is None else list(texts)
+        self.concept_args = dict(conf=conf, max_det=max_det)
         self.labels = None if labels is None else Path(labels)
         self.format, self.out, self.rle, self.empty = format, Path(output_dir), rle, empty
         self.max_pixels = max_pixels
         self.det_args = dict(conf=DETECTOR_CONF if conf is None else conf, iou=iou, classes=classes, imgsz=imgsz,
                              max_det=max_det, verbose=False)
-        self._sam = self._det = None
+        self._sam = self._det = self._found = None
+        self._classes_set = False  # the phrases were given to the detector as its classes
         if det_model is not None and hasattr(det_model, "predict"):
             self._det = det_model
-        self.names: dict[int, str] = {}
+        self.names: dict[int, str] = {} if self.texts is None else dict(enumerate(self.texts))
         self.settings = settings if settings is not None else run_settings(self)
         self._holes = HoleWarning(warn=False)  # masks whose COCO polygons lost holes (the run warns once, in total)
 
@@ -151,18 +160,25 @@ class Annotator:
                 from ultralytics import YOLO
 
                 self._det = YOLO(str(self.det_model))
+        if self.texts is not None and not self._classes_set:
+            set_detector_classes(self._det, self.texts)
+            self._classes_set = True
         return self._det
 
     def boxes(self, image: np.ndarray, path: str) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) float xyxy pixel boxes and (N,) int class ids for one image, from the labels or the detector."""
         if self.labels is not None:
             return read_box_labels(self.labels / f"{Path(path).stem}.txt", image.shape[:2])
+        if self.det_model is None:  # SAM 3 finds the phrases' instances itself (their masks are kept for _annotate)
+            r = self._found = self.sam.predict(image, texts=self.texts, **self.concept_args, verbose=False)[0]
+            return r.boxes.xyxy.cpu().numpy().astype(np.float32), r.boxes.cls.cpu().numpy().astype(np.int64)
         threads = torch.get_num_threads()  # ultralytics changes the process's thread count on the CPU
         try:
             det = self.detector.predict(image, device=self.device or None, **self.det_args)[0]
         finally:
             torch.set_num_threads(threads)
-        self.names.update({int(k): str(v) for k, v in det.names.items()})
+        if self.texts is None:  # with phrases, the names are the phrases
+            self.names.update({int(k): str(v) for k, v in det.names.items()})
         b = det.boxes
         return b.xyxy.cpu().numpy().astype(np.float32), b.cls.cpu().numpy().astype(np.int64)
 
@@ -207,7 +223,9 @@ class Annotator:
             rec.unlink(missing_ok=True)  # its outputs no longer match the image or its boxes
             return {"path": path, "status": "skipped", "reason": str(e)}
         h, w = image.shape[:2]
-        if len(xyxy):
+        if len(xyxy) and self.det_model is None and self.labels is None:  # SAM 3's own masks, in box order
+            masks = self._found.masks.data.cpu().numpy()
+        elif len(xyxy):
             try:
                 r = self.sam.predict(image, bboxes=xyxy)[0]
             except ValueError as e:  # a box the prompts refuse (one entirely outside the image)
@@ -242,6 +260,39 @@ class Annotator:
         return {**done, "redone": redone} if redone else done
 
 
+def _sam_family(sam_model) -> str:
+    """The family of a SAM model name or file, from the registry or else from the weights."""
+    from samkit.nn.checkpoint import read_checkpoint
+    from samkit.nn.detect import detect_architecture
+    from samkit.nn.registry import model_registry
+    from samkit.utils.downloads import resolve_weights
+
+    path = resolve_weights(sam_model)
+    entry = model_registry().find_model(Path(str(sam_model)).name)
+    if entry is not None:  # a registry name says the family without reading gigabytes
+        return entry.arch.family
+    return detect_architecture(read_checkpoint(path), str(path))[0].family
+
+
+def set_detector_classes(det, texts: list[str]) -> None:
+    """Give an open-vocabulary Ultralytics detector (YOLOE, YOLO-World) the phrases as its classes, in order: its
+    class ids are then the phrases' indices."""
+    if not callable(getattr(det, "set_classes", None)):
+        raise ValueError(f"texts= needs an open-vocabulary detector (YOLOE, YOLO-World) or a SAM 3 model without "
+                         f"det_model=; {type(det).__name__} detects a fixed set of classes")
+    det.set_classes(list(texts))
+
+
+def write_data_yaml(out: Path, names: dict[int, str]) -> Path:
+    """``out/data.yaml`` naming the classes of a YOLO-seg label folder (Ultralytics' ``names:`` mapping)."""
+    import yaml
+
+    text = ("# the classes of these YOLO-seg labels (written by samkit's auto-annotation)\n"
+            + yaml.safe_dump({"nc": len(names), "names": {int(k): str(v) for k, v in sorted(names.items())}},
+                             sort_keys=False, allow_unicode=True))
+    return atomic_write_text(out / "data.yaml", text)
+
+
 def _detector_checksum(det) -> str:
     """SHA-256 of a loaded YOLO detector's weights file, or of its parameters when it has no file."""
     ckpt = getattr(det, "ckpt_path", None)
@@ -265,11 +316,13 @@ def run_settings(annotator: Annotator) -> dict:
                 "half": bool(a.half), "sam": file_sha256(resolve_weights(a.sam_model))}
     if a.labels is not None:
         settings["boxes"] = {"source": "labels"}
+    elif a.det_model is None:
+        settings["boxes"] = {"source": "texts", "texts": a.texts, **a.concept_args}
     else:
         d = a.det_args
         settings["boxes"] = {"source": "detector", "weights": _detector_checksum(a.detector), "conf": d["conf"],
                              "iou": d["iou"], "classes": None if d["classes"] is None else sorted(d["classes"]),
-                             "imgsz": d["imgsz"], "max_det": d["max_det"]}
+                             "imgsz": d["imgsz"], "max_det": d["max_det"], "texts": a.texts}
     return json.loads(json.dumps(settings))  # the form it has once read back from a record
 
 
@@ -383,6 +436,7 @@ def auto_annotate(
     ray_actors: int = 1,
     verbose: bool = True,
     max_pixels: float | None = None,
+    texts=None,
     _log_summary: bool = True,
 ) -> AnnotateSummary:
     """Turn a folder of images into a segmentation dataset with SAM masks for detector or label boxes.
@@ -390,6 +444,7 @@ def auto_annotate(
     Args:
         data: Images folder (or glob, or list of image paths).
         det_model: YOLO detector: weights path / name or a loaded ``ultralytics.YOLO``. Exclusive with ``labels``.
+            With ``texts``: an open-vocabulary one (YOLOE, YOLO-World), given the phrases as its classes.
         sam_model: SAM weights (any name or path :class:`~samkit.SAM` takes).
         labels: Folder of YOLO detection labels (``<stem>.txt``: ``class cx cy w h`` rows) instead of a detector.
         format: ``"yolo"``, ``"coco"`` or ``"png"`` (see the module docstring).
@@ -403,15 +458,31 @@ def auto_annotate(
         verbose: Progress bar and the summary in the log.
         max_pixels: Most pixels an image file may declare before it is decoded (None: 120 million; 0: no limit);
             a larger one is skipped with its reason.
+        texts: Phrases naming what to annotate (a list, or one string with commas between phrases); class id =
+            the phrase's index. Without ``det_model`` the SAM model must be SAM 3, which finds the instances itself
+            (``conf`` None: 0.5, ``max_det`` per image); with ``det_model``, an open-vocabulary detector boxes them.
 
     Returns:
         An :class:`AnnotateSummary` (printable).
     """
     from samkit.utils.progress import progress
 
-    if (det_model is None) == (labels is None):
-        raise ValueError("give exactly one source of boxes: det_model= (a YOLO detector) or labels= (a box label "
-                         "folder)")
+    if isinstance(texts, str):
+        texts = [t.strip() for t in texts.split(",")]
+    if texts is not None:
+        from samkit.engine.concepts import concept_query
+
+        texts = concept_query(texts).texts  # checked: non-empty strings, not too many
+        if labels is not None:
+            raise ValueError("texts= and labels= are two sources of classes: give one (box labels carry their own "
+                             "class ids)")
+        if det_model is None and _sam_family(sam_model) != "sam3":
+            raise ValueError(f"texts= without det_model= needs a SAM 3 model (sam_model=sam3.pt), which finds the "
+                             f"phrases itself; {sam_model} is not one: give an open-vocabulary det_model= (YOLOE, "
+                             "YOLO-World) to box the phrases for it")
+    elif (det_model is None) == (labels is None):
+        raise ValueError("give exactly one source of boxes: det_model= (a YOLO detector), labels= (a box label "
+                         "folder) or texts= (phrases, with a SAM 3 model or an open-vocabulary det_model)")
     if format not in FORMATS:
         raise ValueError(f"format={format!r} must be one of {', '.join(FORMATS)}")
     if empty not in EMPTY:
@@ -433,7 +504,7 @@ def auto_annotate(
     make_dirs(out)
     kw = dict(sam_model=sam_model, det_model=det_model, labels=labels, format=format, output_dir=out, device=device,
               half=half, conf=conf, iou=iou, classes=classes, imgsz=imgsz, max_det=max_det, rle=rle, empty=empty,
-              max_pixels=max_pixels)
+              max_pixels=max_pixels, texts=texts)
     annotator = Annotator(**kw)  # checksums the SAM weights and loads the detector (to checksum it)
     kw["settings"] = annotator.settings
     summary = AnnotateSummary(out, images_total=len(images), empty=empty)
@@ -458,8 +529,12 @@ def auto_annotate(
     if summary.holes:
         LOGGER.warning("%s: %d mask(s) have holes that COCO polygons cannot hold (written filled in); rle=True keeps "
                        "them", out, summary.holes)
+    if texts is not None:
+        names = {**names, **dict(enumerate(texts))}
     if format == "coco":
         merge_coco(out, images, names, annotator.settings)
+    elif format == "yolo" and names:
+        write_data_yaml(out, names)
     summary.seconds = time.perf_counter() - t0
     if verbose and _log_summary:
         LOGGER.info("%s", summary)

@@ -3,12 +3,14 @@
 Modes:
     predict   segment images (prompts, or everything without them) or track a video:
               samkit predict model=sam2.1_b.pt source=bus.jpg bboxes="[[100,100,200,200]]" save=True
+              SAM 3, every instance of each phrase: samkit predict model=sam3.pt source=images/ texts="person,bus"
               (without source=: the sample images bus.jpg and zidane.jpg, with boxes around their people and bus)
     track     prompt one frame of a video and track the objects through it:
               samkit track model=sam2.1_b.pt source=clip.mp4 points="[[210,350]]" labels="[1]" frame=0
               (without source=: a short sample clip, tracking a box around the man on the right)
     annotate  boxes from a detector (or box labels) -> SAM masks -> dataset labels:
               samkit annotate data=images/ det_model=yolo11x.pt sam_model=sam2.1_b.pt format=coco
+              or phrases: samkit annotate data=images/ texts="person,bus" sam_model=sam3.pt format=yolo
     benchmark size, parameters, ms per image and video FPS of SAM models and Ultralytics models beside them:
               samkit benchmark model=sam2.1_t.pt,mobile_sam.pt,yolo11n-seg.pt device=cuda random=True
               (random=True: random weights of each architecture, nothing downloaded; writes benchmark.md and .csv)
@@ -44,13 +46,13 @@ _COMMON = ("model", "device", "half", "compile", "verbose")
 #: The settings each mode reads; giving another one is an error (it would be silently ignored otherwise).
 MODE_KEYS = {
     "predict": (*_COMMON, "cache", "batch", "max_pixels", "multimask", "source", "bboxes", "points", "labels",
-                *_EVERYTHING,
+                "texts", "exemplars", "exemplar_labels", "conf", "max_det", *_EVERYTHING,
                 *_OUTPUTS),
     "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
               "correct_as_cond", "max_prompt_frames", *_OUTPUTS),
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
-                 "ray_actors", "batch", "max_pixels"),
+                 "ray_actors", "batch", "max_pixels", "texts"),
     "benchmark": (*_COMMON, "random", "source", "repeats", "video_frames", "project", "name", "exist_ok"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
@@ -93,7 +95,8 @@ def run_checks() -> list[str]:
             lines.append(f"device cuda:{i} {torch.cuda.get_device_name(i)}")
     else:
         lines.append("device cpu (CUDA not available)")
-    for extra, dist in (("ray engine", "ray"), ("reference oracle", "sam2"), ("trackers for yolo.track", "lap")):
+    for extra, dist in (("ray engine", "ray"), ("reference oracle", "sam2"), ("SAM 3 reference oracle", "sam3"),
+                        ("SAM 3 phrases: the CLIP tokenizer", "open_clip_torch"), ("trackers for yolo.track", "lap")):
         v = _version(dist)
         lines.append(f"optional {dist} ({extra}): {v if v else 'not installed'}")
     from ultralytics import ASSETS
@@ -192,7 +195,7 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
             half=cfg["half"], conf=cfg["conf"], iou=cfg["iou"], classes=cfg["classes"], imgsz=cfg["imgsz"],
             max_det=cfg["max_det"], rle=bool(cfg["rle"]), empty=cfg["empty"], engine=cfg["engine"],
             ray_address=cfg["ray_address"], ray_actors=cfg["ray_actors"], verbose=cfg["verbose"],
-            max_pixels=cfg["max_pixels"], _log_summary=False,
+            max_pixels=cfg["max_pixels"], texts=_phrases(cfg["texts"]), _log_summary=False,
         )
         print(summary)  # on standard output only (the library logs it when called from Python)
         ok = summary.images_done + summary.images_resumed or not summary.images_total
@@ -207,16 +210,21 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     from samkit.utils.progress import progress
 
     prompts = {k: cfg[k] for k in ("bboxes", "points", "labels")}
+    concepts = {k: v for k, v in (("texts", _phrases(cfg["texts"])), ("exemplars", cfg["exemplars"]),
+                                  ("exemplar_labels", cfg["exemplar_labels"]), ("conf", cfg["conf"])) if v is not None}
+    if concepts or "max_det" in given:
+        concepts["max_det"] = cfg["max_det"]
     source = cfg["source"]
     if source is None:  # a first run: the sample images, or the sample clip with a box on its frame 0
         from samkit.data import samples
 
         if mode == "predict":
             source = samples.sample_images()
-            if all(v is None for v in prompts.values()) and not any(k in given for k in _EVERYTHING):
+            if all(v is None for v in prompts.values()) and not concepts and not any(k in given for k in _EVERYTHING):
                 prompts["bboxes"] = samples.sample_detections()  # segment-everything settings: everything
             LOGGER.warning("source= is missing: segmenting the sample images %s%s", ", ".join(source),
-                           " with boxes around their people and bus" if prompts["bboxes"] is not None else "")
+                           " with boxes around their people and bus" if prompts["bboxes"] is not None else
+                           f" with {', '.join(f'{k}={v}' for k, v in concepts.items())}" if concepts else "")
         else:
             source = str(samples.sample_clip())
             if all(v is None for v in prompts.values()):
@@ -248,9 +256,10 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                               fill_hole_area=cfg["fill_hole_area"], correct_as_cond=cfg["correct_as_cond"],
                               max_prompt_frames=cfg["max_prompt_frames"], **outputs)
     else:
-        everything = {} if any(v is not None for v in prompts.values()) else {k: cfg[k] for k in _EVERYTHING}
+        prompted = concepts or any(v is not None for v in prompts.values())
+        everything = {} if prompted else {k: cfg[k] for k in _EVERYTHING}
         results = model.predict(source, **prompts, multimask=cfg["multimask"], batch=cfg["batch"],
-                                max_pixels=cfg["max_pixels"], stream=True, **outputs, **everything)
+                                max_pixels=cfg["max_pixels"], stream=True, **outputs, **everything, **concepts)
     n = masks = 0
     for r in progress(results, total=total, desc=f"samkit {mode}", unit="frame" if video else "image",
                       enabled=cfg["verbose"]):
@@ -263,6 +272,13 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     for path, why in model.skipped:
         print(f"  skipped {path}: {why}")
     return 0
+
+
+def _phrases(value):
+    """``texts=`` as typed: ``"person,bus"`` -> ``["person", "bus"]`` (a list literal stays a list)."""
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",")]
+    return value
 
 
 def entrypoint() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -24,8 +25,15 @@ COMMANDS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def sam3_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sam3") / "sam3.pt"
+    save_random(path, "sam3_test")
+    return path
+
+
 @pytest.fixture
-def weights(tmp_path, monkeypatch):
+def weights(tmp_path, monkeypatch, sam3_weights):
     """A weights folder holding the registry models the README names (random weights of the small test
     architecture, loaded with a name-mismatch warning; the examples only need to run); in the working folder
     the files the examples read: bus.jpg, clip.avi, an images/ + labels/ box dataset and a random yolo11n.pt."""
@@ -35,6 +43,7 @@ def weights(tmp_path, monkeypatch):
 
     d = tmp_path / "weights"
     save_random(d / "sam2.1_t.pt", "sam2_test", "2.1")  # the test architecture under the name: fast examples
+    shutil.copy(sam3_weights, d / "sam3.pt")  # and SAM 3's small test network (its published weights are gated)
     monkeypatch.setenv("SAMKIT_WEIGHTS_DIR", str(d))
     monkeypatch.setenv("SAMKIT_OFFLINE", "1")
     shutil.copy(ASSETS / "bus.jpg", tmp_path / "bus.jpg")
@@ -138,8 +147,8 @@ def test_cli_examples(command, weights, tmp_path):
         assert all(f"| {m} |" in (tmp_path / "runs" / "benchmark" / "exp" / "benchmark.md").read_text() for m in models)
     if args[1] == "annotate":
         out = tmp_path / "images_auto_annotate_labels"
-        assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == (
-            ["annotations.json"] if "format=coco" in command else ["bus.txt"])
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == (
+            ["annotations.json"] if "format=coco" in command else ["bus.txt", "data.yaml"])
         check_outputs(out)
 
 
@@ -148,7 +157,7 @@ def test_annotate_commands_in_order(weights, tmp_path):
     """The README's annotate lines run one after the other into one folder: the second (another box source and
     format) writes its own labels instead of calling the first run's work done."""
     lines = [shlex.split(c) for c in COMMANDS if c.startswith("samkit annotate")]
-    assert len(lines) == 2
+    assert len(lines) == 3
     outputs = []
     for args in lines:
         r = subprocess.run([shutil.which("samkit"), *args[1:], "conf=0.0"], capture_output=True, text=True,
@@ -159,4 +168,8 @@ def test_annotate_commands_in_order(weights, tmp_path):
     out = tmp_path / "images_auto_annotate_labels"
     rows = (out / "bus.txt").read_text().splitlines()
     assert len(rows) > 0  # the detector at conf 0 finds boxes (random weights)
+    # The third line (phrases, SAM 3, COCO) redoes the first one's COCO records: categories are the phrases.
+    assert "1 annotated (1 redone" in outputs[2], outputs
+    doc = json.loads((out / "annotations.json").read_text())
+    assert {c["id"]: c["name"] for c in doc["categories"]} == {0: "person", 1: "bus"} and doc["annotations"]
     check_outputs(out)
