@@ -346,8 +346,10 @@ class SAM:
         out = self._call_settings(locals(), verbose, device)
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
         query = concept_query(texts, exemplars, exemplar_labels)
-        if query is not None or self.concepts is not None or conf is not None or max_det != 300:
-            return self._predict_concepts(source, query, given, everything, conf, max_det, stream, max_pixels, out)
+        if query is not None or conf is not None or max_det != 300:
+            found = self._predict_concepts(source, query, given, everything, conf, max_det, stream, max_pixels, out)
+            if found is not None:
+                return found
         if source is not None and (is_video_path(source) or is_live(source)):
             if everything or multimask:
                 raise ValueError("a video takes bboxes=, points= / labels=, masks= or prompts= (tracked from "
@@ -379,9 +381,12 @@ class SAM:
             raise ValueError(f"texts= and exemplars= need a SAM 3 model (sam3.pt); {self.family} takes bboxes=, "
                              "points= / labels= and masks=. For phrases with SAM 2, give an open-vocabulary "
                              "detector's boxes (YOLOE, YOLO-World) as bboxes=")
-        if query is None:
-            raise ValueError("SAM 3 in samkit answers concept prompts: give texts= (phrases) and / or exemplars= "
-                             "(example boxes); its point and box task is not available yet")
+        if query is None:  # clicks, boxes, masks or everything: SAM 3's tracker heads, as any SAM
+            if conf is not None or max_det != 300:
+                key = "conf" if conf is not None else "max_det"
+                raise TypeError(f"{key!r}: {key}= applies to concept prompts (texts=, exemplars=); clicks, boxes "
+                                "and masks give one mask per prompt (filter by r.iou)")
+            return None
         if any(v is not None for v in given.values()) or everything:
             extra = [k for k, v in given.items() if v is not None] + list(everything)
             raise ValueError(f"give concept prompts (texts=, exemplars=) without {', '.join(extra)}")

@@ -58,8 +58,9 @@ def bpe_path() -> str:
     return os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
 
 
-def build_reference(arch) -> nn.Module:
-    """Meta's ``Sam3Image`` (eval, random weights) in the sizes of registry architecture ``arch``; call inside
+def build_reference(arch, interactive: bool = True) -> nn.Module:
+    """Meta's ``Sam3Image`` (eval, random weights) in the sizes of registry architecture ``arch``, with its
+    interactive predictor (the tracker's point and box heads) unless ``interactive=False``; call inside
     :func:`cpu_patches`."""
     from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
     from sam3.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer
@@ -130,8 +131,53 @@ def build_reference(arch) -> nn.Module:
                       transformer=TransformerWrapper(encoder=encoder, decoder=decoder, d_model=d),
                       input_geometry_encoder=geometry, segmentation_head=seg_head, num_feature_levels=1,
                       o2m_mask_predict=True, dot_prod_scoring=scoring, use_instance_query=False,
-                      multimask_output=True, inst_interactive_predictor=None, matcher=None)
+                      multimask_output=True, inst_interactive_predictor=_tracker(arch) if interactive else None,
+                      matcher=None)
     return model.eval()
+
+
+def _tracker(arch):
+    """Meta's tracker (``build_tracker``) and interactive image predictor in the sizes of ``arch``."""
+    from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
+    from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
+    from sam3.model.model_misc import TransformerWrapper
+    from sam3.model.position_encoding import PositionEmbeddingSine
+    from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
+    from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
+    from sam3.sam.transformer import RoPEAttention
+
+    e, size = arch.encoder, arch.image_size
+    d, side = e["d_model"], arch.image_size // e["patch_size"]
+    memory_encoder = SimpleMaskEncoder(
+        out_dim=64, position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None,
+                                                            temperature=10000, precompute_resolution=size),
+        mask_downsampler=SimpleMaskDownSampler(kernel_size=3, stride=2, padding=1, interpol_size=[side * 16] * 2),
+        fuser=SimpleFuser(layer=CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
+                                        use_dwconv=True), num_layers=2))
+    rope = dict(embedding_dim=d, num_heads=1, downsample_rate=1, dropout=0.1, rope_theta=10000.0,
+                feat_sizes=[side, side], use_fa3=False, use_rope_real=False)
+    encoder = TransformerEncoderCrossAttention(
+        remove_cross_attention_layers=[], batch_first=True, d_model=d, frozen=False, pos_enc_at_input=True,
+        layer=TransformerDecoderLayerv2(
+            cross_attention_first=False, activation="relu", dim_feedforward=e["ffn"], dropout=0.1,
+            pos_enc_at_attn=False, pre_norm=True, self_attention=RoPEAttention(**rope), d_model=d,
+            pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
+            cross_attention=RoPEAttention(**rope, kv_in_dim=64, rope_k_repeat=True)),
+        num_layers=e["tracker_layers"], use_act_checkpoint=False)
+    tracker = Sam3TrackerPredictor(
+        image_size=size, num_maskmem=7, backbone=None, backbone_stride=e["patch_size"],
+        transformer=TransformerWrapper(encoder=encoder, decoder=None, d_model=d), maskmem_backbone=memory_encoder,
+        multimask_output_in_sam=True, forward_backbone_per_frame_for_eval=True, trim_past_non_cond_mem_for_eval=False,
+        multimask_output_for_tracking=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
+        always_start_from_first_ann_frame=False, non_overlap_masks_for_mem_enc=False,
+        non_overlap_masks_for_output=False, max_cond_frames_in_attn=4, offload_output_to_cpu_for_eval=False,
+        sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
+                                     "dynamic_multimask_stability_delta": 0.05,
+                                     "dynamic_multimask_stability_thresh": 0.98},
+        clear_non_cond_mem_around_input=True, fill_hole_area=0, use_memory_selection=False)
+    predictor = SAM3InteractiveImagePredictor(tracker)
+    predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]  # fixed to 1008 upstream
+    return predictor
 
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
@@ -168,6 +214,8 @@ def fill_random_(model: nn.Module, seed: int = 0) -> None:
 
 
 def published_layout(reference: nn.Module) -> dict:
-    """The reference's weights as Meta publishes ``sam3.pt``: ``{"model": {"detector.<key>": tensor}}`` (rotary
-    tables and unused point projections included, as in the published file)."""
-    return {"model": {f"detector.{k}": v for k, v in reference.state_dict().items()}}
+    """The reference's weights as Meta publishes ``sam3.pt`` (the inverse of its loader): ``{"model":
+    {"detector.<key>": ..., "tracker.<key>": ...}}``, rotary tables and unused point projections included."""
+    inner = "inst_interactive_predictor.model."
+    return {"model": {(f"tracker.{k[len(inner):]}" if k.startswith(inner) else f"detector.{k}"): v
+                      for k, v in reference.state_dict().items()}}

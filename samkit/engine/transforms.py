@@ -209,12 +209,31 @@ class SAMTransforms(SAM2Transforms):
 
 #: Family (the registry's ``family`` of an architecture) -> its transforms class.
 class SAM3Transforms(SAM2Transforms):
-    """SAM 3's concept detector: the image stretched to the square input (Meta's processor: bilinear with
-    antialiasing on the uint8 image, then /255 and (x - 0.5) / 0.5), boxes in normalised centre form, detections
-    back to image pixels. It answers text and exemplar prompts (:mod:`samkit.engine.concepts`), not clicks."""
+    """SAM 3: the image stretched to the square input (Meta's processor: bilinear with antialiasing on the uint8
+    image, then /255 and (x - 0.5) / 0.5). Text and exemplar prompts go to the concept detector
+    (:mod:`samkit.engine.concepts`: boxes in normalised centre form, detections back to image pixels); clicks, boxes
+    and masks to the tracker's SAM 2 heads on the vision backbone's SAM 2 neck, as Meta's ``predict_inst``."""
 
     video = False
     concepts = True
+    patch = 14  # the ViT's patch: the tracker's low-resolution masks are 4x its token grid
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.low_res = size // self.patch * 4
+
+    def image_features(self, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+        tracker = net.tracker
+        backbone_out = net.detector.backbone.forward_image_sam2(x)
+        fpn = backbone_out["backbone_fpn"]
+        fpn[0], fpn[1] = tracker.sam_mask_decoder.conv_s0(fpn[0]), tracker.sam_mask_decoder.conv_s1(fpn[1])
+        _, vision_feats, _, feat_sizes = tracker._prepare_backbone_features(backbone_out)
+        vision_feats[-1] = vision_feats[-1] + tracker.no_mem_embed
+        b = x.shape[0]
+        return [f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+
+    def decode(self, net, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
+        return super().decode(net.tracker, image_embed, high_res, coords, labels, boxes, mask_in, multimask)
 
     def input_hw(self, orig_hw: tuple[int, int]) -> tuple[int, int]:
         return self.size, self.size  # stretched, not letterboxed

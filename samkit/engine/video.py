@@ -114,7 +114,8 @@ class VideoSession:
             raise ValueError(f"fill_hole_area={fill_hole_area!r} must be an integer >= 0")
         self.transforms = transforms_for(runtime.arch)
         if not self.transforms.video:
-            raise ValueError(f"video tracking needs a SAM 2 / 2.1 model; {runtime.arch.name} has no memory")
+            raise ValueError(f"video tracking needs a SAM 2 / 2.1 model; {runtime.arch.name} is not one (SAM and "
+                             "MobileSAM have no memory; SAM 3's video tracking is not in samkit yet)")
         self.runtime = runtime
         self.net = runtime.net
         self.video: VideoSource = source if isinstance(source, VideoSource) else open_video(source)

@@ -6,8 +6,11 @@ from the registry entry (so the small test architecture has the real topology), 
 (``open_clip``'s CLIP BPE tokenizer, token ids equal to Meta's), and strict loading.
 
 The network's state-dict keys are those of Meta's ``sam3.pt``: ``detector.<key>``. Keys of the published file that
-the image detector does not use are listed in :data:`UNUSED_PREFIXES` / :func:`unused_key` (the video tracker's
-``tracker.*`` weights, rotary tables the modules recompute, and point projections Meta's detector never calls).
+the network does not use are listed in :data:`UNUSED_PREFIXES` / :func:`unused_key` (rotary tables the modules
+recompute, and point projections Meta's detector never calls). ``tracker.<key>`` is SAM 3's SAM-2-style tracker:
+its prompt encoder and mask decoder answer clicks and boxes on the detector's image features (the vision
+backbone's SAM 2 neck), and its memory is for video; the published names are renamed to Ultralytics'
+(:data:`TRACKER_RENAMES`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,14 @@ from torch import nn
 
 from samkit.nn.registry import Architecture
 
-#: Checkpoint keys of Meta's ``sam3.pt`` the image detector has no tensor for: the video tracker (its interactive
-#: heads and memory), the point-prompt projections of the geometry encoder (Meta's detector never calls them).
-UNUSED_PREFIXES = ("tracker.", "detector.geometry_encoder.points_")
+#: Checkpoint keys of Meta's ``sam3.pt`` the network has no tensor for: the point-prompt projections of the
+#: geometry encoder (Meta's detector never calls them).
+UNUSED_PREFIXES = ("detector.geometry_encoder.points_",)
+#: The published tracker's module names -> the names of Ultralytics' ``SAM3Model`` (SAM 3.1 files name the
+#: interactive heads ``tracker.model.interactive_*``).
+TRACKER_RENAMES = (("tracker.model.interactive_", "tracker."), ("tracker.model.interactivity_", "tracker."),
+                   ("interactive_convs", "sam2_convs"), ("tracker.transformer.encoder.", "tracker.memory_attention."),
+                   ("tracker.maskmem_backbone.", "tracker.memory_encoder."))
 #: Rotary-embedding tables Meta saves as buffers; the modules compute the same tables at build time.
 UNUSED_SUFFIXES = (".attn.freqs_cis",)
 CONTEXT_LENGTH = 32  # tokens per phrase (the text encoder's positional table)
@@ -56,6 +64,7 @@ class Sam3Sizes:
     text_width: int
     text_heads: int
     text_layers: int
+    tracker_layers: int
 
     @classmethod
     def of(cls, arch: Architecture) -> Sam3Sizes:
@@ -87,12 +96,15 @@ class _LazyTokenizer:
 
 
 class Sam3Network(nn.Module):
-    """SAM 3's image network: ``detector`` is Ultralytics' ``SAM3SemanticModel`` (vision and text backbones,
-    geometry encoder for exemplar boxes, fusion encoder, DETR-style decoder with a presence token, mask head)."""
+    """SAM 3's network: ``detector`` is Ultralytics' ``SAM3SemanticModel`` (vision and text backbones, geometry
+    encoder for exemplar boxes, fusion encoder, DETR-style decoder with a presence token, mask head); ``tracker`` is
+    Ultralytics' ``SAM3Model`` without a backbone of its own (prompt encoder, mask decoder, memory), fed by the
+    detector's vision backbone."""
 
-    def __init__(self, detector: nn.Module, sizes: Sam3Sizes):
+    def __init__(self, detector: nn.Module, tracker: nn.Module, sizes: Sam3Sizes):
         super().__init__()
         self.detector = detector
+        self.tracker = tracker
         self.sizes = sizes
         self.image_size = sizes.image_size
 
@@ -187,7 +199,37 @@ def build_sam3(arch: Architecture) -> Sam3Network:
                 nn.init.normal_(module.positional_embedding, std=0.01)
                 if isinstance(module.text_projection, nn.Parameter):
                     nn.init.normal_(module.text_projection, std=module.text_projection.shape[0] ** -0.5)
-    return Sam3Network(detector, s).eval()
+    return Sam3Network(detector, _tracker(s), s).eval()
+
+
+def _tracker(s: Sam3Sizes) -> nn.Module:
+    from ultralytics.models.sam.modules.blocks import RoPEAttention
+    from ultralytics.models.sam.modules.encoders import MemoryEncoder
+    from ultralytics.models.sam.modules.memory_attention import MemoryAttention, MemoryAttentionLayer
+    from ultralytics.models.sam.modules.sam import SAM3Model
+
+    side = s.image_size // s.patch_size
+    rope = dict(embedding_dim=s.d_model, num_heads=1, downsample_rate=1, rope_theta=10000.0, feat_sizes=[side, side])
+    memory_attention = MemoryAttention(
+        batch_first=True, d_model=s.d_model, pos_enc_at_input=True, num_layers=s.tracker_layers,
+        layer=MemoryAttentionLayer(dim_feedforward=s.ffn, dropout=0.1, pos_enc_at_attn=False,
+                                   pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
+                                   self_attn=RoPEAttention(**rope), d_model=s.d_model,
+                                   cross_attn=RoPEAttention(**rope, kv_in_dim=64, rope_k_repeat=True)))
+    return SAM3Model(
+        image_size=s.image_size, image_encoder=None, memory_attention=memory_attention,
+        memory_encoder=MemoryEncoder(out_dim=64, interpol_size=[side * 16, side * 16]), backbone_stride=s.patch_size,
+        num_maskmem=7, sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
+        use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True, use_high_res_features_in_sam=True,
+        multimask_output_in_sam=True, iou_prediction_use_sigmoid=True, use_obj_ptrs_in_encoder=True,
+        add_tpos_enc_to_obj_ptrs=True, only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
+        pred_obj_scores_mlp=True, fixed_no_obj_ptr=True, multimask_output_for_tracking=True,
+        use_multimask_token_for_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
+        use_mlp_for_obj_ptr_proj=True, compile_image_encoder=False, no_obj_embed_spatial=True,
+        proj_tpos_enc_in_obj_ptrs=True, use_signed_tpos_enc_to_obj_ptrs=True,
+        sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
+                                     "dynamic_multimask_stability_delta": 0.05,
+                                     "dynamic_multimask_stability_thresh": 0.98})
 
 
 def sam3_signature(state_dict) -> tuple | None:
@@ -215,6 +257,15 @@ def with_prefix(state_dict: dict) -> dict:
 
 
 def network_state_dict(state_dict: dict) -> dict:
-    """The tensors of a SAM 3 checkpoint the image network has, under its names: the ``detector.`` prefix added
-    where missing, the keys :func:`unused_key` names left out."""
-    return {k: v for k, v in with_prefix(state_dict).items() if not unused_key(k)}
+    """The tensors of a SAM 3 checkpoint under the network's names: the ``detector.`` prefix added where missing,
+    the tracker's published names renamed (:data:`TRACKER_RENAMES`), the keys :func:`unused_key` names left
+    out."""
+    out = {}
+    for k, v in with_prefix(state_dict).items():
+        if unused_key(k):
+            continue
+        for old, new in TRACKER_RENAMES:
+            if old in k and k.startswith("tracker."):
+                k = k.replace(old, new, 1)
+        out[k] = v
+    return out
