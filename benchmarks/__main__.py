@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import image, live, precision, video, video_memory
+from benchmarks import image, live, precision, sam3, video, video_memory
 from benchmarks.common import Table, command, machine
 
 
@@ -33,6 +33,8 @@ def main(argv=None) -> None:
                    "(tiny architecture, each system in its own process; '' to skip)")
     p.add_argument("--live-frames", type=int, default=0, help="also track a paced 720p stream of this many frames (one "
                    "object, overlay written): FPS kept and latency from arrival to mask (0: skip)")
+    p.add_argument("--sam3", default="", help="also SAM 3 concept prompts against Ultralytics' SAM3SemanticPredictor: "
+                   "'sam3_test' (small network) or 'sam3' (real size, ~1 min a call on a CPU); '' to skip")
     p.add_argument("--skip-image", action="store_true", help="skip the image cases")
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args(argv)
@@ -59,6 +61,9 @@ def main(argv=None) -> None:
                 if args.live_frames:
                     live_rows.append(live.run(Path(tmp), size.strip(), args.device, half, comp, args.live_frames))
                     print("  " + live_rows[-1], flush=True)
+        if args.sam3:
+            print(f"SAM 3 concepts ({args.sam3}) on {args.device}")
+            sam3.run(table, args.sam3, args.device, args.repeats)
         if args.video_memory:
             print("resident memory over a long video (tiny architecture, cpu)")
             video_memory.run(table, memory, Path(tmp), [int(v) for v in args.video_memory.split(",")])

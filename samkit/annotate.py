@@ -21,9 +21,10 @@ Resumable: every image's outputs are written atomically and then a record in ``.
 produced them: the run's settings (format, ``rle``, ``empty``, ``half``, the SAM checkpoint's SHA-256, and the box
 source: the detector's weights checksum with ``conf`` / ``iou`` / ``classes`` / ``imgsz`` / ``max_det``, or box
 labels) and the image's (and its box-label file's) SHA-256. A re-run skips an image only when its record says the
-same settings and the same inputs produced it; anything else (another format into the same folder, another model,
-an edited label file, a replaced image) is annotated again, and the summary says how many and why. Unreadable
-images and malformed label files are skipped with the reason in the summary instead of stopping the run.
+same settings and the same inputs produced it and the files it lists are still there; anything else (another
+format into the same folder, another model, an edited label file, a replaced image, a deleted label file) is
+annotated again, and the summary says how many and why. Unreadable images and malformed label files are skipped
+with the reason in the summary instead of stopping the run.
 
 The output folder may not be the box-label folder (the YOLO-seg labels would overwrite the box labels).
 """
@@ -183,6 +184,15 @@ class Annotator:
         return b.xyxy.cpu().numpy().astype(np.float32), b.cls.cpu().numpy().astype(np.int64)
 
     # ------------------------------------------------------------------ one image
+    def _missing_outputs(self, rec: Path) -> str | None:
+        """Why an image whose record is current must be annotated again: a file its record lists is gone."""
+        try:
+            files = json.loads(rec.read_text()).get("files") or []
+        except (OSError, ValueError):
+            return "its record is unreadable"
+        gone = [f for f in files if not (self.out / f).is_file()]
+        return f"its output {gone[0]} is missing" if gone else None
+
     def record_path(self, path: str) -> Path:
         return self.out / ".parts" / f"{Path(path).stem}.json"
 
@@ -213,7 +223,7 @@ class Annotator:
             return {"path": path, "status": "skipped", "reason": f"cannot read {path}: {e.strerror or e}"}
         redone = None
         if rec.exists():
-            redone = _stale(rec, self.settings, inputs)
+            redone = _stale(rec, self.settings, inputs) or self._missing_outputs(rec)
             if redone is None:
                 return {"path": path, "status": "resumed"}
         try:
@@ -248,8 +258,10 @@ class Annotator:
             polys = mask_polygons(masks[keep])
             polys = [p if len(p) >= 3 else box_polygon(xyxy[k], (h, w)) for k, p in zip(keep, polys)]
             write_yolo_seg(self.out / f"{stem}.txt", polys, cls[keep].tolist(), warn_empty=False)
+            part["files"] = [f"{stem}.txt"]
         elif self.format == "png":  # named by box index; masks of an earlier run on this image must not stay behind
-            save_mask_pngs(masks[keep], self.out, stem, obj_ids=keep, clear_others=True)
+            written = save_mask_pngs(masks[keep], self.out, stem, obj_ids=keep, clear_others=True)
+            part["files"] = [p.name for p in written]
         else:  # numbered and given their image ids when merge_coco gathers the records
             part["annotations"] = coco_annotations(masks[keep], cls[keep], None, image_id=0, first_id=None,
                                                    rle=self.rle, holes=self._holes, where=Path(path).name)
@@ -458,17 +470,15 @@ def auto_annotate(
         verbose: Progress bar and the summary in the log.
         max_pixels: Most pixels an image file may declare before it is decoded (None: 120 million; 0: no limit);
             a larger one is skipped with its reason.
-        texts: Phrases naming what to annotate (a list, or one string with commas between phrases); class id =
-            the phrase's index. Without ``det_model`` the SAM model must be SAM 3, which finds the instances itself
-            (``conf`` None: 0.5, ``max_det`` per image); with ``det_model``, an open-vocabulary detector boxes them.
+        texts: Phrases naming what to annotate (a list; a string is one phrase); class id = the phrase's index.
+            Without ``det_model`` the SAM model must be SAM 3, which finds the instances itself (``conf`` None:
+            0.5, ``max_det`` per image); with ``det_model``, an open-vocabulary detector boxes them.
 
     Returns:
         An :class:`AnnotateSummary` (printable).
     """
     from samkit.utils.progress import progress
 
-    if isinstance(texts, str):
-        texts = [t.strip() for t in texts.split(",")]
     if texts is not None:
         from samkit.engine.concepts import concept_query
 

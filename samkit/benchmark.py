@@ -4,8 +4,9 @@ For each model, on one device: the weights' file size, the parameter count, the 
 SAM 2 / 2.1, the frames per second of a whole video propagation. A SAM model's image time is one image encoded
 and one box decoded, through ``SAM.predict`` (end to end, Results included); ``ms_prompt`` is one more box on
 the image already encoded (the embedding cache), what an interactive user waits for. A YOLO / FastSAM model's
-image time is its whole ``predict``. The video time is ``SAM.track`` over a clip made of the image moving a few
-pixels a frame, written as an mp4 and decoded as it is tracked, with one box on its first frame.
+image time is its whole ``predict``. For SAM 3 the prompt is a phrase (``texts=``), a new one on every call.
+The video time is ``SAM.track`` over a clip made of the image moving a few pixels a frame, written as an mp4 and
+decoded as it is tracked, with one box on its first frame.
 
 ``random=True`` builds each model's registry architecture (a YOLO model from its ``.yaml``) with random weights,
 so that nothing is downloaded; weights do not change speed. The size shown is then that of the weights as the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import statistics
 import tempfile
@@ -111,9 +113,14 @@ def _models(model) -> list[str]:
     return names
 
 
+#: Name beginnings of Ultralytics' own models (anything else that is not a file must be a samkit registry name).
+ULTRALYTICS_PREFIXES = ("yolo", "fastsam", "rtdetr", "rt-detr")
+
+
 def _is_sam(name: str) -> bool:
     """Whether samkit loads ``name``: a registry model or architecture name, or a file that holds a SAM-family
-    state dict."""
+    state dict. A name that is neither a file, a registry name nor an Ultralytics model's name is an error with
+    the registry's close matches."""
     from samkit.nn.registry import model_registry
 
     reg = model_registry()
@@ -121,6 +128,8 @@ def _is_sam(name: str) -> bool:
         return True
     path = Path(name)
     if not path.is_file():
+        if not path.name.lower().startswith(ULTRALYTICS_PREFIXES):
+            reg.model(path.name)  # raises: unknown model, with close matches
         return False
     from samkit.nn.checkpoint import CheckpointError, read_checkpoint
     from samkit.nn.detect import detect_architecture
@@ -175,11 +184,19 @@ def _sam_row(name: str, image: np.ndarray, video: Callable[[], Path] | None, tim
             else _file_mb(model.ckpt_path))
     h, w = image.shape[:2]
     box = [w * 0.25, h * 0.25, w * 0.75, h * 0.75]
+    if model.concepts is not None:  # SAM 3: a phrase (a new one each call: its text is encoded too)
+        phrases = (f"object number {i}" for i in itertools.count())
 
-    def predict():
-        return model.predict(image, bboxes=box, verbose=False)
+        def predict():
+            return model.predict(image, texts=[next(phrases)], verbose=False)
 
-    ms_image = timer.median_ms(predict, before=model.engine.clear_cache)
+        clear = model.concepts.clear_cache
+    else:
+        def predict():
+            return model.predict(image, bboxes=box, verbose=False)
+
+        clear = model.engine.clear_cache
+    ms_image = timer.median_ms(predict, before=clear)
     predict()  # the image is encoded: the next calls only decode
     ms_prompt = timer.median_ms(predict)
     fps = None
@@ -202,9 +219,15 @@ def _sam_row(name: str, image: np.ndarray, video: Callable[[], Path] | None, tim
 
 def _ultralytics_model(name: str, random: bool):
     from ultralytics import YOLO, FastSAM
+    from ultralytics.utils import SETTINGS
+
+    from samkit.utils.downloads import offline
 
     stem = Path(name).stem.lower()
     if not random:
+        if offline() and not Path(name).is_file() and not (Path(SETTINGS["weights_dir"]) / name).is_file():
+            raise ValueError(f"{name} is not on disk and downloads are off (SAMKIT_OFFLINE): give its file, or "
+                             "random=True to measure its architecture with random weights")
         return FastSAM(name) if stem.startswith("fastsam") else YOLO(name)
     if stem.startswith("fastsam"):
         if stem not in FASTSAM_CONFIGS:
@@ -217,7 +240,11 @@ def _ultralytics_model(name: str, random: bool):
         return model
     if Path(name).suffix.lower() not in (".pt", ".yaml", ".yml"):
         raise ValueError(f"random=True needs a model name ending in .pt or .yaml, got {name!r}")
-    return YOLO(str(Path(name).with_suffix(".yaml")))
+    try:
+        return YOLO(str(Path(name).with_suffix(".yaml")))
+    except FileNotFoundError:
+        raise ValueError(f"random=True: Ultralytics has no architecture for {name!r} (no "
+                         f"{Path(name).with_suffix('.yaml').name} among its model configurations)") from None
 
 
 def _ultralytics_row(name: str, image: np.ndarray, timer: _Timer, random: bool, device, half: bool,
@@ -314,6 +341,11 @@ def benchmark(model="sam2.1_t.pt", device="", half: bool = False, compile: bool 
                                 row.ms_image, f", {row.video_fps:.1f} video FPS" if row.video_fps else "")
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
+        except BaseException:
+            if report.rows:
+                LOGGER.warning("the %d row(s) measured before the failure are in %s", len(report.rows),
+                               report.csv_path)
+            raise
         finally:  # the rows measured so far are written, also when a later model fails
             if report.rows:
                 atomic_write_text(report.markdown_path, _document(report, image, dev, repeats, video_frames))

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("help", "-h", "--help"):
-        print(__doc__.strip())
+        print(__doc__.strip().replace("``", ""))
         return 0
     mode, rest = argv[0], argv[1:]
     if mode in ("version", "--version", "-V"):
@@ -275,9 +275,13 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
 
 
 def _phrases(value):
-    """``texts=`` as typed: ``"person,bus"`` -> ``["person", "bus"]`` (a list literal stays a list)."""
+    """``texts=`` as typed: ``"person,bus"`` -> ``["person", "bus"]``; a list, quoted (``'["a", "b"]'``) or not
+    (``[a,b]``), gives its items."""
     if isinstance(value, str):
-        return [t.strip() for t in value.split(",")]
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        return [t.strip().strip("'\"").strip() for t in text.split(",")]
     return value
 
 

@@ -392,7 +392,7 @@ class SAM:
             raise ValueError(f"give concept prompts (texts=, exemplars=) without {', '.join(extra)}")
         conf = DEFAULT_CONF if conf is None else conf
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf < 1.0:
-            raise ValueError(f"conf={conf!r} must be a score in [0, 1)")
+            raise ValueError(f"conf={conf!r} must be a number in [0, 1) (a detection score)")
         if max_det is not None and (isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer))
                                     or max_det < 1):
             raise ValueError(f"max_det={max_det!r} must be a positive integer or None")

@@ -402,3 +402,25 @@ def test_worker_annotators_and_their_records(dataset, tmp_path):
     assert (record["status"], record["objects"], record["names"]) == ("done", 0, {"3": "truck"})
     assert worker(str(images / "background.jpg"))["status"] == "resumed"
     assert (tmp_path / "o" / "background.txt").read_text() == ""
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "png"])
+def test_a_deleted_output_file_is_written_again_on_resume(tiny_ckpt, tmp_path, fmt):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    img = np.full((96, 128, 3), 50, np.uint8)
+    img[20:70, 30:90] = 220
+    for stem in ("a", "b"):
+        cv2.imwrite(str(images / f"{stem}.png"), img)
+        (labels / f"{stem}.txt").write_text("0 0.47 0.47 0.5 0.55\n")
+    out = tmp_path / "out"
+    auto_annotate(images, labels=labels, sam_model=str(tiny_ckpt), format=fmt, output_dir=out, device="cpu",
+                  verbose=False)
+    gone = out / ("a.txt" if fmt == "yolo" else "a_000.png")
+    kept = (out / ("b.txt" if fmt == "yolo" else "b_000.png")).read_bytes()
+    gone.unlink()
+    again = auto_annotate(images, labels=labels, sam_model=str(tiny_ckpt), format=fmt, output_dir=out,
+                          device="cpu", verbose=False)
+    assert again.images_done == 1 and again.images_resumed == 1
+    assert gone.is_file() and (out / ("b.txt" if fmt == "yolo" else "b_000.png")).read_bytes() == kept

@@ -114,3 +114,24 @@ def test_untrained_model_is_repeatable_and_says_so():
     assert "random weights" in repr(a)
     with pytest.raises(ValueError, match="no_such"):
         SAM.untrained("no_such.pt")
+
+
+def test_names_that_are_neither_sam_nor_ultralytics_get_the_registry_suggestions(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown model 'sam2_tiny.pt' \\(did you mean 'sam2_t.pt'"):
+        benchmark("sam2_tiny.pt", random=True, source=_image(), project=tmp_path, verbose=False)
+    with pytest.raises(ValueError, match="no yolo_nope.yaml among its model configurations"):
+        benchmark("yolo_nope.pt", random=True, source=_image(), project=tmp_path, verbose=False)
+    monkeypatch.setenv("SAMKIT_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="yolo11x-seg.pt is not on disk and downloads are off.*random=True"):
+        benchmark("yolo11x-seg.pt", source=_image(), project=tmp_path, verbose=False)
+
+
+def test_sam3_is_measured_with_phrases(tmp_path):
+    pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip install -e '.[dev]')")
+    report = benchmark("sam3_test", random=True, source=_image(), repeats=1, video_frames=2, project=tmp_path,
+                       verbose=False)
+    (row,) = _read_csv(report.csv_path)
+    assert row["family"] == "SAM 3" and float(row["ms_prompt"]) > 0 and row["video_fps"] == ""
+    sam3 = SAM.untrained("sam3_test", verbose=False)
+    assert float(row["params_m"]) == pytest.approx(sum(p.numel() for p in sam3.net.parameters()) / 1e6, abs=1e-3)

@@ -68,7 +68,11 @@ def _same(r, scores, boxes, masks, cls=None):
     s, b, m = r.boxes.conf[got], r.boxes.xyxy[got], r.masks.data[got]
     assert len(s) == n
     np.testing.assert_allclose(s.numpy(), scores.numpy(), atol=1e-4)
-    np.testing.assert_allclose(b.numpy(), boxes.numpy(), atol=0.05)
+    h, w = m.shape[-2:]  # samkit clips the detector's boxes to the image; the reference does not
+    clipped = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
+                           boxes[:, 3].clamp(0, h)], 1)
+    np.testing.assert_allclose(b.numpy(), clipped.numpy(), atol=0.05)
+    assert (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= w).all() and (b[:, 1::2] <= h).all()
     for i in range(n):
         assert mask_iou(m[i].numpy(), masks[i].numpy()) >= 0.99, i
     assert (masks.flatten(1).any(1)).any(), "every reference mask is empty: the comparison would be trivial"
@@ -160,7 +164,13 @@ def test_loading_is_strict_and_the_architecture_comes_from_the_weights(tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"texts": ""}, ValueError, "texts\\[0\\] is empty"),
+    ({"texts": ""}, ValueError, "texts='' is empty: give a phrase"),
+    ({"texts": ["person", " "]}, ValueError, "texts\\[1\\] is empty"),
+    ({"texts": ["person", "bus", "person"]}, ValueError, "texts names 'person' twice"),
+    ({"texts": "dog", "exemplar_labels": [1]}, ValueError, "exemplar_labels= needs exemplars="),
+    ({"exemplars": [[5000, 5000, 6000, 6000]]}, ValueError,
+     "exemplars\\[0\\] = \\[5000.0, 5000.0, 6000.0, 6000.0\\] lies entirely outside the 260x180 image"),
+    ({"texts": "dog", "conf": "x"}, ValueError, "conf='x' must be a number"),
     ({"texts": ["person", 3]}, TypeError, "texts\\[1\\] = 3 is a int, not a string"),
     ({"texts": []}, ValueError, "names no phrase"),
     ({"texts": ["x"] * 1000}, ValueError, "1000 phrases; at most 256"),
@@ -176,6 +186,25 @@ def test_bad_concept_prompts_are_named(pair, image, kwargs, error, message):
     model, _ = pair
     with pytest.raises(error, match=message):
         model(image, verbose=False, **kwargs)
+
+
+def test_exemplar_boxes_past_the_edge_are_clipped_with_a_warning(pair, image, caplog):
+    model, _ = pair
+    with caplog.at_level("WARNING", logger="samkit"):
+        past = model(image[..., ::-1], exemplars=[[-50, -20, 120, 100]], conf=0.0, verbose=False)[0]
+    assert "clipped" in caplog.text
+    inside = model(image[..., ::-1], exemplars=[[0, 0, 120, 100]], conf=0.0, verbose=False)[0]
+    assert torch.equal(past.boxes.conf, inside.boxes.conf)
+
+
+def test_a_string_is_one_phrase_and_the_command_line_splits_commas():
+    from samkit.cli import _phrases
+    from samkit.engine.concepts import concept_query
+
+    assert concept_query("a red car, parked").texts == ["a red car, parked"]
+    assert _phrases("person, bus") == ["person", "bus"]
+    assert _phrases("[person,bus]") == ["person", "bus"] == _phrases("['person', 'bus']")
+    assert _phrases(["a", "b"]) == ["a", "b"]
 
 
 def test_concept_prompts_need_sam3(tiny_ckpt, image):

@@ -66,15 +66,15 @@ def test_predict_command_with_phrases_writes_labels_named_by_phrase(sam3_ckpt, i
 
 def test_annotate_with_phrases_and_sam3(sam3_ckpt, images, tmp_path):
     out = tmp_path / "yolo"
-    summary = auto_annotate(images, texts="person,bus", sam_model=str(sam3_ckpt), conf=0.0, max_det=3,
+    summary = auto_annotate(images, texts=["person", "bus"], sam_model=str(sam3_ckpt), conf=0.0, max_det=3,
                             output_dir=out, device="cpu", verbose=False)
     assert summary.images_done == 2
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "person", 1: "bus"}
     assert [len(rows) for rows in _check_yolo(out, images, 2)] == [3, 3]
-    again = auto_annotate(images, texts="person,bus", sam_model=str(sam3_ckpt), conf=0.0, max_det=3,
+    again = auto_annotate(images, texts=["person", "bus"], sam_model=str(sam3_ckpt), conf=0.0, max_det=3,
                           output_dir=out, device="cpu", verbose=False)
     assert again.images_resumed == 2 and again.images_done == 0
-    other = auto_annotate(images, texts="person,dog", sam_model=str(sam3_ckpt), conf=0.0, max_det=3,
+    other = auto_annotate(images, texts=["person", "dog"], sam_model=str(sam3_ckpt), conf=0.0, max_det=3,
                           output_dir=out, device="cpu", verbose=False)
     assert other.images_done == 2, "other phrases: annotated again"
     coco_out = tmp_path / "coco"
@@ -107,7 +107,9 @@ def test_phrase_annotation_refusals(tiny_ckpt, sam3_ckpt, images, tmp_path):
     with pytest.raises(ValueError, match="texts= and labels= are two sources"):
         auto_annotate(images, texts="person", labels=images, sam_model=str(sam3_ckpt), verbose=False)
     with pytest.raises(ValueError, match="texts\\[1\\] is empty"):
-        auto_annotate(images, texts="person,,bus", sam_model=str(sam3_ckpt), verbose=False)
+        auto_annotate(images, texts=["person", " ", "bus"], sam_model=str(sam3_ckpt), verbose=False)
+    with pytest.raises(ValueError, match="texts names 'bus' twice"):
+        auto_annotate(images, texts=["bus", "person", "bus"], sam_model=str(sam3_ckpt), verbose=False)
     with pytest.raises(ValueError, match="needs an open-vocabulary detector \\(YOLOE, YOLO-World\\)"):
         auto_annotate(images, det_model=YOLO("yolo11n.yaml"), texts="person", sam_model=str(tiny_ckpt),
                       output_dir=tmp_path / "b", verbose=False, device="cpu")

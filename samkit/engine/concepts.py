@@ -50,14 +50,17 @@ class ConceptQuery:
 
 
 def concept_query(texts=None, exemplars=None, exemplar_labels=None) -> ConceptQuery | None:
-    """Check ``texts`` (a phrase or a list of them) and ``exemplars`` (xyxy pixel boxes) with their labels
-    (1 / True positive, 0 / False negative; default all positive); None when neither is given."""
+    """Check ``texts`` (a phrase, or a list of phrases: a string is one phrase, commas included) and
+    ``exemplars`` (xyxy pixel boxes) with their labels (1 / True positive, 0 / False negative; default all
+    positive); None when neither is given."""
+    if exemplar_labels is not None and exemplars is None:
+        raise ValueError("exemplar_labels= needs exemplars= (the boxes they label)")
     if texts is None and exemplars is None:
-        if exemplar_labels is not None:
-            raise ValueError("exemplar_labels= needs exemplars= (the boxes they label)")
         return None
     phrases: list[str] = []
     if texts is not None:
+        if isinstance(texts, str) and not texts.strip():
+            raise ValueError(f"texts={texts!r} is empty: give a phrase naming what to find, e.g. texts='person'")
         items = [texts] if isinstance(texts, str) else texts
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"texts={_short(texts)} must be a phrase or a list of phrases (strings)")
@@ -73,7 +76,11 @@ def concept_query(texts=None, exemplars=None, exemplar_labels=None) -> ConceptQu
             if len(t) > MAX_PHRASE_CHARS:
                 raise ValueError(f"texts[{i}] has {len(t)} characters; a phrase is a short noun phrase (at most "
                                  f"{MAX_PHRASE_CHARS}; the text encoder reads 32 tokens)")
-            phrases.append(" ".join(t.split()))
+            phrase = " ".join(t.split())
+            if phrase in phrases:
+                raise ValueError(f"texts names {phrase!r} twice (texts[{phrases.index(phrase)}] and texts[{i}]): "
+                                 "each phrase once, its index is its class id")
+            phrases.append(phrase)
     boxes = np.zeros((0, 4), np.float32)
     if exemplars is not None:
         boxes = np.asarray(exemplars, dtype=np.float64)
@@ -100,6 +107,26 @@ def _short(value) -> str:
     from samkit.cfg import preview
 
     return preview(value)
+
+
+def on_image(query: ConceptQuery, hw: tuple[int, int]) -> ConceptQuery:
+    """``query`` with its exemplar boxes clipped to an image of size ``hw`` (a warning says so); a box entirely
+    outside the image is an error naming it."""
+    if not len(query.boxes):
+        return query
+    h, w = hw
+    clipped = query.boxes.copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
+    for i, (b, c) in enumerate(zip(query.boxes, clipped)):
+        if c[2] <= c[0] or c[3] <= c[1]:
+            raise ValueError(f"exemplars[{i}] = {b.tolist()} lies entirely outside the {w}x{h} image (width x "
+                             "height); an exemplar box must overlap the image")
+    if not np.array_equal(clipped, query.boxes):
+        from samkit.utils import LOGGER
+
+        LOGGER.warning("exemplar boxes reaching past the %dx%d image were clipped to it", w, h)
+    return ConceptQuery(query.texts, clipped, query.labels)
 
 
 class ConceptEngine:
@@ -203,10 +230,12 @@ class ConceptEngine:
     def detect(self, image: np.ndarray, path: str, query: ConceptQuery, conf: float = DEFAULT_CONF,
                max_det: int | None = None):
         """Results for ``query`` on ``image``: every instance scoring above ``conf``, best first (at most
-        ``max_det``), class = the phrase's index."""
+        ``max_det``), class = the phrase's index. Boxes are clipped to the image (the detector's may reach past
+        it)."""
         from samkit.results import Results
 
         t0 = time.perf_counter()
+        query = on_image(query, image.shape[:2])
         out = self.ground(image, query)
         scores = (out["pred_logits"].float().sigmoid()[..., 0]
                   * out["presence_logit_dec"].float().sigmoid().reshape(-1, 1))  # (Q, N)
@@ -219,6 +248,8 @@ class ConceptEngine:
         qi, ni, s = qi[order], ni[order], s[order]
         hw = image.shape[:2]
         boxes = self.transforms.boxes_to_image(out["pred_boxes"][qi, ni], hw)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, hw[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, hw[0])
         masks = self.transforms.masks_to_image(out["pred_masks"][qi, ni], hw)
         ms = (time.perf_counter() - t0) * 1000
         return Results(image, path=path, masks=masks, iou=s, conf=s, cls=qi.float(), names=query.names,

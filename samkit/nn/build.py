@@ -246,7 +246,7 @@ def resolve_name(name: str) -> tuple[Architecture, str]:
     stem = str(name).rsplit(".pt", 1)[0]
     if stem in reg.architectures:
         arch = reg.architectures[stem]
-        return arch, ("2.1" if arch.family == "sam2" else "1")
+        return arch, VERSIONS[arch.family][0]
     for prefix, version in (("sam2.1_", "2.1"), ("sam2.0_", "2.0")):
         if stem.startswith(prefix) and f"sam2_{stem[len(prefix):]}" in reg.architectures:
             return reg.architectures[f"sam2_{stem[len(prefix):]}"], version

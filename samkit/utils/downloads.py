@@ -555,9 +555,10 @@ def resolve_weights(model: str | os.PathLike, progress: bool = True) -> Path:
     urls = list(entry.urls_for(path.name))
     mirror = os.environ.get("SAMKIT_WEIGHTS_URL", "").strip()
     if entry.gated and not mirror:  # no download can work without the owner's permission: say how to get it
+        folders = list(dict.fromkeys(str(d) for d in [download_dir(), *weights_dirs()]))
+        also = "" if os.environ.get("SAMKIT_WEIGHTS_DIR") else " (or a folder named by SAMKIT_WEIGHTS_DIR)"
         raise WeightsNotFoundError(f"{path.name} is not on disk. {entry.gated.strip()} Then put it in "
-                                   f"{download_dir()} (or any of {', '.join(str(d) for d in weights_dirs())}, or "
-                                   "SAMKIT_WEIGHTS_DIR), or pass its path: SAM('path/to/sam3.pt').")
+                                   f"{' or '.join(folders)}{also}, or give the file's path as the model.")
     if mirror:
         urls.insert(0, f"{mirror.rstrip('/')}/{path.name}")
     part = target.with_name(target.name + ".part")
