@@ -35,15 +35,26 @@ def run(table: Table, arch: str, device: str, repeats: int) -> None:
     plain = build_network(arch, replacements=False)  # Ultralytics' modules as they are, same weights
     plain.load_state_dict(model.net.state_dict())
     size = model.arch.image_size
+    threads = torch.get_num_threads()  # ultralytics sets cpu_count - 1 threads for the whole process: put it back
     pred = SAM3SemanticPredictor(overrides=dict(task="segment", mode="predict", imgsz=size, conf=0.25,
                                                 model="sam3.pt", device=device, verbose=False, save=False))
     pred.setup_model(model=plain.detector, verbose=False)
+    torch.set_num_threads(threads)
+
+    def ul(fn):
+        def call():
+            try:
+                fn()
+            finally:
+                torch.set_num_threads(threads)
+        return call
     fresh = (f"thing number {i}" for i in itertools.count())  # a phrase never seen before, every call
 
     def ours_first():
         model.concepts.clear_cache()
         model(image, texts=[next(fresh)], verbose=False)
 
+    @ul
     def theirs_first():
         pred.set_image(image)
         pred(text=[next(fresh)])
@@ -51,12 +62,14 @@ def run(table: Table, arch: str, device: str, repeats: int) -> None:
     def ours_second():
         model(image, texts=[next(fresh)], verbose=False)
 
+    @ul
     def theirs_second():
         pred(text=[next(fresh)])
 
     def ours_ten():
         model(image, texts=[next(fresh) for _ in range(10)], verbose=False)
 
+    @ul
     def theirs_ten():
         pred(text=[next(fresh) for _ in range(10)])
 
@@ -64,7 +77,7 @@ def run(table: Table, arch: str, device: str, repeats: int) -> None:
     with torch.inference_mode():
         t = interleaved_medians({"samkit": ours_first, "ultralytics": theirs_first}, device, repeats)
         table.add(tag, "image + first phrase", samkit=t["samkit"], ultralytics=t["ultralytics"])
-        ours_second(), pred.set_image(image)  # both have the image encoded from here on
+        ours_second(), ul(lambda: pred.set_image(image))()  # both have the image encoded from here on
         t = interleaved_medians({"samkit": ours_second, "ultralytics": theirs_second}, device, repeats)
         table.add(tag, "second phrase, same image", samkit=t["samkit"], ultralytics=t["ultralytics"])
         t = interleaved_medians({"samkit": ours_ten, "ultralytics": theirs_ten}, device, repeats)

@@ -219,3 +219,30 @@ def test_missing_sam3_weights_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsNotFoundError, match="gated by Meta.*huggingface.co/facebook/sam3.*put it in"):
         SAM("sam3.pt", verbose=False)
+
+
+@pytest.mark.slow
+def test_real_size_text_and_box_match_the_reference(tmp_path, image):
+    """The real SAM 3 sizes once (1008 px, 32 ViT blocks in 24-token windows, 200 queries): a phrase, and a box
+    through the tracker, equal Meta's on the same random weights loaded from the published layout."""
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    arch = model_registry().architecture("sam3")
+    with ref.cpu_patches():
+        meta = ref.build_reference(arch)
+        ref.fill_random_(meta, seed=0)
+    path = tmp_path / "sam3.pt"
+    torch.save(ref.published_layout(meta), path)
+    model = SAM(str(path), device="cpu", verbose=False)
+    path.unlink()
+    assert model.arch.name == "sam3" and model.info(verbose=False)["parameters"] > 8e8
+    processor = Sam3Processor(meta, resolution=arch.image_size, device="cpu", confidence_threshold=0.0)
+    r = model(image[..., ::-1], texts=["dog"], conf=0.0, verbose=False)[0]
+    _same(r, *_reference(processor, image, text="dog"), cls=0)
+    box = [60.0, 40.0, 200.0, 150.0]
+    with ref.cpu_patches(), torch.inference_mode():
+        state = processor.set_image(torch.from_numpy(image).permute(2, 0, 1))
+        masks, iou, _ = processor.model.predict_inst(state, box=np.array(box), multimask_output=False)
+    r = model(image[..., ::-1], bboxes=box, verbose=False)[0]
+    np.testing.assert_allclose(r.iou.numpy(), iou, atol=1e-4)
+    assert mask_iou(r.masks.data[0].numpy(), masks[0] > 0) >= 0.99

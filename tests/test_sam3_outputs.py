@@ -113,3 +113,18 @@ def test_phrase_annotation_refusals(tiny_ckpt, sam3_ckpt, images, tmp_path):
     with pytest.raises(ValueError, match="needs an open-vocabulary detector \\(YOLOE, YOLO-World\\)"):
         auto_annotate(images, det_model=YOLO("yolo11n.yaml"), texts="person", sam_model=str(tiny_ckpt),
                       output_dir=tmp_path / "b", verbose=False, device="cpu")
+
+
+@pytest.mark.slow
+def test_phrase_annotation_on_ray_equals_local(sam3_ckpt, images, tmp_path):
+    import ray
+
+    kw = dict(texts=["person", "bus"], sam_model=str(sam3_ckpt), conf=0.0, max_det=3, device="cpu", verbose=False)
+    local = auto_annotate(images, output_dir=tmp_path / "local", **kw)
+    dist = auto_annotate(images, output_dir=tmp_path / "ray", engine="ray", ray_actors=1, **kw)
+    ray.shutdown()
+    assert dist.images_done == local.images_done == 2 and dist.objects == local.objects == 6
+    for img in images.glob("*.jpg"):
+        name = f"{img.stem}.txt"
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
+    assert yaml.safe_load((tmp_path / "ray" / "data.yaml").read_text())["names"] == {0: "person", 1: "bus"}
