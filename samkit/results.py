@@ -79,6 +79,7 @@ class Results(_UltralyticsResults):
         self.iou = iou
         self.obj_ids = obj_ids
         self.tracked = tracked
+        self.concepts = False  # SAM 3 detections of phrases / exemplars (plotted in one colour per class)
         self.prompts = prompts
         self.low_res_logits = low_res_logits
         self.stability_score = None if stability_score is None else stability_score.cpu()
@@ -195,11 +196,12 @@ class Results(_UltralyticsResults):
         return [str(p) for p in save_mask_pngs(masks, folder, stem or self.stem, self.obj_ids.tolist())]
 
     # ------------------------------------------------------------------ plotting
-    def plot(self, *args, prompts: bool = True, color_mode: str = "instance", show: bool = False,
+    def plot(self, *args, prompts: bool = True, color_mode: str | None = None, show: bool = False,
              save: bool = False, filename: str | None = None, pil: bool = False, **kwargs):
         """Ultralytics' plot (masks, boxes, labels) plus the prompts: positive clicks as green dots, negative clicks
         as red dots, prompt boxes as white rectangles. Colours follow object ids (``color_mode="instance"``), so an
-        object keeps its colour from frame to frame.
+        object keeps its colour from frame to frame; SAM 3's concept detections are coloured by class (every
+        instance of a phrase alike, ``color_mode="class"``).
 
         Returns:
             The annotated image, BGR HxWx3 uint8 (a PIL image with ``pil=True``).
@@ -209,6 +211,8 @@ class Results(_UltralyticsResults):
             present = self.masks.data.flatten(1).any(1)
             if not bool(present.all()):
                 view = self[present]
+        if color_mode is None:
+            color_mode = "class" if self.concepts else "instance"
         img = super(Results, view).plot(*args, color_mode=color_mode, pil=False, **kwargs)
         if isinstance(img, np.ndarray) and prompts and self.prompts is not None:
             img = draw_prompts(img, self.prompts, kwargs.get("line_width"))

@@ -197,6 +197,15 @@ def test_exemplar_boxes_past_the_edge_are_clipped_with_a_warning(pair, image, ca
     assert torch.equal(past.boxes.conf, inside.boxes.conf)
 
 
+def test_concept_detections_are_plotted_one_colour_per_phrase(pair, image):
+    model, _ = pair
+    r = model(image[..., ::-1], texts=["dog", "cat"], conf=0.0, max_det=6, verbose=False)[0]
+    assert np.array_equal(r.plot(), r.plot(color_mode="class"))
+    assert not np.array_equal(r.plot(), r.plot(color_mode="instance"))
+    boxed = model(image[..., ::-1], bboxes=[[60, 40, 200, 150], [10, 10, 80, 80]], verbose=False)[0]
+    assert np.array_equal(boxed.plot(), boxed.plot(color_mode="instance"))
+
+
 def test_a_string_is_one_phrase_and_the_command_line_splits_commas():
     from samkit.cli import _phrases
     from samkit.engine.concepts import concept_query

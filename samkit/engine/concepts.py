@@ -252,5 +252,7 @@ class ConceptEngine:
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, hw[0])
         masks = self.transforms.masks_to_image(out["pred_masks"][qi, ni], hw)
         ms = (time.perf_counter() - t0) * 1000
-        return Results(image, path=path, masks=masks, iou=s, conf=s, cls=qi.float(), names=query.names,
-                       boxes=boxes, speed={"preprocess": 0.0, "inference": ms, "postprocess": 0.0})
+        res = Results(image, path=path, masks=masks, iou=s, conf=s, cls=qi.float(), names=query.names,
+                      boxes=boxes, speed={"preprocess": 0.0, "inference": ms, "postprocess": 0.0})
+        res.concepts = True
+        return res
