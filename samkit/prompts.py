@@ -493,6 +493,23 @@ def _from_dicts(prompts, image_hw, low_res, single: bool = False) -> ObjectPromp
                          mask_is_logits=is_logits, cls=np.array(cls, np.int64), track_id=np.array(ids, np.int64))
 
 
+def boxes_outside(b: np.ndarray, has: np.ndarray, image_hw: tuple[int, int], box_name: str = "bboxes[{i}]"):
+    """Which xyxy boxes ``b`` (those where ``has``) reach outside an image of size ``image_hw``; a box entirely
+    outside it is an error (``box_name`` formats its name from its index ``i``)."""
+    h, w = image_hw
+    outside = has & ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h))
+    # Reaching out of the image and not into it: clipping would leave a zero-area box on the border, which the model
+    # still answers with a mask. (A degenerate box inside the image is left alone.)
+    off = outside & ((b[:, 0] >= w) | (b[:, 1] >= h) | (b[:, 2] <= 0) | (b[:, 3] <= 0))
+    if off.any():
+        i = int(np.argmax(off))
+        raise ValueError(
+            f"{box_name.format(i=i)} = {_coords(b[i])} lies entirely outside the {w}x{h} image (width x height); "
+            "a box must overlap the image"
+        )
+    return outside
+
+
 def _clip(p: ObjectPrompts, image_hw: tuple[int, int], box_name: str = "bboxes[{i}]") -> None:
     """Clip points and boxes to the image, with a warning; a box entirely outside it is an error (``box_name``
     formats its name from its index ``i``)."""
@@ -502,16 +519,7 @@ def _clip(p: ObjectPrompts, image_hw: tuple[int, int], box_name: str = "bboxes[{
     outside_pts = real & ((px < 0) | (px > w) | (py < 0) | (py > h))
     b = p.boxes
     has = p.has_box
-    outside_box = has & ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h))
-    # Reaching out of the image and not into it: clipping would leave a zero-area box on the border, which the model
-    # still answers with a mask. (A degenerate box inside the image is left alone.)
-    off = outside_box & ((b[:, 0] >= w) | (b[:, 1] >= h) | (b[:, 2] <= 0) | (b[:, 3] <= 0))
-    if off.any():
-        i = int(np.argmax(off))
-        raise ValueError(
-            f"{box_name.format(i=i)} = {_coords(b[i])} lies entirely outside the {w}x{h} image (width x height); "
-            "a box must overlap the image"
-        )
+    outside_box = boxes_outside(b, has, image_hw, box_name)
     if outside_pts.any() or outside_box.any():
         LOGGER.warning(
             "%d point(s) and %d box(es) reach outside the %dx%d image; clipped to it",

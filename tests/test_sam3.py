@@ -169,7 +169,7 @@ def test_loading_is_strict_and_the_architecture_comes_from_the_weights(tmp_path)
     ({"texts": ["person", "bus", "person"]}, ValueError, "texts names 'person' twice"),
     ({"texts": "dog", "exemplar_labels": [1]}, ValueError, "exemplar_labels= needs exemplars="),
     ({"exemplars": [[5000, 5000, 6000, 6000]]}, ValueError,
-     "exemplars\\[0\\] = \\[5000.0, 5000.0, 6000.0, 6000.0\\] lies entirely outside the 260x180 image"),
+     "exemplars\\[0\\] = \\[5000, 5000, 6000, 6000\\] lies entirely outside the 260x180 image"),
     ({"texts": "dog", "conf": "x"}, ValueError, "conf='x' must be a number"),
     ({"texts": ["person", 3]}, TypeError, "texts\\[1\\] = 3 is a int, not a string"),
     ({"texts": []}, ValueError, "names no phrase"),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from samkit.cfg import preview
 from samkit.engine.image import image_key
 from samkit.engine.transforms import transforms_for
 from samkit.nn.runtime import Runtime
@@ -63,14 +64,14 @@ def concept_query(texts=None, exemplars=None, exemplar_labels=None) -> ConceptQu
             raise ValueError(f"texts={texts!r} is empty: give a phrase naming what to find, e.g. texts='person'")
         items = [texts] if isinstance(texts, str) else texts
         if not isinstance(items, (list, tuple)):
-            raise TypeError(f"texts={_short(texts)} must be a phrase or a list of phrases (strings)")
+            raise TypeError(f"texts={preview(texts)} must be a phrase or a list of phrases (strings)")
         if not items:
             raise ValueError("texts=[] names no phrase: give at least one, e.g. texts=['person']")
         if len(items) > MAX_PHRASES:
             raise ValueError(f"texts has {len(items)} phrases; at most {MAX_PHRASES} per call (split the list)")
         for i, t in enumerate(items):
             if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] = {_short(t)} is a {type(t).__name__}, not a string")
+                raise TypeError(f"texts[{i}] = {preview(t)} is a {type(t).__name__}, not a string")
             if not t.strip():
                 raise ValueError(f"texts[{i}] is empty: each phrase names what to find, e.g. 'person'")
             if len(t) > MAX_PHRASE_CHARS:
@@ -87,9 +88,9 @@ def concept_query(texts=None, exemplars=None, exemplar_labels=None) -> ConceptQu
         if boxes.ndim == 1:
             boxes = boxes[None]
         if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes):
-            raise ValueError(f"exemplars={_short(exemplars)} must be xyxy pixel boxes: [x1, y1, x2, y2] or a list")
+            raise ValueError(f"exemplars={preview(exemplars)} must be xyxy pixel boxes: [x1, y1, x2, y2] or a list")
         if not np.isfinite(boxes).all() or ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any():
-            raise ValueError(f"exemplars={_short(exemplars)}: every box needs finite x1 < x2 and y1 < y2")
+            raise ValueError(f"exemplars={preview(exemplars)}: every box needs finite x1 < x2 and y1 < y2")
         boxes = boxes.astype(np.float32)
     labels = np.ones(len(boxes), bool)
     if exemplar_labels is not None:
@@ -98,34 +99,26 @@ def concept_query(texts=None, exemplars=None, exemplar_labels=None) -> ConceptQu
             raise ValueError(f"exemplar_labels has {len(lab)} labels for {len(boxes)} exemplar boxes: one each "
                              "(1 more like this, 0 not like this)")
         if not np.isin(lab, (0, 1)).all():
-            raise ValueError(f"exemplar_labels={_short(exemplar_labels)} must be 1 (positive) or 0 (negative)")
+            raise ValueError(f"exemplar_labels={preview(exemplar_labels)} must be 1 (positive) or 0 (negative)")
         labels = lab.astype(bool)
     return ConceptQuery(phrases, boxes, labels)
-
-
-def _short(value) -> str:
-    from samkit.cfg import preview
-
-    return preview(value)
 
 
 def on_image(query: ConceptQuery, hw: tuple[int, int]) -> ConceptQuery:
     """``query`` with its exemplar boxes clipped to an image of size ``hw`` (a warning says so); a box entirely
     outside the image is an error naming it."""
-    if not len(query.boxes):
+    from samkit.prompts import boxes_outside
+
+    outside = boxes_outside(query.boxes, np.ones(len(query.boxes), bool), hw, "exemplars[{i}]")
+    if not outside.any():
         return query
+    from samkit.utils import LOGGER
+
     h, w = hw
+    LOGGER.warning("%d exemplar box(es) reach outside the %dx%d image; clipped to it", int(outside.sum()), w, h)
     clipped = query.boxes.copy()
     clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
     clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
-    for i, (b, c) in enumerate(zip(query.boxes, clipped)):
-        if c[2] <= c[0] or c[3] <= c[1]:
-            raise ValueError(f"exemplars[{i}] = {b.tolist()} lies entirely outside the {w}x{h} image (width x "
-                             "height); an exemplar box must overlap the image")
-    if not np.array_equal(clipped, query.boxes):
-        from samkit.utils import LOGGER
-
-        LOGGER.warning("exemplar boxes reaching past the %dx%d image were clipped to it", w, h)
     return ConceptQuery(query.texts, clipped, query.labels)
 
 

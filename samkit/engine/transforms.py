@@ -123,11 +123,15 @@ class SAM2Transforms:
     def image_features(self, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, S, S) input -> feature maps, highest resolution first, the image embedding last (with the
         no-memory embedding added, as the reference's image predictor)."""
-        backbone_out = net.forward_image(x)
+        return self.feature_maps(net, net.forward_image(x), x.shape[0])
+
+    @staticmethod
+    def feature_maps(net: nn.Module, backbone_out: dict, b: int) -> list[torch.Tensor]:
+        """A SAM 2 model's backbone outputs -> (B, C, h, w) maps, highest resolution first, with the no-memory
+        embedding added to the last (the image embedding)."""
         _, vision_feats, _, feat_sizes = net._prepare_backbone_features(backbone_out)
         if net.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + net.no_mem_embed
-        b = x.shape[0]
         return [f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
 
     def decode(self, net: nn.Module, image_embed: torch.Tensor, high_res: list[torch.Tensor],
@@ -227,10 +231,7 @@ class SAM3Transforms(SAM2Transforms):
         backbone_out = net.detector.backbone.forward_image_sam2(x)
         fpn = backbone_out["backbone_fpn"]
         fpn[0], fpn[1] = tracker.sam_mask_decoder.conv_s0(fpn[0]), tracker.sam_mask_decoder.conv_s1(fpn[1])
-        _, vision_feats, _, feat_sizes = tracker._prepare_backbone_features(backbone_out)
-        vision_feats[-1] = vision_feats[-1] + tracker.no_mem_embed
-        b = x.shape[0]
-        return [f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+        return self.feature_maps(tracker, backbone_out, x.shape[0])
 
     def decode(self, net, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
         return super().decode(net.tracker, image_embed, high_res, coords, labels, boxes, mask_in, multimask)

@@ -216,9 +216,7 @@ class VideoSession:
             raise ValueError(f"obj_id {obj_id!r} is out of range (a 64-bit integer)")
         if cls is not None and (isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or cls < 0):
             raise ValueError(f"cls={cls!r} must be a class id (an integer >= 0)")
-        self._frame(frame)  # decoded first: a live source knows its frame size only from a frame
-        prompt = object_prompt((self.video.height, self.video.width), points=points, labels=labels, box=box,
-                               mask=mask, cls=cls)
+        prompt = object_prompt(self.frame_hw(frame), points=points, labels=labels, box=box, mask=mask, cls=cls)
         return self.add_prompts(frame, prompt, [int(obj_id)], clear=clear, classes=cls is not None)
 
     def add_prompts(self, frame: int, prompts: ObjectPrompts, obj_ids, clear: bool = False, classes: bool = True):

@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 #: Tensor methods and torch functions that hand a value to the host (or size an output by values). ``.numpy()``
 #: is not among them: a device tensor must go through ``.cpu()`` (counted) first.
 HOST_READS = frozenset({
-    "item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "masked_select", "unique",
+    "item", "tolist", "cpu", "__bool__", "__int__", "__float__", "__index__", "nonzero", "masked_select", "unique",
     "unique_consecutive", "argwhere",
 })
 
@@ -75,7 +75,7 @@ class count_host_syncs(TorchFunctionMode):
         kwargs = kwargs or {}
         name = _names(func)
         if name in HOST_READS or (name in ("__getitem__", "__setitem__") and _bool_index(args)) or (
-                name == "cpu" and _on_device_or_cpu_run(args)) or (name == "to" and _to_host(args, kwargs)):
+                name == "to" and _to_host(args, kwargs)):
             self.sites[(_caller(), name)] += 1
         return func(*args, **kwargs)
 
@@ -86,11 +86,6 @@ class count_host_syncs(TorchFunctionMode):
     def by_site(self) -> list[tuple[str, str, int]]:
         """``(file:line, call, count)``, most frequent first."""
         return [(site, name, n) for (site, name), n in self.sites.most_common()]
-
-
-def _on_device_or_cpu_run(args) -> bool:
-    """``t.cpu()``: a download for a device tensor; on a CPU run it marks where a device run would download."""
-    return bool(args) and isinstance(args[0], torch.Tensor)
 
 
 _TORCH = str(Path(torch.__file__).parent)
