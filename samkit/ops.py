@@ -83,17 +83,31 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
-def fill_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+def fill_holes(logits: torch.Tensor, max_area: int, sprinkles: bool = False) -> torch.Tensor:
     """Background regions (logit <= 0) of at most ``max_area`` pixels, 8-connected, inside (n, 1, r, r) mask logits
-    get logit 0.1. Runs where the logits are: OpenCV's labelling on the CPU, label propagation on accelerators."""
+    get logit 0.1. Runs where the logits are: OpenCV's labelling on the CPU, label propagation on accelerators.
+
+    ``sprinkles``: then foreground regions (logit > 0, after the filling) of at most ``min(max_area, area // 2)``
+    pixels, where ``area`` is the mask's foreground, get logit -0.1 (SAM 3's video post-processing): specks go,
+    a tiny object alone stays."""
     if max_area <= 0:
         return logits
     if logits.device.type != "cpu":
         fill = torch.as_tensor(0.1, dtype=logits.dtype, device=logits.device)
-        return torch.where(small_regions(logits <= 0, max_area), fill, logits)
+        out = torch.where(small_regions(logits <= 0, max_area), fill, logits)
+        if sprinkles:
+            fg = out > 0
+            limits = fg.sum((1, 2, 3)).div(2, rounding_mode="floor").clamp(max=max_area).tolist()  # one host read
+            neg = torch.as_tensor(-0.1, dtype=out.dtype, device=out.device)
+            for i, limit in enumerate(limits):  # each mask its own limit
+                out[i : i + 1] = torch.where(small_regions(fg[i : i + 1], int(limit)), neg, out[i : i + 1])
+        return out
     out = logits.detach().float().numpy().copy()
     for m in out[:, 0]:
         m[small_components(m <= 0, max_area)] = 0.1
+        if sprinkles:
+            fg = m > 0
+            m[small_components(fg, min(max_area, int(fg.sum()) // 2))] = -0.1
     return torch.from_numpy(out).to(dtype=logits.dtype)
 
 

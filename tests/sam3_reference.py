@@ -136,7 +136,7 @@ def build_reference(arch, interactive: bool = True) -> nn.Module:
     return model.eval()
 
 
-def _tracker(arch):
+def _tracker(arch, memory_selection: bool = False, wrap: bool = True):
     """Meta's tracker (``build_tracker``) and interactive image predictor in the sizes of ``arch``."""
     from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
     from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
@@ -148,11 +148,14 @@ def _tracker(arch):
 
     e, size = arch.encoder, arch.image_size
     d, side = e["d_model"], arch.image_size // e["patch_size"]
+    mem = d // 4  # as samkit sizes it: 64 at d_model 256 (Meta hard-codes the 256-wide parts)
     memory_encoder = SimpleMaskEncoder(
-        out_dim=64, position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None,
-                                                            temperature=10000, precompute_resolution=size),
-        mask_downsampler=SimpleMaskDownSampler(kernel_size=3, stride=2, padding=1, interpol_size=[side * 16] * 2),
-        fuser=SimpleFuser(layer=CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
+        out_dim=mem, in_dim=d,
+        position_encoding=PositionEmbeddingSine(num_pos_feats=mem, normalize=True, scale=None, temperature=10000,
+                                                precompute_resolution=size),
+        mask_downsampler=SimpleMaskDownSampler(embed_dim=d, kernel_size=3, stride=2, padding=1,
+                                               interpol_size=[side * 16] * 2),
+        fuser=SimpleFuser(layer=CXBlock(dim=d, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
                                         use_dwconv=True), num_layers=2))
     rope = dict(embedding_dim=d, num_heads=1, downsample_rate=1, dropout=0.1, rope_theta=10000.0,
                 feat_sizes=[side, side], use_fa3=False, use_rope_real=False)
@@ -162,7 +165,7 @@ def _tracker(arch):
             cross_attention_first=False, activation="relu", dim_feedforward=e["ffn"], dropout=0.1,
             pos_enc_at_attn=False, pre_norm=True, self_attention=RoPEAttention(**rope), d_model=d,
             pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
-            cross_attention=RoPEAttention(**rope, kv_in_dim=64, rope_k_repeat=True)),
+            cross_attention=RoPEAttention(**rope, kv_in_dim=mem, rope_k_repeat=True)),
         num_layers=e["tracker_layers"], use_act_checkpoint=False)
     tracker = Sam3TrackerPredictor(
         image_size=size, num_maskmem=7, backbone=None, backbone_stride=e["patch_size"],
@@ -174,7 +177,9 @@ def _tracker(arch):
         sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
                                      "dynamic_multimask_stability_delta": 0.05,
                                      "dynamic_multimask_stability_thresh": 0.98},
-        clear_non_cond_mem_around_input=True, fill_hole_area=0, use_memory_selection=False)
+        clear_non_cond_mem_around_input=True, fill_hole_area=0, use_memory_selection=memory_selection)
+    if not wrap:  # the tracker alone (the video model's)
+        return tracker
     predictor = SAM3InteractiveImagePredictor(tracker)
     predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]  # fixed to 1008 upstream
     return predictor

@@ -196,16 +196,17 @@ class ConceptEngine:
 
     # ------------------------------------------------------------------ detection
     @torch.inference_mode()
-    def ground(self, image: np.ndarray, query: ConceptQuery) -> dict:
+    def ground(self, image: np.ndarray, query: ConceptQuery, features: dict | None = None) -> dict:
         """The detector's raw outputs for every query of ``query`` (one per phrase, or one ``"visual"`` query
         for exemplars alone): ``pred_logits`` (Q, N, 1), ``presence_logit_dec`` (Q, 1), ``pred_boxes`` (Q, N, 4)
-        normalised centre form, ``pred_masks`` (Q, N, r, r)."""
+        normalised centre form, ``pred_masks`` (Q, N, r, r). ``features``: the image's backbone outputs when the
+        caller has them (video frames: not cached)."""
         from ultralytics.models.sam.sam3.geometry_encoders import Prompt
 
         rt, det = self.runtime, self.detector
         phrases = query.texts or [VISUAL]
         q = len(phrases)
-        feats = self.image_features(image)
+        feats = self.image_features(image) if features is None else features
         det.text_embeddings = self.text_features(phrases)
         e = len(query.boxes)
         dev = rt.device

@@ -15,6 +15,7 @@ backbone's SAM 2 neck), and its memory is for video; the published names are ren
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -203,23 +204,32 @@ def build_sam3(arch: Architecture) -> Sam3Network:
 
 
 def _tracker(s: Sam3Sizes) -> nn.Module:
-    from ultralytics.models.sam.modules.blocks import RoPEAttention
+    from ultralytics.models.sam.modules.blocks import (CXBlock, Fuser, MaskDownSampler, PositionEmbeddingSine,
+                                                       RoPEAttention)
     from ultralytics.models.sam.modules.encoders import MemoryEncoder
     from ultralytics.models.sam.modules.memory_attention import MemoryAttention, MemoryAttentionLayer
-    from ultralytics.models.sam.modules.sam import SAM3Model
 
     side = s.image_size // s.patch_size
+    mem = s.d_model // 4  # the memory width: 64 in the published model (d_model 256)
     rope = dict(embedding_dim=s.d_model, num_heads=1, downsample_rate=1, rope_theta=10000.0, feat_sizes=[side, side])
     memory_attention = MemoryAttention(
         batch_first=True, d_model=s.d_model, pos_enc_at_input=True, num_layers=s.tracker_layers,
         layer=MemoryAttentionLayer(dim_feedforward=s.ffn, dropout=0.1, pos_enc_at_attn=False,
                                    pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
                                    self_attn=RoPEAttention(**rope), d_model=s.d_model,
-                                   cross_attn=RoPEAttention(**rope, kv_in_dim=64, rope_k_repeat=True)))
-    return SAM3Model(
+                                   cross_attn=RoPEAttention(**rope, kv_in_dim=mem, rope_k_repeat=True)))
+    # Ultralytics' MemoryEncoder fixes its fuser, mask down-sampler and position encoding at the published widths;
+    # they are sized from d_model here, so that smaller networks can encode memory too (same modules at 256).
+    memory_encoder = MemoryEncoder(out_dim=mem, in_dim=s.d_model, interpol_size=[side * 16, side * 16])
+    memory_encoder.mask_downsampler = MaskDownSampler(embed_dim=s.d_model, kernel_size=3, stride=2, padding=1,
+                                                      interpol_size=[side * 16, side * 16])
+    memory_encoder.fuser = Fuser(CXBlock(dim=s.d_model), num_layers=2)
+    memory_encoder.position_encoding = PositionEmbeddingSine(num_pos_feats=mem)
+    return Sam3Tracker(
         image_size=s.image_size, image_encoder=None, memory_attention=memory_attention,
-        memory_encoder=MemoryEncoder(out_dim=64, interpol_size=[side * 16, side * 16]), backbone_stride=s.patch_size,
+        memory_encoder=memory_encoder, backbone_stride=s.patch_size,
         num_maskmem=7, sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
+        binarize_mask_from_pts_for_mem_enc=True, max_cond_frames_in_attn=4,
         use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True, use_high_res_features_in_sam=True,
         multimask_output_in_sam=True, iou_prediction_use_sigmoid=True, use_obj_ptrs_in_encoder=True,
         add_tpos_enc_to_obj_ptrs=True, only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
@@ -230,6 +240,127 @@ def _tracker(s: Sam3Sizes) -> nn.Module:
         sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
                                      "dynamic_multimask_stability_delta": 0.05,
                                      "dynamic_multimask_stability_thresh": 0.98})
+
+
+def memory_score(object_score_logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    """A tracked frame's worth as memory for a batch of objects (Meta's ``cal_mem_score``): the object score
+    rescaled to [0, 1] where the object is present (0 where not) times the predicted IoU. ``object_score_logits``
+    (B, 1) and ``iou`` (B,) are broadcast against each other before the mean, as the reference does (for B > 1 that
+    is the product of their means)."""
+    present = torch.where(object_score_logits > 0, object_score_logits.sigmoid() * 2 - 1,
+                          torch.zeros_like(object_score_logits))
+    return (present * iou).mean()
+
+
+@functools.lru_cache(maxsize=1)
+def _tracker_class():
+    from ultralytics.models.sam.modules.sam import SAM3Model
+    from ultralytics.models.sam.modules.utils import get_1d_sine_pe, select_closest_cond_frames
+
+    class _Sam3Tracker(SAM3Model):
+        """Ultralytics' ``SAM3Model`` with SAM 3's memory selection (Meta's ``Sam3TrackerBase``): a tracked frame
+        attends to its conditioning frames (at most ``max_cond_frames_in_attn``, the nearest) and to the recent
+        frames whose memory score (:func:`memory_score`, stored as ``eff_iou_score``) exceeds ``mf_threshold``,
+        instead of SAM 2's fixed window of the previous frames."""
+
+        mf_threshold = 0.01
+
+        def selected_frames(self, output_dict: dict, frame_idx: int, num_frames: int, reverse: bool) -> list[int]:
+            """The non-conditioning frames frame ``frame_idx`` may attend to, oldest first: scanning back from the
+            previous frame (frame 0 going forward, the last frame going backward, excluded), the most recent
+            ``min(num_frames, max_obj_ptrs_in_encoder) - 1`` frames scoring above ``mf_threshold``, and the previous
+            frame always."""
+            if (frame_idx == 0 and not reverse) or (frame_idx == num_frames - 1 and reverse):
+                return []
+            limit = min(num_frames, self.max_obj_ptrs_in_encoder) - 1
+            prev = frame_idx + 1 if reverse else frame_idx - 1
+            scan = range(prev, num_frames) if reverse else range(prev, 0, -1)
+            stored = output_dict["non_cond_frame_outputs"]
+            picked = []
+            for i in scan:
+                out = stored.get(i)
+                if out is None or "eff_score" not in out:
+                    continue
+                if out["eff_score"] > self.mf_threshold:  # a float, read once when the frame was stored
+                    picked.insert(0, i)
+                if len(picked) >= limit:
+                    break
+            if prev not in picked:
+                picked.append(prev)
+            return picked
+
+        def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats,
+                                                 current_vision_pos_embeds, feat_sizes, output_dict, num_frames,
+                                                 track_in_reverse=False):
+            b, c = current_vision_feats[-1].size(1), self.hidden_dim
+            h, w = feat_sizes[-1]
+            device = current_vision_feats[-1].device
+            if is_init_cond_frame:
+                feat = current_vision_feats[-1] + self.no_mem_embed
+                return feat.permute(1, 2, 0).view(b, c, h, w)
+            sign = -1 if track_in_reverse else 1
+            cond, unselected = select_closest_cond_frames(frame_idx, output_dict["cond_frame_outputs"],
+                                                          self.max_cond_frames_in_attn)
+            memories = [(0, out) for out in cond.values()]  # conditioning frames: temporal position 0
+            picked = self.selected_frames(output_dict, frame_idx, num_frames, track_in_reverse)
+            for t_pos in range(1, self.num_maskmem):
+                back = self.num_maskmem - t_pos
+                if back > len(picked):
+                    continue
+                f = picked[-back]
+                memories.append((t_pos, output_dict["non_cond_frame_outputs"].get(f, unselected.get(f))))
+            feats, pos = [], []
+            for t_pos, out in memories:
+                if out is None:
+                    continue
+                feats.append(out["maskmem_features"].to(device=device, dtype=torch.float32).flatten(2).permute(2, 0, 1))
+                enc = out["maskmem_pos_enc"][-1].to(device).flatten(2).permute(2, 0, 1)
+                pos.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
+            max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
+            ptrs = [((frame_idx - t) * sign, out["obj_ptr"]) for t, out in cond.items()
+                    if (t >= frame_idx if track_in_reverse else t <= frame_idx)]
+            for rank in range(1, max_ptrs):
+                if rank >= len(picked):
+                    break
+                out = output_dict["non_cond_frame_outputs"].get(picked[-rank], unselected.get(picked[-rank]))
+                if out is not None:
+                    ptrs.append((rank, out["obj_ptr"]))
+            n_ptr_tokens = 0
+            if ptrs:
+                rel, stack = zip(*ptrs)
+                obj_ptrs = torch.stack(stack, 0)
+                t_pos_enc = torch.tensor(rel, dtype=torch.float32).to(device) / (max_ptrs - 1)
+                obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(t_pos_enc, dim=c)).unsqueeze(1).expand(-1, b, -1)
+                if self.mem_dim < c:  # a pointer becomes c // mem_dim tokens
+                    obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                    obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+                feats.append(obj_ptrs)
+                pos.append(obj_pos)
+                n_ptr_tokens = obj_ptrs.shape[0]
+            out = self.memory_attention(curr=current_vision_feats, curr_pos=current_vision_pos_embeds,
+                                        memory=torch.cat(feats, 0), memory_pos=torch.cat(pos, 0),
+                                        num_obj_ptr_tokens=n_ptr_tokens)
+            return out.permute(1, 2, 0).view(b, c, h, w)
+
+        def track(self, frame_idx: int, feats, pos, sizes, output_dict: dict, num_frames: int, reverse: bool = False,
+                  point_inputs=None, mask_inputs=None, prev_logits=None, no_memory: bool = False) -> dict:
+            """One tracking step for a batch of objects, without memory encoding: ``pred_masks`` (B, 1, r, r),
+            ``obj_ptr``, ``object_score_logits`` (B, 1), ``iou_score`` (B,) (the best predicted IoU) and
+            ``eff_iou_score`` (:func:`memory_score`). ``no_memory``: decode without attending to any memory (a
+            correction click in SAM 3's video predictor)."""
+            sam, _, _ = self._track_step(frame_idx, no_memory, feats, pos, sizes, point_inputs, mask_inputs,
+                                         output_dict, num_frames, reverse, prev_logits)
+            _, _, ious, low_res, _, obj_ptr, obj_scores = sam
+            iou = ious.max(-1)[0]
+            return {"pred_masks": low_res, "obj_ptr": obj_ptr, "object_score_logits": obj_scores,
+                    "iou_score": iou, "eff_iou_score": memory_score(obj_scores, iou)}
+
+    return _Sam3Tracker
+
+
+def Sam3Tracker(**kwargs) -> nn.Module:  # noqa: N802 (a class made on first use: Ultralytics loads lazily)
+    """SAM 3's tracker: Ultralytics' ``SAM3Model`` with memory selection (see ``_Sam3Tracker``)."""
+    return _tracker_class()(**kwargs)
 
 
 def sam3_signature(state_dict) -> tuple | None:
