@@ -103,27 +103,52 @@ class _Frame:
 
 @dataclass
 class _Bucket:
-    """Objects born together (one frame's new detections): tracked as one batch, with one memory."""
+    """Objects born together (one frame's new detections, or one clicked object): tracked as one batch."""
 
     obj_ids: list[int]
     outputs: dict = field(default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
     tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
-    inputs: dict[int, set] = field(default_factory=dict)  # frame -> objects given a mask there
+    masks: dict[int, set] = field(default_factory=lambda: defaultdict(set))  # object -> frames given a mask
+    points: dict[int, dict] = field(default_factory=lambda: defaultdict(dict))  # object -> frame -> point inputs
+    cleared: set = field(default_factory=set)  # frames whose output a lone object may not use for a click
+
+    def has_input(self, frame: int) -> bool:
+        return any(frame in f for f in self.masks.values()) or any(frame in f for f in self.points.values())
+
+    def own_output(self, obj: int, frame: int) -> dict | None:
+        """Object ``obj``'s stored output on ``frame`` (a row of the batch), as the reference keeps per object."""
+        j = self.obj_ids.index(obj)
+        out = self.outputs["cond_frame_outputs"].get(frame)
+        if out is None and frame not in self.cleared:
+            out = self.outputs["non_cond_frame_outputs"].get(frame)
+        return None if out is None else {k: (v[j : j + 1] if torch.is_tensor(v) and v.dim() else v)
+                                         for k, v in out.items() if k != "maskmem_pos_enc"}
 
 
 @dataclass
 class _FrameOut:
-    """A phrase's objects on one frame, before the output step: low-resolution logits and scores."""
+    """A phrase's objects on one frame before the output step: low-resolution logits (a full step) or masks at
+    video size (corrections and stored frames), and the confidence each object has on the frame."""
 
     obj_ids: list[int]
-    logits: torch.Tensor  # (N, r, r)
-    probs: list[float]  # the tracker's (or the detector's, for newborns) confidence on this frame
+    probs: list[float]  # the tracker's (the detector's for newborns, 1.0 for a click) confidence on this frame
+    logits: torch.Tensor | None = None  # (N, r, r)
+    masks: torch.Tensor | None = None  # (N, H, W) bool
+    hide_removed: bool = True  # full steps hide the objects removed on probation (stored frames no longer hold them)
+
+    def video(self, hw: tuple[int, int]) -> torch.Tensor:
+        if self.masks is not None:
+            return self.masks
+        if not self.obj_ids:
+            return torch.zeros((0, *hw), dtype=torch.bool)
+        return F.interpolate(self.logits[:, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0] > 0
 
 
 class _Phrase:
-    """One phrase's objects and the planner's bookkeeping (Meta's tracker metadata, as counters)."""
+    """One phrase's objects and the planner's bookkeeping (Meta's tracker metadata, as counters); ``phrase`` None
+    holds objects added by clicks alone (nothing is detected for them)."""
 
-    def __init__(self, index: int, phrase: str):
+    def __init__(self, index: int, phrase: str | None):
         self.index, self.phrase = index, phrase
         self.buckets: list[_Bucket] = []
         self.first_frame: dict[int, int] = {}
@@ -131,26 +156,68 @@ class _Phrase:
         self.duplicates: dict[tuple[int, int], int] = defaultdict(int)
         self.removed: set[int] = set()
         self.last_occluded: dict[int, int] = {}
-        self.score: dict[int, float] = {}  # birth score
+        self.score: dict[int, float] = {}  # birth score (1.0 once clicked)
+        self.history: list[tuple[str, int | None, list | None]] = []  # prompts and passes, as the reference logs
+        self.frame_scores: dict[int, dict[int, float]] = defaultdict(dict)  # frame -> object -> confidence
+        self.stored: dict[int, dict[int, tuple]] = {}  # frame -> object -> packed mask (interactive sessions)
 
     @property
     def obj_ids(self) -> list[int]:
         return [i for b in self.buckets for i in b.obj_ids]
 
+    def bucket_of(self, obj_id: int) -> _Bucket | None:
+        return next((b for b in self.buckets if obj_id in b.obj_ids), None)
+
+    def next_pass(self, num_frames: int | None) -> tuple[str, list | None]:
+        """What the next propagation does for this phrase (the reference's ``parse_action_history``): "full"
+        (detect and track), "partial" (re-track the corrected objects with the tracker alone) or "fetch" (the stored
+        results)."""
+        h = self.history
+        if not h:
+            return "full", None
+        kind, frame, ids = h[-1]
+        if kind in ("full", "partial", "fetch"):
+            if kind == "fetch":
+                return "fetch", None
+            ends = (0, num_frames - 1) if num_frames else (0,)
+            if (len(h) > 1 and h[-2][0] in ("partial", "full")) or frame in ends:
+                return "fetch", None
+            return kind, ids
+        touched = []
+        for kind, _, ids in reversed(h):
+            if kind in ("full", "partial", "fetch"):
+                break
+            if kind in ("add", "refine"):
+                touched.extend(ids)
+        return ("partial", sorted(set(touched))) if touched else ("fetch", None)
+
+
+def _pack(mask: torch.Tensor) -> tuple:
+    m = mask.cpu().numpy()
+    return np.packbits(m, axis=None), m.shape
+
+
+def _unpack(packed: tuple) -> torch.Tensor:
+    bits, shape = packed
+    return torch.from_numpy(np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool))
+
 
 class ConceptVideoSession:
-    """Find and track every instance of phrases through one video (use through :meth:`samkit.SAM.video` with a
-    SAM 3 model, or ``model(source, texts=[...], stream=True)``).
+    """Find and track every instance of phrases through one video, and correct any instance with clicks (use
+    through :meth:`samkit.SAM.video` with a SAM 3 model, or ``model(source, texts=[...], stream=True)``).
 
     Args:
         runtime: A SAM 3 network's :class:`~samkit.nn.runtime.Runtime`.
         source: Anything :func:`~samkit.data.video.open_video` takes.
         engine: The model's :class:`~samkit.engine.concepts.ConceptEngine` (phrase features are shared with it).
         settings: :class:`ConceptTracking` (Meta's defaults).
+        interactive: Keep every processed frame's results (packed bits, one per object and frame) and every tracked
+            frame's memory, so that corrections can be propagated and merged as the reference does. False (a
+            one-way stream): keep only what the tracker can still attend to, so memory stays flat.
     """
 
     def __init__(self, runtime: Runtime, source, engine: ConceptEngine | None = None,
-                 settings: ConceptTracking | None = None):
+                 settings: ConceptTracking | None = None, interactive: bool = True):
         self.transforms = transforms_for(runtime.arch)
         if not self.transforms.concepts:
             raise ValueError(f"concept tracking needs a SAM 3 model; {runtime.arch.name} is not one")
@@ -159,6 +226,7 @@ class ConceptVideoSession:
         self.tracker = runtime.net.tracker
         self.engine = engine or ConceptEngine(runtime, cache_size=0)
         self.settings = settings or ConceptTracking()
+        self.interactive = bool(interactive)
         self.video: VideoSource = source if isinstance(source, VideoSource) else open_video(source)
         self.phrases: list[_Phrase] = []
         self.next_id = 0
@@ -178,16 +246,28 @@ class ConceptVideoSession:
 
     @property
     def names(self) -> dict[int, str]:
-        return {p.index: p.phrase for p in self.phrases} or {0: "object"}
+        return {p.index: (p.phrase or "object") for p in self.phrases} or {0: "object"}
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return sorted(i for p in self.phrases for i in p.obj_ids)
 
     def _frames_for_memory(self) -> int:
         n = self.num_frames
         return n if n is not None else 2**31 - 1
 
+    def frame_hw(self, frame: int = 0) -> tuple[int, int]:
+        """(height, width) of the video's frames (frame ``frame`` is decoded first for a live source)."""
+        if not self.video.height:
+            self._read(self.video.check_index(frame))
+        return self.video.height, self.video.width
+
     # ------------------------------------------------------------------ frames and detections
     def _read(self, index: int) -> np.ndarray:
         if self._prepared is not None and self._prepared[0] == index:
             return self._prepared[1]
+        if self._frame is not None and self._frame.index == index:
+            return self._frame.image
         return self.video.read(index)
 
     @torch.inference_mode()
@@ -206,23 +286,27 @@ class ConceptVideoSession:
         dec = self.tracker.sam_mask_decoder
         with rt.autocast():
             fpn = [dec.conv_s0(fpn[0]), dec.conv_s1(fpn[1]), fpn[2]]
-        dets = []
-        if self.phrases:
-            query = ConceptQuery([p.phrase for p in self.phrases], np.zeros((0, 4), np.float32), np.zeros(0, bool))
+        texts = [p.phrase for p in self.phrases if p.phrase is not None]
+        dets, found = [], {}
+        if texts:
+            query = ConceptQuery(texts, np.zeros((0, 4), np.float32), np.zeros(0, bool))
             out = self.engine.ground(image, query, features=feats)
             joint = out["pred_logits"].float().sigmoid()[..., 0] * out["presence_logit_dec"].float().sigmoid()
             x1, x2 = joint.clamp(min=1e-3), (1 - joint).clamp(min=1e-3)  # as the reference's joint logit
             probs = torch.log(x1 / x2).clamp(-10.0, 10.0).sigmoid()
-            for q in range(len(self.phrases)):
-                dets.append(self._nms(probs[q], out["pred_masks"][q].float()))
+            for q, text in enumerate(texts):
+                found[text] = self._nms(probs[q], out["pred_masks"][q].float())
+        empty = (np.zeros(0, np.float32), torch.zeros((0, self.low, self.low), device=self.device))
+        dets = [found.get(p.phrase, empty) for p in self.phrases]
         self._frame = _Frame(index, image, fpn, list(sam2["vision_pos_enc"]), dets)
         return self._frame
 
     def _nms(self, probs: torch.Tensor, masks: torch.Tensor):
         """Detections above the score threshold, greedy mask NMS; (probs numpy, mask logits) in query order."""
         s = self.settings
-        valid = np.flatnonzero(probs.cpu().numpy() > s.score_threshold)
-        p = probs.cpu().numpy()[valid]
+        all_p = probs.cpu().numpy()
+        valid = np.flatnonzero(all_p > s.score_threshold)
+        p = all_p[valid]
         if s.nms_iou > 0 and len(valid) > 1:
             binary = masks[torch.from_numpy(valid).to(masks.device)] > 0
             ious = mask_iou(binary, binary).cpu().numpy()
@@ -234,27 +318,42 @@ class ConceptVideoSession:
                 order = order[1:][ious[i, order[1:]] <= s.nms_iou]
             keep = np.sort(np.asarray(kept, np.int64))
             valid, p = valid[keep], p[keep]
-        idx = torch.from_numpy(valid).to(masks.device)
-        return p.astype(np.float32), masks[idx]
+        return p.astype(np.float32), masks[torch.from_numpy(valid).to(masks.device)]
 
     # ------------------------------------------------------------------ prompts
-    def add(self, frame: int = 0, texts=None):
-        """Start finding ``texts`` (a phrase or a list of phrases) on ``frame``; returns that frame's Results.
+    def add(self, frame: int = 0, texts=None, obj_id: int | None = None, points=None, labels=None, box=None,
+            cls: int | None = None):
+        """Prompt on ``frame``; returns that frame's Results.
 
-        A phrase already in the session starts over (its objects are dropped), as a new text prompt resets the
-        reference's session; other phrases keep their objects. Object ids are unique across the session. The
-        frame's detections all become objects (no track exists yet for the phrase); :meth:`propagate` from this
-        frame processes it again with the tracker, as the reference does.
+        - ``texts=`` (a phrase or a list): find and track every instance of each phrase. A phrase already in the
+          session starts over (its objects are dropped), as a text prompt resets the reference's session; other
+          phrases keep theirs. The frame's detections all become objects (no track exists yet for the phrase), and
+          :meth:`propagate` from this frame processes it again, as the reference does.
+        - ``obj_id=`` with ``points=`` / ``labels=`` (pixels; 1 positive, 0 negative) or ``box=``: a correction of
+          that object on this frame (these clicks replace the object's earlier clicks on the frame), decoded without
+          memory and made a conditioning frame; an unknown id adds an object (of phrase ``cls``, default the first).
+          The next :meth:`propagate` re-tracks only the corrected objects and keeps every other result.
         """
         frame = self.video.check_index(frame)
+        clicked = points is not None or box is not None
+        if texts is not None and (clicked or obj_id is not None):
+            raise ValueError("give texts= alone, or obj_id= with points= / box= (a correction), not both")
+        if texts is not None:
+            return self._add_phrases(frame, texts)
+        if obj_id is None or not clicked:
+            raise ValueError("add() needs texts=[...] (phrases to find), or obj_id= with points= (and labels=) or "
+                             "box= (a correction of one object)")
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id < 0:
+            raise ValueError(f"obj_id={obj_id!r} must be an integer >= 0")
+        return self._click(frame, int(obj_id), points, labels, box, cls)
+
+    def _add_phrases(self, frame: int, texts):
         query = concept_query(texts=texts)
-        if query is None:
-            raise ValueError("add() needs texts=: the phrase(s) whose instances to find and track")
         known = {p.phrase: p for p in self.phrases}
         new = []
         for phrase in query.texts:
-            if phrase in known:
-                p = known[phrase]
+            p = known.get(phrase)
+            if p is not None:
                 p.__init__(p.index, phrase)
             else:
                 p = _Phrase(len(self.phrases), phrase)
@@ -262,42 +361,136 @@ class ConceptVideoSession:
             new.append(p)
         self._frame = None  # the phrases changed: ground again
         fr = self._frame_data(frame)
-        outs = {p.index: self._step(p, fr, frame, reverse=False) for p in new}
+        outs = {}
+        for p in new:
+            outs[p.index] = self._step(p, fr, frame, reverse=False)
+            self._store(p, frame, outs[p.index], fr.image.shape[:2])
         self.first_frame = frame if self.first_frame is None else min(self.first_frame, frame)
-        return self._results(fr, outs, hide=True)
+        return self._results(fr.image, frame, outs)
 
     def remove(self, obj_id: int) -> None:
-        """Forget an object (its memory and its id)."""
+        """Forget an object: its memory, its id and its stored results (the next :meth:`propagate` re-tracks no
+        one for it)."""
         for p in self.phrases:
             if obj_id in p.obj_ids:
                 self._remove_objects(p, {obj_id})
-                p.removed.add(obj_id)
+                p.score.pop(obj_id, None)
+                for masks in p.stored.values():
+                    masks.pop(obj_id, None)
+                p.history.append(("remove", None, [obj_id]))
                 return
-        raise UnknownObjectError(f"no object with id {obj_id!r}; known ids: "
-                                 f"{sorted(i for p in self.phrases for i in p.obj_ids)}")
+        raise UnknownObjectError(f"no object with id {obj_id!r}; known ids: {self.obj_ids}")
 
-    @property
-    def obj_ids(self) -> list[int]:
-        return sorted(i for p in self.phrases for i in p.obj_ids)
+    # ------------------------------------------------------------------ corrections
+    @torch.inference_mode()
+    def _click(self, t: int, obj: int, points, labels, box, cls):
+        from samkit.prompts import object_prompt
+
+        if not self.interactive:
+            raise ValueError("corrections need an interactive session (SAM.video(...)), not a one-way stream")
+        hw = self.frame_hw(t)
+        prompt = object_prompt(hw, points=points, labels=labels, box=box)
+        pts, labs = prompt.object_points(0)
+        if prompt.has_box[0]:
+            pts = np.concatenate([prompt.boxes[0].reshape(2, 2), pts])
+            labs = np.concatenate([np.array([2, 3], np.int32), labs])
+        xy = self.transforms.coords_to_input(pts, hw)
+        point_inputs = {"point_coords": torch.from_numpy(xy[None]).to(self.device),
+                        "point_labels": torch.from_numpy(labs.astype(np.int32)[None]).to(self.device)}
+        fr = self._frame_data(t)
+        p = next((q for q in self.phrases if obj in q.obj_ids), None)
+        if p is None:  # a new object, in a bucket of its own
+            p = self._phrase_for_click(cls)
+            p.buckets.append(_Bucket([obj]))
+            self.next_id = max(self.next_id, obj + 1)
+            p.history.append(("add", t, [obj]))
+        else:
+            p.history.append(("refine", t, [obj]))
+        b = p.bucket_of(obj)
+        p.score[obj] = 1.0
+        p.frame_scores[t][obj] = 1.0
+        p.removed.discard(obj)
+        b.points[obj][t] = point_inputs
+        b.masks[obj].discard(t)
+        prev = b.own_output(obj, t)
+        prev_logits = None if prev is None else prev["pred_masks"].float().clamp(-32.0, 32.0)
+        feats, pos, sizes = fr.tracker_inputs(self.tracker, 1)
+        with self.runtime.autocast():
+            out = self.tracker.track(t, feats, pos, sizes, {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                                     self._frames_for_memory(), b.tracked.get(t, False), point_inputs=point_inputs,
+                                     prev_logits=prev_logits, no_memory=True)
+        video = F.interpolate(out["pred_masks"].float(), size=hw, mode="bilinear", align_corners=False)
+        mask = fill_holes(video, self.settings.fill_hole_area, sprinkles=True)[0, 0] > 0
+        self._consolidate(b, fr, t, {obj: out}, encode=True)
+        self._forget_detector_prompts(b, obj, t)
+        masks = self._stored_masks(p, t, hw)
+        masks[obj] = mask
+        p.stored[t] = {i: _pack(m) for i, m in masks.items()}
+        outs = {q.index: self._stored_out(q, t, hw) for q in self.phrases}
+        return self._results(fr.image, t, outs)
+
+    def _phrase_for_click(self, cls) -> _Phrase:
+        if cls is not None:
+            if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or not 0 <= cls < len(self.phrases):
+                raise ValueError(f"cls={cls!r} must name a phrase of the session (0 to {len(self.phrases) - 1})")
+            return self.phrases[int(cls)]
+        if not self.phrases:
+            self.phrases.append(_Phrase(0, None))
+        return self.phrases[0]
+
+    def _forget_detector_prompts(self, b: _Bucket, obj: int, t: int) -> None:
+        """A correction on frame ``t`` turns the detector's masks given to the bucket within 16 frames of it into
+        ordinary tracked frames (the reference's ``clear_detector_added_cond_frame_in_tracker``)."""
+        near = [f for f in b.masks[obj] if f not in b.points[obj] and abs(f - t) <= 16]
+        for f in near:
+            for o in b.obj_ids:
+                b.points[o].pop(f, None)
+                b.masks[o].discard(f)
+            if not b.has_input(f):
+                self._demote(b, f)
+
+    def _demote(self, b: _Bucket, f: int) -> None:
+        """Frame ``f`` stops being a conditioning frame of ``b`` (its output stays, as a tracked frame's)."""
+        out = b.outputs["cond_frame_outputs"].pop(f, None)
+        if out is not None:
+            b.outputs["non_cond_frame_outputs"][f] = out
+            b.tracked.pop(f, None)
+            b.cleared.discard(f)
+        if not b.outputs["cond_frame_outputs"]:  # nothing left to track from: the bucket starts over
+            b.outputs = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+            b.tracked.clear()
+            b.points.clear()
+            b.masks.clear()
 
     # ------------------------------------------------------------------ tracking
     def propagate(self, start: int | None = None, reverse: bool = False, max_frames: int | None = None):
-        """Track every phrase's objects and find new ones, frame by frame; yields one Results per frame,
-        ``hotstart_delay`` frames after processing it (the rest at the end).
+        """Track every phrase's objects and find new ones, frame by frame; yields one Results per frame.
+
+        Results come ``hotstart_delay`` frames after the frame was processed (the rest at the end), so that objects
+        removed on probation are hidden on every frame. After corrections, the corrected objects are re-tracked
+        (by the tracker alone) and merged into the stored results; after only removals, or a pass over the whole
+        video after corrections, the stored results are yielded (as the reference does).
 
         Args:
-            start: First frame (default: the earliest frame prompted or processed). Going backward, the pass starts
-                on the frame before ``start`` (as the reference's: ``start`` was processed going forward).
+            start: First frame (default: the earliest processed frame). Going backward, the pass starts on the frame
+                before ``start``.
             reverse: Go towards frame 0.
             max_frames: Stop after this many frames after ``start``.
         """
         max_frames = check_max_frames(max_frames)
         if not self.phrases:
             raise ValueError("nothing to track: add(frame, texts=[...]) first")
+        n = self.num_frames
+        plan = {}
+        for p in self.phrases:
+            kind, ids = p.next_pass(n)
+            p.history.append((kind, start, ids))
+            plan[p.index] = (kind, ids)
         if start is None:
+            if self.first_frame is None:
+                raise ValueError("no frame has been processed yet: add(frame, texts=[...]) first")
             start = self.first_frame
         start = self.video.check_index(start)
-        n = self.num_frames
         limit = max_frames if max_frames is not None else (n if n is not None else 2**62)
         if reverse:
             end = max(start - limit, 0)
@@ -305,23 +498,79 @@ class ConceptVideoSession:
         else:
             end = min(start + limit, n - 1) if n is not None else start + limit
             frames = self.video.frames(start, stop=end + 1 if (n is not None or max_frames is not None) else None)
-        delay = self.settings.hotstart_delay
-        held: list[tuple[_Frame, dict]] = []
+        full = any(kind == "full" for kind, _ in plan.values())
+        delay = self.settings.hotstart_delay if full else 0
+        held: list[tuple] = []
         ahead = prefetch(frames, READ_AHEAD)
         try:
             for t, image in ahead:
                 self._prepared = (t, image)
-                fr = self._frame_data(t)
-                outs = {p.index: self._step(p, fr, t, reverse) for p in self.phrases}
-                self.first_frame = t if self.first_frame is None else min(self.first_frame, t)
-                held.append((_Frame(t, fr.image, [], [], []), outs))
-                while held and len(held) >= delay:  # the reference yields a frame when 15 are held
-                    yield self._results(*held.pop(0), hide=True)
+                outs = {}
+                for p in self.phrases:
+                    kind, ids = plan[p.index]
+                    if kind == "full":
+                        outs[p.index] = self._step(p, self._frame_data(t), t, reverse)
+                    elif kind == "partial":
+                        outs[p.index] = self._retrack(p, ids, self._frame_data(t), t, reverse)
+                    else:
+                        outs[p.index] = self._stored_out(p, t, image.shape[:2])
+                if full:
+                    self.first_frame = t if self.first_frame is None else min(self.first_frame, t)
+                held.append((image, t, outs))
+                while held and len(held) >= delay:  # the reference yields a frame once 15 are held
+                    yield self._emit(*held.pop(0))
             while held:
-                yield self._results(*held.pop(0), hide=True)
+                yield self._emit(*held.pop(0))
         finally:
             ahead.close()
             self._prepared = None
+
+    def _emit(self, image: np.ndarray, t: int, outs: dict) -> Results:
+        if self.interactive:
+            for q, o in outs.items():
+                if o.hide_removed:  # a full step: store what is shown
+                    self._store(self.phrases[q], t, o, image.shape[:2])
+        return self._results(image, t, outs)
+
+    # ------------------------------------------------------------------ stored results (interactive sessions)
+    def _store(self, p: _Phrase, t: int, o: _FrameOut, hw) -> None:
+        if not self.interactive:
+            return
+        video = o.video(hw)
+        p.stored[t] = {i: _pack(video[j]) for j, i in enumerate(o.obj_ids) if i not in p.removed}
+        p.frame_scores[t].update(zip(o.obj_ids, o.probs))
+
+    def _stored_masks(self, p: _Phrase, t: int, hw) -> dict[int, torch.Tensor]:
+        return {i: _unpack(m) for i, m in p.stored.get(t, {}).items()}
+
+    def _stored_out(self, p: _Phrase, t: int, hw) -> _FrameOut:
+        masks = self._stored_masks(p, t, hw)
+        ids = list(masks)
+        scores = p.frame_scores.get(t, {})
+        video = torch.stack([masks[i] for i in ids]) if ids else torch.zeros((0, *hw), dtype=torch.bool)
+        return _FrameOut(ids, [scores.get(i, 0.0) for i in ids], masks=video, hide_removed=False)
+
+    @torch.inference_mode()
+    def _retrack(self, p: _Phrase, ids: list[int], fr: _Frame, t: int, reverse: bool) -> _FrameOut:
+        """A partial pass on frame ``t``: the buckets holding corrected objects tracked by the tracker alone (its own
+        memory), the corrected objects' masks merged into the stored results."""
+        hw = fr.image.shape[:2]
+        masks = self._stored_masks(p, t, hw)
+        n = self._frames_for_memory()
+        for b in p.buckets:
+            mine = [i for i in ids if i in b.obj_ids]
+            if not mine:
+                continue
+            with self.runtime.autocast():
+                out = self._track(b, fr, t, reverse, n, encode=True)
+            low = fill_holes(out["pred_masks"].float(), self.settings.fill_hole_area, sprinkles=True)
+            logits = out["object_score_logits"].float().reshape(-1).tolist()
+            for i in mine:
+                j = b.obj_ids.index(i)
+                masks[i] = F.interpolate(low[j : j + 1], size=hw, mode="bilinear", align_corners=False)[0, 0] > 0
+                p.frame_scores[t][i] = logits[j]  # the reference keeps the logit here (not a probability)
+        p.stored[t] = {i: _pack(m) for i, m in masks.items()}
+        return self._stored_out(p, t, hw)
 
     # ------------------------------------------------------------------ one frame of one phrase
     @torch.inference_mode()
@@ -339,6 +588,8 @@ class ConceptVideoSession:
         trk = fill_holes(trk[:, None], s.fill_hole_area, sprinkles=True)[:, 0] if len(trk) else trk
         trk_scores = torch.cat(scores) if scores else torch.zeros(0, device=self.device)
         det_probs, det_masks = fr.dets[p.index]
+        if p.phrase is None:  # no phrase: nothing is detected
+            det_probs, det_masks = det_probs[:0], det_masks[:0]
 
         new_inds, unmatched, det_to_trk, confident, _ = associate(
             det_masks, det_probs, trk, np.asarray(prev_ids, np.int64), s)
@@ -361,31 +612,61 @@ class ConceptVideoSession:
         probs = dict(zip(prev_ids, torch.sigmoid(trk_scores).tolist()))
         for i, d in zip(new_ids, new_inds):
             probs[i] = float(det_probs[d])
+        new_masks = det_masks[torch.from_numpy(new_inds).to(det_masks.device)]
         if new_ids:
-            self._add_bucket(p, fr, t, new_ids, det_masks[torch.from_numpy(new_inds).to(det_masks.device)])
+            self._add_bucket(p, fr, t, new_ids, new_masks)
         if removed_now:
             self._remove_objects(p, removed_now)
             for i in removed_now:
                 p.score[i] = REMOVED_SCORE
                 p.last_occluded.pop(i, None)
-        new_logits = det_masks[torch.from_numpy(new_inds).to(det_masks.device)][:, None]
-        new_logits = fill_holes(new_logits, s.fill_hole_area, sprinkles=True)[:, 0] if len(new_ids) else new_logits[:, 0]
+        new_logits = fill_holes(new_masks[:, None], s.fill_hole_area, sprinkles=True)[:, 0] if new_ids else new_masks
         ids = list(prev_ids) + new_ids
-        return _FrameOut(ids, torch.cat([trk, new_logits.float()]), [probs[i] for i in ids])
+        return _FrameOut(ids, [probs[i] for i in ids], logits=torch.cat([trk, new_logits.float()]))
 
-    def _track(self, b: _Bucket, fr: _Frame, t: int, reverse: bool, n: int) -> dict:
-        """Bucket ``b`` on frame ``t`` (no memory encoded yet): its conditioning output there, or a tracking step."""
+    def _track(self, b: _Bucket, fr: _Frame, t: int, reverse: bool, n: int, encode: bool = False) -> dict:
+        """Bucket ``b`` on frame ``t``: its conditioning output there, or a tracking step (memory encoded from its
+        own prediction when ``encode``, else by the planner afterwards)."""
         cond = b.outputs["cond_frame_outputs"]
         if t in cond:
             out = cond[t]
+            if len(b.obj_ids) <= 1:  # a lone object's tracked frames near its prompts are not used for clicks
+                b.cleared.update(range(t - self.tracker.num_maskmem, t + self.tracker.num_maskmem + 1))
         else:
             feats, pos, sizes = fr.tracker_inputs(self.tracker, len(b.obj_ids))
-            out = self.tracker.track(t, feats, pos, sizes, b.outputs, n, reverse)
+            out = self.tracker.track(t, feats, pos, sizes, b.outputs, n, reverse, encode_memory=encode)
             out["eff_score"] = float(out["eff_iou_score"])
-            out["maskmem_features"] = out["maskmem_pos_enc"] = None
+            if out["maskmem_features"] is not None:
+                out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
             b.outputs["non_cond_frame_outputs"][t] = out
+            b.cleared.discard(t)
         b.tracked[t] = reverse
+        if not self.interactive:
+            self._forget(b, t, reverse)
         return out
+
+    def _forget(self, b: _Bucket, t: int, reverse: bool) -> None:
+        """A one-way stream: drop the outputs frame ``t + 1`` (``t - 1`` going backward) and every later frame can no
+        longer attend to, so memory stays flat: tracked frames behind the 15 most recent with a memory score above
+        the threshold (and behind ``t``), conditioning frames behind the 4 most recent."""
+        behind = (lambda f: f > t) if reverse else (lambda f: f < t)
+        keep_valid = min(self._frames_for_memory(), self.tracker.max_obj_ptrs_in_encoder) - 1
+        non_cond = b.outputs["non_cond_frame_outputs"]
+        older = sorted((f for f in non_cond if behind(f)), key=lambda f: abs(f - t))
+        valid = [f for f in older if non_cond[f].get("eff_score", 0.0) > self.tracker.mf_threshold][:keep_valid]
+        keep = set(valid)
+        for f in older:
+            if f not in keep:
+                del non_cond[f]
+        cond = b.outputs["cond_frame_outputs"]
+        old_cond = sorted((f for f in cond if behind(f) or f == t), key=lambda f: abs(f - t))
+        for f in old_cond[self.tracker.max_cond_frames_in_attn:]:
+            del cond[f]
+            for o in b.masks.values():
+                o.discard(f)
+        for f in [f for f in b.tracked if behind(f) and f not in keep and f not in cond]:
+            del b.tracked[f]
+        b.cleared = {f for f in b.cleared if not behind(f) or f in keep}
 
     def _hotstart(self, p: _Phrase, t, reverse, det_to_trk, new_ids, unmatched) -> set[int]:
         """Objects removed on frame ``t``: still on probation and unmatched, or duplicating an older one, too often."""
@@ -395,7 +676,8 @@ class ConceptVideoSession:
             p.first_frame.setdefault(i, t)
 
         def on_probation(i):
-            return p.first_frame[i] < limit if reverse else p.first_frame[i] > limit
+            first = p.first_frame.get(i)
+            return first is not None and (first < limit if reverse else first > limit)
 
         removed = set()
         for i in unmatched:
@@ -407,7 +689,7 @@ class ConceptVideoSession:
             if len(matched) < 2:
                 continue
             pick = max if reverse else min
-            first = pick(matched, key=lambda i: p.first_frame[i])
+            first = pick(matched, key=lambda i: p.first_frame.get(int(i), -1 if reverse else 2**62))
             for i in matched:
                 if i != first:
                     p.duplicates[(int(first), int(i))] += 1
@@ -486,25 +768,28 @@ class ConceptVideoSession:
         return outs
 
     def _consolidate(self, b: _Bucket, fr: _Frame, t: int, temp: dict[int, dict], encode: bool) -> dict:
-        """Bucket ``b``'s conditioning output on frame ``t``: the objects given masks (``temp``) from their video-size
-        masks (downsampled with antialiasing), the others as tracked there; memory encoded from the binarised,
-        pixel-wise non-overlapping masks when ``encode``."""
+        """Bucket ``b``'s conditioning output on frame ``t``: the objects given masks or clicks (``temp``) from those,
+        the others as stored there; memory encoded from the binarised, pixel-wise non-overlapping masks when
+        ``encode``. A lone object's tracked frames within 7 frames are then not used for its clicks."""
         k, r = len(b.obj_ids), self.low
         masks = torch.full((k, 1, r, r), NO_OBJ, device=self.device)
         ptr = torch.full((k, self.tracker.hidden_dim), NO_OBJ, device=self.device)
         scores = torch.full((k, 1), 10.0, device=self.device)
         iou = torch.zeros((k, 1), device=self.device)
-        old = b.outputs["cond_frame_outputs"].get(t) or b.outputs["non_cond_frame_outputs"].get(t)
         for j, obj in enumerate(b.obj_ids):
             o = temp.get(obj)
-            if o is not None:
+            if o is not None and "video" in o:  # a mask given at video size, downsampled with antialiasing
                 masks[j] = F.interpolate(o["video"].float(), size=(r, r), mode="bilinear", align_corners=False,
                                          antialias=True)[0]
-            elif old is not None:
-                o = {k2: old[k2][j : j + 1] for k2 in ("obj_ptr", "object_score_logits", "iou_score")}
-                masks[j] = old["pred_masks"][j]
+            elif o is not None:
+                masks[j] = o["pred_masks"][0].float()
             else:
-                continue
+                o = b.own_output(obj, t)
+                if o is None:
+                    if encode:
+                        ptr[j] = self.tracker.no_obj_ptr[0]  # the pointer of an empty mask
+                    continue
+                masks[j] = o["pred_masks"][0].float()
             ptr[j] = o["obj_ptr"][0].float()
             scores[j] = o["object_score_logits"][0].float()
             iou[j] = o["iou_score"].reshape(-1)[0].float()
@@ -519,13 +804,16 @@ class ConceptVideoSession:
             out["maskmem_features"], out["maskmem_pos_enc"] = mem.to(torch.bfloat16), list(pos)
         b.outputs["cond_frame_outputs"][t] = out
         b.outputs["non_cond_frame_outputs"].pop(t, None)
-        for obj in temp:
-            b.inputs.setdefault(t, set()).add(obj)
+        b.cleared.discard(t)
+        if k <= 1:
+            b.cleared.update(range(t - self.tracker.num_maskmem, t + self.tracker.num_maskmem + 1))
         return out
 
     def _add_bucket(self, p: _Phrase, fr: _Frame, t: int, ids: list[int], det_logits: torch.Tensor) -> None:
         b = _Bucket(list(ids))
         outs = self._mask_outputs(fr, t, self._mask_inputs(det_logits))
+        for i in ids:
+            b.masks[i].add(t)
         self._consolidate(b, fr, t, dict(zip(ids, outs)), encode=True)
         p.buckets.append(b)
 
@@ -543,6 +831,8 @@ class ConceptVideoSession:
                     for o in temp.values():
                         o["video"] = torch.where(out["video"] > 0, NO_OBJ, o["video"])
                     temp[obj] = out
+                    b.masks[obj].add(t)
+                    b.points[obj].pop(t, None)
         for bi, temp in touched.items():
             self._consolidate(p.buckets[bi], fr, t, temp, encode=False)  # its memory is encoded next
 
@@ -559,14 +849,10 @@ class ConceptVideoSession:
                 p.buckets.remove(b)
                 continue
             for i in (b.obj_ids[j] for j in gone):
-                for f in [f for f, objs in b.inputs.items() if i in objs]:
-                    b.inputs[f].discard(i)
-                    if not b.inputs[f]:  # no object prompted there any more: an ordinary tracked frame
-                        del b.inputs[f]
-                        out = b.outputs["cond_frame_outputs"].pop(f, None)
-                        if out is not None:
-                            b.outputs["non_cond_frame_outputs"][f] = out
-                            b.tracked.pop(f, None)
+                frames = set(b.masks.pop(i, set())) | set(b.points.pop(i, {}))
+                for f in frames:
+                    if not b.has_input(f):  # no object prompted there any more: an ordinary tracked frame
+                        self._demote(b, f)
             idx = torch.tensor(keep, device=self.device)
             for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
                 for out in b.outputs[key].values():
@@ -580,16 +866,16 @@ class ConceptVideoSession:
             b.obj_ids = [b.obj_ids[j] for j in keep]
 
     # ------------------------------------------------------------------ results
-    def _results(self, fr: _Frame, outs: dict[int, _FrameOut], hide: bool) -> Results:
-        h, w = fr.image.shape[:2]
+    def _results(self, image: np.ndarray, t: int, outs: dict[int, _FrameOut]) -> Results:
+        hw = image.shape[:2]
         ids, masks, conf, cls = [], [], [], []
         for q, o in outs.items():
             p = self.phrases[q]
             if not o.obj_ids:
                 continue
-            video = F.interpolate(o.logits[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0
+            video = o.video(hw)
             order = np.argsort(o.obj_ids, kind="stable")
-            sel = [j for j in order if video[j].any() and not (hide and o.obj_ids[j] in p.removed)]
+            sel = [j for j in order if video[j].any() and not (o.hide_removed and o.obj_ids[j] in p.removed)]
             if not sel:
                 continue
             m = video[torch.tensor(sel, device=video.device)]
@@ -600,15 +886,15 @@ class ConceptVideoSession:
                 m &= score > 0
             ids += [o.obj_ids[j] for j in sel]
             masks.append(m)
-            conf += [p.score[o.obj_ids[j]] for j in sel]
+            conf += [p.score.get(o.obj_ids[j], 0.0) for j in sel]
             cls += [q] * len(sel)
-        mask = torch.cat(masks) if masks else torch.zeros((0, h, w), dtype=torch.bool)
+        mask = torch.cat(masks) if masks else torch.zeros((0, *hw), dtype=torch.bool)
         conf_t = torch.tensor(conf, dtype=torch.float32)
-        res = Results(fr.image, path=self.video.name, masks=mask, iou=conf_t, conf=conf_t,
+        res = Results(image, path=self.video.name, masks=mask, iou=conf_t, conf=conf_t,
                       obj_ids=torch.tensor(ids, dtype=torch.long), cls=torch.tensor(cls, dtype=torch.float32),
                       names=self.names, tracked=True)
         res.concepts = True
-        res.frame = fr.index
+        res.frame = t
         res.fps = self.video.fps
         return res
 

@@ -343,17 +343,23 @@ def _tracker_class():
             return out.permute(1, 2, 0).view(b, c, h, w)
 
         def track(self, frame_idx: int, feats, pos, sizes, output_dict: dict, num_frames: int, reverse: bool = False,
-                  point_inputs=None, mask_inputs=None, prev_logits=None, no_memory: bool = False) -> dict:
-            """One tracking step for a batch of objects, without memory encoding: ``pred_masks`` (B, 1, r, r),
-            ``obj_ptr``, ``object_score_logits`` (B, 1), ``iou_score`` (B,) (the best predicted IoU) and
-            ``eff_iou_score`` (:func:`memory_score`). ``no_memory``: decode without attending to any memory (a
-            correction click in SAM 3's video predictor)."""
+                  point_inputs=None, mask_inputs=None, prev_logits=None, no_memory: bool = False,
+                  encode_memory: bool = False) -> dict:
+            """One tracking step for a batch of objects: ``pred_masks`` (B, 1, r, r), ``obj_ptr``,
+            ``object_score_logits`` (B, 1), ``iou_score`` (B,) (the best predicted IoU), ``eff_iou_score``
+            (:func:`memory_score`), and ``maskmem_features`` / ``maskmem_pos_enc`` when ``encode_memory`` (from the
+            prediction itself; else None). ``no_memory``: decode without attending to any memory (a correction click
+            in SAM 3's video predictor)."""
             sam, _, _ = self._track_step(frame_idx, no_memory, feats, pos, sizes, point_inputs, mask_inputs,
                                          output_dict, num_frames, reverse, prev_logits)
-            _, _, ious, low_res, _, obj_ptr, obj_scores = sam
+            _, _, ious, low_res, high_res, obj_ptr, obj_scores = sam
             iou = ious.max(-1)[0]
-            return {"pred_masks": low_res, "obj_ptr": obj_ptr, "object_score_logits": obj_scores,
-                    "iou_score": iou, "eff_iou_score": memory_score(obj_scores, iou)}
+            out = {"pred_masks": low_res, "obj_ptr": obj_ptr, "object_score_logits": obj_scores, "iou_score": iou,
+                   "eff_iou_score": memory_score(obj_scores, iou), "maskmem_features": None, "maskmem_pos_enc": None}
+            if encode_memory:
+                out["maskmem_features"], out["maskmem_pos_enc"] = self._encode_new_memory(
+                    feats, sizes, high_res, obj_scores, point_inputs is not None)
+            return out
 
     return _Sam3Tracker
 
