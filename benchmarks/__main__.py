@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import image, live, precision, sam3, video, video_memory
+from benchmarks import image, live, precision, sam3, sam3_video, video, video_memory
 from benchmarks.common import Table, command, machine
 
 
@@ -35,6 +35,8 @@ def main(argv=None) -> None:
                    "object, overlay written): FPS kept and latency from arrival to mask (0: skip)")
     p.add_argument("--sam3", default="", help="also SAM 3 concept prompts against Ultralytics' SAM3SemanticPredictor: "
                    "'sam3_test' (small network) or 'sam3' (real size, ~1 min a call on a CPU); '' to skip")
+    p.add_argument("--sam3-video", default="", help="also SAM 3 phrases through a long video against Meta's video model "
+                   "(test size, cpu): resident memory after these frame counts and time per frame, e.g. 100,1000")
     p.add_argument("--skip-image", action="store_true", help="skip the image cases")
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args(argv)
@@ -64,6 +66,9 @@ def main(argv=None) -> None:
         if args.sam3:
             print(f"SAM 3 concepts ({args.sam3}) on {args.device}")
             sam3.run(table, args.sam3, args.device, args.repeats)
+        if args.sam3_video:
+            print("SAM 3 phrases over a long video (test size, cpu)")
+            sam3_video.run(table, memory, Path(tmp), [int(v) for v in args.sam3_video.split(",")])
         if args.video_memory:
             print("resident memory over a long video (tiny architecture, cpu)")
             video_memory.run(table, memory, Path(tmp), [int(v) for v in args.video_memory.split(",")])

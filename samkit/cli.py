@@ -49,7 +49,7 @@ MODE_KEYS = {
                 "texts", "exemplars", "exemplar_labels", "conf", "max_det", *_EVERYTHING,
                 *_OUTPUTS),
     "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
-              "correct_as_cond", "max_prompt_frames", *_OUTPUTS),
+              "correct_as_cond", "max_prompt_frames", "texts", "conf", "max_det", *_OUTPUTS),
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
                  "ray_actors", "batch", "max_pixels", "texts"),
@@ -227,7 +227,7 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                            f" with {', '.join(f'{k}={v}' for k, v in concepts.items())}" if concepts else "")
         else:
             source = str(samples.sample_clip())
-            if all(v is None for v in prompts.values()):
+            if all(v is None for v in prompts.values()) and not concepts:
                 prompts["bboxes"] = samples.SAMPLE_CLIP_BOX
             LOGGER.warning("source= is missing: tracking %s with %s", source,
                            ", ".join(f"{k}={v}" for k, v in prompts.items() if v is not None))
@@ -252,9 +252,13 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                 compile=cfg["compile"], **({"cache": cfg["cache"]} if mode == "predict" else {}))
     outputs["verbose"] = False  # where the outputs went is printed below, once
     if mode == "track":
+        keys = ("fill_hole_area", "correct_as_cond", "max_prompt_frames")  # SAM 2's session; SAM 3 takes those given
+        session = {k: cfg[k] for k in keys if model.concepts is None or k in given}
+        found = {k: v for k, v in concepts.items() if k in ("texts", "conf", "max_det")}
+        if "max_det" in found and "max_det" not in given:
+            del found["max_det"]
         results = model.track(source, **prompts, frame=cfg["frame"], max_frames=cfg["max_frames"], stream=True,
-                              fill_hole_area=cfg["fill_hole_area"], correct_as_cond=cfg["correct_as_cond"],
-                              max_prompt_frames=cfg["max_prompt_frames"], **outputs)
+                              **session, **found, **outputs)
     else:
         prompted = concepts or any(v is not None for v in prompts.values())
         everything = {} if prompted else {k: cfg[k] for k in _EVERYTHING}

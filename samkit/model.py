@@ -54,6 +54,20 @@ def _track_through(session, frame: int, max_frames: int | None):
         session.close()
 
 
+def _concepts_through(session, frame: int, max_frames: int | None):
+    """SAM 3: forward from ``frame``, then backward from it (the reference's "both" direction: frames ``frame - 1``
+    down to 0); closes the session at the end."""
+    back = frame > 0 and not session.video.live and (max_frames is None or max_frames > 0)
+    if back:
+        session.anchors.add(frame)  # a one-way session keeps what the backward pass will attend to
+    try:
+        yield from session.propagate(start=frame, max_frames=max_frames)
+        if back:
+            yield from session.propagate(start=frame, reverse=True, max_frames=max_frames)
+    finally:
+        session.close()
+
+
 def _unknown_keyword(method: str, key: str, known) -> str:
     """The error text for an unknown keyword: why, for Ultralytics settings that do not apply to SAM; else the
     closest known settings."""
@@ -397,7 +411,10 @@ class SAM:
                                     or max_det < 1):
             raise ValueError(f"max_det={max_det!r} must be a positive integer or None")
         if source is not None and (is_video_path(source) or is_live(source)):
-            raise ValueError("concept prompts on videos are not available yet: give images")
+            if len(query.boxes):
+                raise ValueError("exemplars= are for images; on a video give texts= (phrases)")
+            return self.track(source, texts=query.texts, conf=conf, max_det=max_det, stream=stream,
+                              _mode="predict", **out)
         if source is None and self._image is None:
             raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
         items = None if source is None else iter_images(source)
@@ -582,7 +599,7 @@ class SAM:
               save_txt: bool = False, save_coco: bool = False, save_masks: bool = False, rle: bool | None = None,
               project: str | os.PathLike | None = None, name: str | None = None, exist_ok: bool = False,
               verbose: bool | None = None, device: str | int | torch.device | None = None, show: bool = False,
-              _mode: str = "track", **session):
+              texts=None, conf: float | None = None, max_det: int | None = None, _mode: str = "track", **session):
         """Prompt frame ``frame`` of a video and track the objects through it.
 
         Prompts take the image forms of :meth:`predict` (boxes, clicks, binary masks at frame size, the
@@ -599,8 +616,15 @@ class SAM:
                 (default folder ``runs/track/exp``): an mp4 with every frame in order and the prompts drawn on
                 their frame, labels and masks per frame.
             verbose, device, show: As in :meth:`predict` (``show`` plays the tracked frames in a window).
+            texts: SAM 3: a phrase or a list of phrases; every instance is found on every frame and tracked (new
+                instances get new ids; ``boxes.cls`` is the phrase's index). Results come 15 frames behind the
+                tracker (see :mod:`samkit.engine.concept_video`).
+            conf: SAM 3 with ``texts``: the detection score to keep a detection (default 0.5, the reference's);
+                new objects need at least 0.7 (or ``conf`` when higher).
+            max_det: SAM 3 with ``texts``: at most this many objects per phrase at once.
             **session: :class:`~samkit.engine.video.VideoSession` settings (``fill_hole_area``,
-                ``correct_as_cond``, ``max_prompt_frames``).
+                ``correct_as_cond``, ``max_prompt_frames``); for SAM 3, :class:`~samkit.engine.concept_video.
+                ConceptTracking` settings (``hotstart_delay``, ``new_threshold``...).
 
         Returns:
             One :class:`~samkit.results.Results` per frame (object ids in ``boxes.id``), or a generator of them.
@@ -608,6 +632,14 @@ class SAM:
         from samkit.engine.video import VideoSession, check_max_frames
         from samkit.prompts import normalize_prompts
 
+        if self.concepts is not None:
+            return self._track_sam3(source, dict(bboxes=bboxes, points=points, labels=labels, masks=masks,
+                                                 prompts=prompts), texts, conf, max_det, frame, stream, max_frames,
+                                    self._call_settings(locals(), verbose, device), _mode, session)
+        if texts is not None or conf is not None or max_det is not None:
+            key = "texts" if texts is not None else "conf" if conf is not None else "max_det"
+            raise ValueError(f"{key}= on video needs a SAM 3 model (sam3.pt); {self.family} tracks the objects given "
+                             "by bboxes=, points= / labels=, masks= or prompts=")
         known = ("fill_hole_area", "correct_as_cond", "max_prompt_frames", "names")
         for key in session:
             if key not in known:
@@ -634,11 +666,80 @@ class SAM:
         gen = self._saving(_track_through(session, frame, max_frames), _mode, out)
         return gen if stream else list(gen)
 
+    def _track_sam3(self, source, given: dict, texts, conf, max_det, frame: int, stream: bool, max_frames,
+                    out: dict, mode: str, settings: dict):
+        """track() for SAM 3: phrases found and tracked, or clicked / boxed objects through SAM 3's tracker."""
+        from samkit.engine.concept_video import ConceptVideoSession
+        from samkit.engine.video import check_max_frames
+        from samkit.prompts import normalize_prompts
+
+        max_frames = check_max_frames(max_frames)
+        prompted = [k for k, v in given.items() if v is not None]
+        if texts is not None and prompted:
+            raise ValueError(f"give texts= or {', '.join(prompted)}, not both: phrases find their own instances")
+        if texts is None and not prompted:
+            raise ValueError("tracking needs prompts: texts= (SAM 3 phrases), bboxes=, points= (with labels=) or "
+                             "prompts=")
+        if given["masks"] is not None:
+            raise ValueError("SAM 3's video tracker takes clicks and boxes (points=, bboxes=), not masks=")
+        if texts is None and (conf is not None or max_det is not None):
+            raise ValueError("conf= and max_det= apply to phrases (texts=); clicks and boxes give one object each")
+        tracking = self._concept_tracking(conf, max_det, settings)
+        session = ConceptVideoSession(self.runtime, source, engine=self.concepts, settings=tracking,
+                                      interactive=texts is None)
+        try:
+            if texts is not None:
+                session.add(frame, texts=texts)
+            else:
+                obj = normalize_prompts(session.frame_hw(frame), **given, low_res=None)
+                ids = np.where(obj.track_id >= 0, obj.track_id, np.arange(len(obj)))
+                for i in range(len(obj)):
+                    pts, labs = obj.object_points(i)
+                    box = obj.boxes[i] if obj.has_box[i] else None
+                    session.add(frame, obj_id=int(ids[i]), points=pts if len(pts) else None,
+                                labels=labs if len(pts) else None, box=box)
+        except BaseException:
+            session.close()
+            raise
+        gen = self._saving(_concepts_through(session, frame, max_frames), mode, out)
+        return gen if stream else list(gen)
+
+    @staticmethod
+    def _concept_tracking(conf, max_det, settings: dict):
+        from dataclasses import fields
+
+        from samkit.engine.concept_video import ConceptTracking
+
+        known = [f.name for f in fields(ConceptTracking)]
+        for key in settings:
+            if key not in known:
+                raise TypeError(_unknown_keyword("track", key, (*known, *_CALL_KEYS, "frame", "max_frames", "texts",
+                                                                "conf", "max_det")))
+        settings = dict(settings)
+        if conf is not None:
+            if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf < 1.0:
+                raise ValueError(f"conf={conf!r} must be a number in [0, 1) (a detection score)")
+            settings["score_threshold"] = float(conf)
+            settings["new_threshold"] = max(float(conf), settings.get("new_threshold", 0.7))
+        if max_det is not None:
+            if isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer)) or max_det < 1:
+                raise ValueError(f"max_det={max_det!r} must be a positive integer or None")
+            settings["max_objects"] = int(max_det)
+        return ConceptTracking(**settings)
+
     def video(self, source, **kwargs):
-        """An interactive :class:`~samkit.engine.video.VideoSession` on ``source`` (a video file, a folder of
-        frames, a list of arrays, a webcam index or a stream URL); use it as a context manager."""
+        """An interactive session on ``source`` (a video file, a folder of frames, a list of arrays, a webcam index or
+        a stream URL); use it as a context manager. SAM 2 / 2.1: a :class:`~samkit.engine.video.VideoSession`;
+        SAM 3: a :class:`~samkit.engine.concept_video.ConceptVideoSession` (``add(frame, texts=[...])`` finds and
+        tracks phrases, ``add(frame, obj_id=, points=)`` corrects one instance); ``kwargs`` are its settings."""
         from samkit.engine.video import VideoSession
 
+        if self.concepts is not None:
+            from samkit.engine.concept_video import ConceptVideoSession
+
+            interactive = kwargs.pop("interactive", True)
+            return ConceptVideoSession(self.runtime, source, engine=self.concepts,
+                                       settings=self._concept_tracking(None, None, kwargs), interactive=interactive)
         return VideoSession(self.runtime, source, **kwargs)
 
     # ------------------------------------------------------------------ description

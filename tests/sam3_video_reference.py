@@ -124,8 +124,6 @@ def build_video_reference(arch, seed: int = 0, **overrides) -> nn.Module:
     return model.eval()
 
 
-
-
 @contextlib.contextmanager
 def frames_patch(frames: torch.Tensor, hw: tuple[int, int]):
     """Meta's ``load_resource_as_video_frames`` returns ``frames`` ((T, 3, S, S), already normalised) and the
@@ -142,3 +140,25 @@ def frames_patch(frames: torch.Tensor, hw: tuple[int, int]):
         yield
     finally:
         svi.load_resource_as_video_frames = saved
+
+
+@torch.no_grad()
+def shape_weights_(model: nn.Module, score: float = -8.0, presence: float = 4.0, offset: float = 4.0) -> None:
+    """Give random detector weights detections worth tracking (same change on both sides: it is in the weights).
+
+    Random weights score every query near 0.2 with masks covering most of the image, so nothing passes Meta's
+    thresholds (0.5 to keep, 0.7 to start an object) and mask NMS leaves one detection. Scaling the text projection
+    of the dot-product scorer by ``score`` spreads the class logits (negative flips their sign: most queries then
+    score 0.95+), a presence bias of ``presence`` makes the concept present, and a constant pixel-embedding channel
+    with a query weight of ``-offset`` shrinks every mask to its query's strongest region, so several detections
+    survive NMS and are tracked, matched, removed and re-found as with a trained model.
+    """
+    p = dict(model.named_parameters())
+    d = "detector."
+    p[d + "dot_prod_scoring.prompt_proj.weight"].mul_(score)
+    p[d + "dot_prod_scoring.prompt_proj.bias"].mul_(score)
+    p[d + "transformer.decoder.presence_token_head.layers.2.bias"].fill_(presence)
+    p[d + "segmentation_head.instance_seg_head.weight"][0].zero_()
+    p[d + "segmentation_head.instance_seg_head.bias"][0] = 1.0
+    p[d + "segmentation_head.mask_predictor.mask_embed.layers.2.weight"][0].zero_()
+    p[d + "segmentation_head.mask_predictor.mask_embed.layers.2.bias"][0] = -offset

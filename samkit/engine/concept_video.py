@@ -232,6 +232,7 @@ class ConceptVideoSession:
         self.next_id = 0
         self.low = self.transforms.low_res
         self.first_frame: int | None = None  # the earliest frame with outputs (the default start)
+        self.anchors: set[int] = set()  # a one-way session: frames a backward pass will start from
         self._frame: _Frame | None = None
         self._prepared = None
         self.frames_encoded = 0
@@ -648,19 +649,27 @@ class ConceptVideoSession:
     def _forget(self, b: _Bucket, t: int, reverse: bool) -> None:
         """A one-way stream: drop the outputs frame ``t + 1`` (``t - 1`` going backward) and every later frame can no
         longer attend to, so memory stays flat: tracked frames behind the 15 most recent with a memory score above
-        the threshold (and behind ``t``), conditioning frames behind the 4 most recent."""
+        the threshold (memory selection never reaches further), conditioning frames behind the 4 nearest (the most
+        the tracker attends to). Frames a planned backward pass will attend to (:attr:`anchors`) stay."""
         behind = (lambda f: f > t) if reverse else (lambda f: f < t)
         keep_valid = min(self._frames_for_memory(), self.tracker.max_obj_ptrs_in_encoder) - 1
-        non_cond = b.outputs["non_cond_frame_outputs"]
+        thr, n_cond = self.tracker.mf_threshold, self.tracker.max_cond_frames_in_attn
+        non_cond, cond = b.outputs["non_cond_frame_outputs"], b.outputs["cond_frame_outputs"]
+
+        def valid(frames):
+            return [f for f in frames if non_cond[f].get("eff_score", 0.0) > thr][:keep_valid]
+
         older = sorted((f for f in non_cond if behind(f)), key=lambda f: abs(f - t))
-        valid = [f for f in older if non_cond[f].get("eff_score", 0.0) > self.tracker.mf_threshold][:keep_valid]
-        keep = set(valid)
+        keep = set(valid(older))
+        keep_cond = {f for f in cond if not behind(f)}
+        keep_cond |= set(sorted((f for f in cond if behind(f)), key=lambda f: abs(f - t))[:n_cond])
+        for a in () if reverse else self.anchors:  # what a backward pass from ``a`` will attend to
+            keep |= set(valid(sorted(f for f in non_cond if f >= a))) | {a}
+            keep_cond |= set(sorted(f for f in cond if f >= a)[:n_cond])
         for f in older:
             if f not in keep:
                 del non_cond[f]
-        cond = b.outputs["cond_frame_outputs"]
-        old_cond = sorted((f for f in cond if behind(f) or f == t), key=lambda f: abs(f - t))
-        for f in old_cond[self.tracker.max_cond_frames_in_attn:]:
+        for f in [f for f in cond if f not in keep_cond]:
             del cond[f]
             for o in b.masks.values():
                 o.discard(f)

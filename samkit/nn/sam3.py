@@ -332,7 +332,8 @@ def _tracker_class():
                 t_pos_enc = torch.tensor(rel, dtype=torch.float32).to(device) / (max_ptrs - 1)
                 obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(t_pos_enc, dim=c)).unsqueeze(1).expand(-1, b, -1)
                 if self.mem_dim < c:  # a pointer becomes c // mem_dim tokens
-                    obj_ptrs = obj_ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                    split = c // self.mem_dim
+                    obj_ptrs = obj_ptrs.reshape(-1, b, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
                     obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
                 feats.append(obj_ptrs)
                 pos.append(obj_pos)
