@@ -35,8 +35,8 @@ def main(argv=None) -> None:
                    "object, overlay written): FPS kept and latency from arrival to mask (0: skip)")
     p.add_argument("--sam3", default="", help="also SAM 3 concept prompts against Ultralytics' SAM3SemanticPredictor: "
                    "'sam3_test' (small network) or 'sam3' (real size, ~1 min a call on a CPU); '' to skip")
-    p.add_argument("--sam3-video", default="", help="also SAM 3 phrases through a long video against Meta's video model "
-                   "(test size, cpu): resident memory after these frame counts and time per frame, e.g. 100,1000")
+    p.add_argument("--sam3-video", default="", help="also SAM 3 phrases through a long video against Meta's video "
+                   "model (test size, cpu): resident memory after these frame counts and time per frame, e.g. 100,1000")
     p.add_argument("--skip-image", action="store_true", help="skip the image cases")
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args(argv)
