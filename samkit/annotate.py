@@ -43,6 +43,7 @@ import torch
 
 from samkit.cfg import DEFAULT_MODEL
 from samkit.utils import LOGGER
+from samkit.utils.detectors import load_detector, set_detector_classes
 from samkit.utils.downloads import file_sha256
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
@@ -158,9 +159,7 @@ class Annotator:
             if hasattr(self.det_model, "predict"):
                 self._det = self.det_model
             else:
-                from ultralytics import YOLO
-
-                self._det = YOLO(str(self.det_model))
+                self._det = load_detector(self.det_model)
         if self.texts is not None and not self._classes_set:
             set_detector_classes(self._det, self.texts)
             self._classes_set = True
@@ -284,15 +283,6 @@ def _sam_family(sam_model) -> str:
     if entry is not None:  # a registry name says the family without reading gigabytes
         return entry.arch.family
     return detect_architecture(read_checkpoint(path), str(path))[0].family
-
-
-def set_detector_classes(det, texts: list[str]) -> None:
-    """Give an open-vocabulary Ultralytics detector (YOLOE, YOLO-World) the phrases as its classes, in order: its
-    class ids are then the phrases' indices."""
-    if not callable(getattr(det, "set_classes", None)):
-        raise ValueError(f"texts= needs an open-vocabulary detector (YOLOE, YOLO-World) or a SAM 3 model without "
-                         f"det_model=; {type(det).__name__} detects a fixed set of classes")
-    det.set_classes(list(texts))
 
 
 def write_data_yaml(out: Path, names: dict[int, str]) -> Path:

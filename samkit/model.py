@@ -39,6 +39,7 @@ _NOT_FOR_SAM = {
     "save_conf": "COCO files hold each mask's score",
     "save_crop": "masks are saved whole (save_masks=True)",
 }
+NEW_OBJECT_IOU = 0.5  # a detector box overlapping a tracked object's box this much is that object (Grounded SAM 2)
 _FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM", "sam3": "SAM 3"}
 
 
@@ -599,7 +600,8 @@ class SAM:
               save_txt: bool = False, save_coco: bool = False, save_masks: bool = False, rle: bool | None = None,
               project: str | os.PathLike | None = None, name: str | None = None, exist_ok: bool = False,
               verbose: bool | None = None, device: str | int | torch.device | None = None, show: bool = False,
-              texts=None, conf: float | None = None, max_det: int | None = None, _mode: str = "track", **session):
+              texts=None, conf: float | None = None, max_det: int | None = None, det_model=None, det_every: int = 10,
+              _mode: str = "track", **session):
         """Prompt frame ``frame`` of a video and track the objects through it.
 
         Prompts take the image forms of :meth:`predict` (boxes, clicks, binary masks at frame size, the
@@ -621,7 +623,14 @@ class SAM:
                 tracker (see :mod:`samkit.engine.concept_video`).
             conf: SAM 3 with ``texts``: the detection score to keep a detection (default 0.5, the reference's);
                 new objects need at least 0.7 (or ``conf`` when higher).
-            max_det: SAM 3 with ``texts``: at most this many objects per phrase at once.
+            max_det: SAM 3 with ``texts``: at most this many objects per phrase at once; with ``det_model``: the
+                detector's ``max_det``.
+            det_model: SAM 2 / 2.1 with ``texts``: an open-vocabulary Ultralytics detector (YOLOE, YOLO-World; a
+                weights name or path, or a loaded model), given the phrases as its classes. It runs on ``frame`` and
+                on every ``det_every``-th frame from it (both ways); a detection whose box overlaps no tracked
+                object's box by IoU 0.5 starts a new object there ("Grounded SAM 2"). ``conf``: its confidence
+                threshold (default Ultralytics' 0.25).
+            det_every: Frames between two detector runs with ``det_model``.
             **session: :class:`~samkit.engine.video.VideoSession` settings (``fill_hole_area``,
                 ``correct_as_cond``, ``max_prompt_frames``); for SAM 3, :class:`~samkit.engine.concept_video.
                 ConceptTracking` settings (``hotstart_delay``, ``new_threshold``...).
@@ -636,10 +645,21 @@ class SAM:
             return self._track_sam3(source, dict(bboxes=bboxes, points=points, labels=labels, masks=masks,
                                                  prompts=prompts), texts, conf, max_det, frame, stream, max_frames,
                                     self._call_settings(locals(), verbose, device), _mode, session)
-        if texts is not None or conf is not None or max_det is not None:
-            key = "texts" if texts is not None else "conf" if conf is not None else "max_det"
-            raise ValueError(f"{key}= on video needs a SAM 3 model (sam3.pt); {self.family} tracks the objects given "
-                             "by bboxes=, points= / labels=, masks= or prompts=")
+        if det_model is not None or texts is not None:
+            if texts is None or det_model is None:
+                raise ValueError(f"texts= on video needs a SAM 3 model (sam3.pt), or det_model= (an open-vocabulary "
+                                 f"detector: YOLOE, YOLO-World) with {self.family}" if det_model is None else
+                                 "det_model= needs texts=: the phrases the detector looks for")
+            given = {k: v for k, v in dict(bboxes=bboxes, points=points, labels=labels, masks=masks,
+                                           prompts=prompts).items() if v is not None}
+            if given:
+                raise ValueError(f"give texts= with det_model=, or {', '.join(given)}, not both")
+            return self._track_grounded(source, texts, det_model, det_every, conf, max_det, frame, stream, max_frames,
+                                        self._call_settings(locals(), verbose, device), _mode, session)
+        if conf is not None or max_det is not None:
+            key = "conf" if conf is not None else "max_det"
+            raise ValueError(f"{key}= on video applies to phrases (texts=) with SAM 3 or det_model=; {self.family} "
+                             "tracks the objects given by bboxes=, points= / labels=, masks= or prompts=")
         known = ("fill_hole_area", "correct_as_cond", "max_prompt_frames", "names")
         for key in session:
             if key not in known:
@@ -703,6 +723,59 @@ class SAM:
             raise
         gen = self._saving(_concepts_through(session, frame, max_frames), mode, out)
         return gen if stream else list(gen)
+
+    def _track_grounded(self, source, texts, det_model, every, conf, max_det, frame: int, stream: bool, max_frames,
+                        out: dict, mode: str, settings: dict):
+        """track() for SAM 2 with phrases: an open-vocabulary detector's boxes start objects on keyframes."""
+        from samkit.engine.concepts import concept_query
+        from samkit.engine.video import VideoSession, check_max_frames
+        from samkit.prompts import normalize_prompts
+        from samkit.utils.detectors import load_detector, set_detector_classes
+
+        max_frames = check_max_frames(max_frames)
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"det_every={every!r} must be a positive integer (frames between detector runs)")
+        phrases = concept_query(texts=texts).texts
+        known = ("fill_hole_area", "correct_as_cond", "max_prompt_frames")
+        for key in settings:
+            if key not in known:
+                raise TypeError(_unknown_keyword("track", key, (*known, *_CALL_KEYS, "frame", "max_frames", "texts",
+                                                                "det_model", "det_every", "conf", "max_det")))
+        det = load_detector(det_model)
+        set_detector_classes(det, phrases)
+        names = dict(enumerate(phrases))
+        session = VideoSession(self.runtime, source, names=names, **settings)
+        count = [0]
+        args = {k: v for k, v in (("conf", conf), ("max_det", max_det)) if v is not None}
+
+        def discover(res):
+            if abs(res.frame - frame) % every:
+                return None
+            found = det.predict(res.orig_img, verbose=False, **args)[0].boxes.cpu()
+            tracked = res.boxes.xyxy.float().cpu()[res.masks.data.flatten(1).any(1).cpu()] if len(res) else None
+            if len(found) and tracked is not None and len(tracked):
+                from ultralytics.utils.metrics import box_iou
+
+                found = found[box_iou(found.xyxy.float(), tracked).amax(1) < NEW_OBJECT_IOU]
+            if not len(found):
+                return None
+            prompts = normalize_prompts(res.orig_img.shape[:2], bboxes=found, low_res=None)
+            ids = list(range(count[0], count[0] + len(prompts)))
+            count[0] += len(prompts)
+            return prompts, ids
+
+        def gen():
+            try:
+                yield from session.propagate(start=frame, max_frames=max_frames, discover=discover)
+                if frame > 0 and not session.video.live and (max_frames is None or max_frames > 0):
+                    back = None if max_frames is None else max_frames - 1
+                    yield from session.propagate(start=frame - 1, reverse=True, max_frames=back, discover=discover)
+            finally:
+                session.close()
+
+        session.frame_hw(frame)  # a bad source or frame fails here, before any output
+        results = self._saving(gen(), mode, out)
+        return results if stream else list(results)
 
     @staticmethod
     def _concept_tracking(conf, max_det, settings: dict):

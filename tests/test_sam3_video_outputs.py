@@ -197,3 +197,66 @@ def test_cli_track_with_phrases(sam3, clip, tmp_path):
     assert labels, "no label file was written"
     assert all(len(row.split()) >= 7 and row.split()[0] == "0" for p in labels for row in p.read_text().splitlines())
     assert len(read_video(tmp_path / "cli" / "discs.mp4")) == N
+
+
+class ScriptedDetector:
+    """An open-vocabulary detector stand-in: the boxes it "finds" on each frame are scripted (by frame index, read
+    from the square's position in the clip)."""
+
+    def __init__(self, script: dict):
+        self.script, self.names, self.calls = script, {}, []
+
+    def set_classes(self, texts):
+        self.names = dict(enumerate(texts))
+
+    def predict(self, image, verbose=False, conf=0.25, **kw):
+        from ultralytics.engine.results import Results as YoloResults
+
+        t = len(self.calls)
+        self.calls.append(t)
+        rows = self.script.get(t, [])
+        boxes = torch.tensor([[*b, 0.9, c] for b, c in rows], dtype=torch.float32).reshape(-1, 6)
+        return [YoloResults(image, path="frame.jpg", names=self.names, boxes=boxes)]
+
+
+def test_grounded_sam2_starts_objects_from_detections_on_keyframes(present_ckpt):
+    """SAM 2 with texts= and an open-vocabulary detector: the detector runs on every det_every-th frame; a box
+    overlapping a tracked object is that object, a box overlapping none starts a new one (with the phrase's class)."""
+    frames = disc_frames(12)
+    a, b = [35, 35, 85, 85], [145, 75, 215, 145]
+    tiny = SAM(str(present_ckpt), verbose=False)  # its objects stay present: real masks
+    alone = tiny.track(frames, texts=["red disc", "green disc"], det_model=ScriptedDetector({0: [(a, 0)]}),
+                       det_every=4)
+    assert [r.obj_ids.tolist() for r in alone] == [[0]] * 12
+    x0, y0, x1, y1 = alone[4].boxes.xyxy[0].tolist()  # where the tracker has object 0 on frame 4
+    again = [x0 + 0.1 * (x1 - x0), y0, x1 + 0.1 * (x1 - x0), y1]  # the detector finds it there again (IoU > 0.5)
+    # keyframes 0, 4, 8 (the detector's 1st, 2nd, 3rd call): A on frame 0; A again and B on frame 4
+    det = ScriptedDetector({0: [(a, 0)], 1: [(again, 0), (b, 1)], 2: []})
+    results = tiny.track(frames, texts=["red disc", "green disc"], det_model=det, det_every=4)
+    assert len(det.calls) == 3 and det.names == {0: "red disc", 1: "green disc"}
+    assert [r.frame for r in results] == list(range(12))
+    for r in results:
+        assert r.names == {0: "red disc", 1: "green disc"}
+    assert results[0].obj_ids.tolist() == [0]
+    assert results[3].obj_ids.tolist() == [0]
+    assert results[4].obj_ids.tolist() == [0, 1] and results[11].obj_ids.tolist() == [0, 1]
+    assert results[4].boxes.cls.tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="det_model= needs texts="):
+        tiny.track(frames, det_model=det)
+    with pytest.raises(ValueError, match="det_every=0"):
+        tiny.track(frames, texts="red disc", det_model=det, det_every=0)
+    with pytest.raises(ValueError, match="open-vocabulary detector"):
+        tiny.track(frames, texts="red disc", det_model=object.__new__(type("Fixed", (), {"predict": None})))
+
+
+def test_grounded_sam2_with_a_real_yoloe_and_both_directions(tiny_ckpt, monkeypatch):
+    from ultralytics import YOLO, YOLOE
+
+    det = YOLO("yoloe-11s-seg.yaml")  # random weights; its text embeddings too (no download)
+    monkeypatch.setattr(YOLOE, "get_text_pe", lambda self, texts: torch.randn(1, len(texts), 512))
+    frames = disc_frames(9)
+    tiny = SAM(str(tiny_ckpt), verbose=False)
+    results = tiny.track(frames, texts=["disc"], det_model=det, det_every=3, frame=4, conf=0.0001, max_det=3)
+    assert [r.frame for r in results] == list(range(4, 9)) + [3, 2, 1, 0]
+    assert results[0].obj_ids.tolist() == list(range(len(results[0])))  # frame 4: the detector's boxes, ids 0..
+    assert 1 <= len(results[0]) <= 3

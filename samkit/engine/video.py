@@ -181,6 +181,10 @@ class VideoSession:
         _, feats, pos, sizes = self.net._prepare_backbone_features(backbone_out)
         return feats, pos, sizes
 
+    def frame_image(self, frame: int) -> np.ndarray:
+        """Frame ``frame`` (BGR), decoded once for its features and its Results."""
+        return self._frame(self._check_frame(frame))
+
     def frame_hw(self, frame: int = 0) -> tuple[int, int]:
         """(height, width) of the video's frames; frame ``frame`` is decoded first when the size is not known yet
         (a live source knows it only from a frame), and kept for the prompts on it."""
@@ -360,17 +364,24 @@ class VideoSession:
             for frame in obj.outputs["cond_frame_outputs"]:
                 obj.outputs["non_cond_frame_outputs"].pop(frame, None)
 
-    def propagate(self, start: int | None = None, reverse: bool = False, max_frames: int | None = None):
+    def propagate(self, start: int | None = None, reverse: bool = False, max_frames: int | None = None,
+                  discover=None):
         """Track every object frame by frame; yields one Results per frame.
 
         Args:
             start: First frame (default: the earliest prompted frame).
             reverse: Go towards frame 0 instead of the end.
             max_frames: Stop after this many frames after ``start``.
+            discover: Called with each frame's Results (the objects tracked so far); it returns None, or
+                ``(prompts, obj_ids)`` (:class:`~samkit.prompts.ObjectPrompts` at the frame's size and new ids) of
+                objects to start on that frame, which are then tracked from it on (the frame's Results include them).
+                With ``discover`` the session may start empty (give ``start``).
         """
         max_frames = check_max_frames(max_frames)
-        if not self.objects:
+        if not self.objects and discover is None:
             raise ValueError("no objects to track: add prompts with add() first")
+        if start is None and not self.objects:
+            raise ValueError("give start= to propagate a session without objects")
         self._encode_pending()
         if start is None:
             start = min(f for o in self.objects.values() for f in o.outputs["cond_frame_outputs"])
@@ -399,7 +410,16 @@ class VideoSession:
                 for obj in self.objects.values():
                     obj.tracked[t] = reverse
                     self._forget_far(obj, t)
-                yield self._results(t)
+                res = self._results(t)
+                found = discover(res) if discover is not None else None
+                if found is not None and len(found[0]):
+                    prompts, ids = found
+                    self.add_prompts(t, prompts, ids)
+                    self._encode_pending()
+                    for i in ids:
+                        self.objects[int(i)].tracked[t] = reverse
+                    res = self._results(t)
+                yield res
         finally:
             ahead.close()
             self._prepared = None

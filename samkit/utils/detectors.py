@@ -1,0 +1,23 @@
+"""Ultralytics detectors used with SAM: loaded from a name or path (or given loaded), and open-vocabulary ones
+(YOLOE, YOLO-World) given phrases as their classes."""
+
+from __future__ import annotations
+
+
+def load_detector(det_model):
+    """An Ultralytics model: ``det_model`` itself when it is loaded (it has ``predict``), else ``YOLO(det_model)``
+    (a weights name or path; Ultralytics picks YOLOE / YOLO-World from the name)."""
+    if hasattr(det_model, "predict"):
+        return det_model
+    from ultralytics import YOLO
+
+    return YOLO(str(det_model))
+
+
+def set_detector_classes(det, texts: list[str]) -> None:
+    """Give an open-vocabulary Ultralytics detector (YOLOE, YOLO-World) the phrases as its classes, in order: its
+    class ids are then the phrases' indices."""
+    if not callable(getattr(det, "set_classes", None)):
+        raise ValueError(f"texts= needs an open-vocabulary detector (YOLOE, YOLO-World) or a SAM 3 model without "
+                         f"det_model=; {type(det).__name__} detects a fixed set of classes")
+    det.set_classes(list(texts))
