@@ -7,6 +7,8 @@ Modes:
               (without source=: the sample images bus.jpg and zidane.jpg, with boxes around their people and bus)
     track     prompt one frame of a video and track the objects through it:
               samkit track model=sam2.1_b.pt source=clip.mp4 points="[[210,350]]" labels="[1]" frame=0
+              every instance of phrases: samkit track model=sam3.pt source=clip.mp4 texts="person,dog"
+              (SAM 2 with a YOLOE detector: ... model=sam2.1_b.pt texts=person det_model=yoloe-11s-seg.pt)
               (without source=: a short sample clip, tracking a box around the man on the right)
     annotate  boxes from a detector (or box labels) -> SAM masks -> dataset labels:
               samkit annotate data=images/ det_model=yolo11x.pt sam_model=sam2.1_b.pt format=coco
@@ -49,7 +51,8 @@ MODE_KEYS = {
                 "texts", "exemplars", "exemplar_labels", "conf", "max_det", *_EVERYTHING,
                 *_OUTPUTS),
     "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
-              "correct_as_cond", "max_prompt_frames", "texts", "conf", "max_det", *_OUTPUTS),
+              "correct_as_cond", "max_prompt_frames", "texts", "conf", "max_det", "det_model", "det_every",
+              *_OUTPUTS),
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
                  "ray_actors", "batch", "max_pixels", "texts"),
@@ -257,6 +260,9 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         found = {k: v for k, v in concepts.items() if k in ("texts", "conf", "max_det")}
         if "max_det" in found and "max_det" not in given:
             del found["max_det"]
+        if cfg["det_model"] is not None:  # SAM 2 with phrases: an open-vocabulary detector on keyframes
+            found.update(det_model=cfg["det_model"], det_every=cfg["det_every"])
+            session = {k: cfg[k] for k in keys if k in given}
         results = model.track(source, **prompts, frame=cfg["frame"], max_frames=cfg["max_frames"], stream=True,
                               **session, **found, **outputs)
     else:

@@ -600,7 +600,7 @@ class SAM:
               save_txt: bool = False, save_coco: bool = False, save_masks: bool = False, rle: bool | None = None,
               project: str | os.PathLike | None = None, name: str | None = None, exist_ok: bool = False,
               verbose: bool | None = None, device: str | int | torch.device | None = None, show: bool = False,
-              texts=None, conf: float | None = None, max_det: int | None = None, det_model=None, det_every: int = 10,
+              texts=None, conf: float | None = None, max_det: int = 300, det_model=None, det_every: int = 10,
               _mode: str = "track", **session):
         """Prompt frame ``frame`` of a video and track the objects through it.
 
@@ -623,8 +623,8 @@ class SAM:
                 tracker (see :mod:`samkit.engine.concept_video`).
             conf: SAM 3 with ``texts``: the detection score to keep a detection (default 0.5, the reference's);
                 new objects need at least 0.7 (or ``conf`` when higher).
-            max_det: SAM 3 with ``texts``: at most this many objects per phrase at once; with ``det_model``: the
-                detector's ``max_det``.
+            max_det: SAM 3 with ``texts``: at most this many objects per phrase at once (the lowest-scoring
+                newcomers are dropped); with ``det_model``: the detector's ``max_det``.
             det_model: SAM 2 / 2.1 with ``texts``: an open-vocabulary Ultralytics detector (YOLOE, YOLO-World; a
                 weights name or path, or a loaded model), given the phrases as its classes. It runs on ``frame`` and
                 on every ``det_every``-th frame from it (both ways); a detection whose box overlaps no tracked
@@ -656,7 +656,7 @@ class SAM:
                 raise ValueError(f"give texts= with det_model=, or {', '.join(given)}, not both")
             return self._track_grounded(source, texts, det_model, det_every, conf, max_det, frame, stream, max_frames,
                                         self._call_settings(locals(), verbose, device), _mode, session)
-        if conf is not None or max_det is not None:
+        if conf is not None or max_det != 300:
             key = "conf" if conf is not None else "max_det"
             raise ValueError(f"{key}= on video applies to phrases (texts=) with SAM 3 or det_model=; {self.family} "
                              "tracks the objects given by bboxes=, points= / labels=, masks= or prompts=")
@@ -702,7 +702,7 @@ class SAM:
                              "prompts=")
         if given["masks"] is not None:
             raise ValueError("SAM 3's video tracker takes clicks and boxes (points=, bboxes=), not masks=")
-        if texts is None and (conf is not None or max_det is not None):
+        if texts is None and (conf is not None or max_det != 300):
             raise ValueError("conf= and max_det= apply to phrases (texts=); clicks and boxes give one object each")
         tracking = self._concept_tracking(conf, max_det, settings)
         session = ConceptVideoSession(self.runtime, source, engine=self.concepts, settings=tracking,

@@ -204,8 +204,13 @@ def build_sam3(arch: Architecture) -> Sam3Network:
 
 
 def _tracker(s: Sam3Sizes) -> nn.Module:
-    from ultralytics.models.sam.modules.blocks import (CXBlock, Fuser, MaskDownSampler, PositionEmbeddingSine,
-                                                       RoPEAttention)
+    from ultralytics.models.sam.modules.blocks import (
+        CXBlock,
+        Fuser,
+        MaskDownSampler,
+        PositionEmbeddingSine,
+        RoPEAttention,
+    )
     from ultralytics.models.sam.modules.encoders import MemoryEncoder
     from ultralytics.models.sam.modules.memory_attention import MemoryAttention, MemoryAttentionLayer
 
