@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import read_video, save_random, write_video
 
@@ -56,6 +57,10 @@ def weights(tmp_path, monkeypatch, sam3_weights):
     cv2.imwrite(str(tmp_path / "images" / "bus.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (405, 540)))
     (tmp_path / "labels" / "bus.txt").write_text("5 0.5 0.6 0.8 0.5\n0 0.2 0.7 0.15 0.4\n")
     YOLO("yolo11n.yaml").save(str(tmp_path / "yolo11n.pt"))  # random weights under the name the examples use
+    from ultralytics import YOLOE
+
+    YOLO("yoloe-11s-seg.yaml").save(str(tmp_path / "yoloe-11s-seg.pt"))  # and YOLOE, whose text encoder is
+    monkeypatch.setattr(YOLOE, "get_text_pe", lambda self, texts: torch.randn(1, len(texts), 512))  # downloaded
     return d
 
 
@@ -119,9 +124,11 @@ def test_python_examples(code, weights, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...) and read the fixture's files
     exec(compile(code, str(README), "exec"), {})
     written = check_outputs(tmp_path / "runs") if (tmp_path / "runs").exists() else {}
-    if "model.track(" in code:  # prompted on frame 1: the video and its labels still have all 3 frames
+    if "frame=1, save=True" in code:  # prompted on frame 1: the video and its labels still have all 3 frames
         assert written["video"] == 1 and len(read_video(tmp_path / "runs" / "track" / "exp" / "clip.mp4")) == 3
         assert len(list((tmp_path / "runs" / "track" / "exp" / "labels").glob("clip_*.json"))) == 3
+    if "det_model=" in code and "model.track(" in code:  # SAM 3's phrases and Grounded SAM 2: one video each
+        assert written["video"] == 2 and written["coco"] >= 2
     if "save_coco=True" in code and "save_masks(" in code:
         assert written["txt"] >= 2 and written["coco"] >= 2 and written["png"] >= 2
 
