@@ -28,29 +28,32 @@ import numpy as np
 import torch
 
 from benchmarks.common import Table
+from benchmarks.video_memory import rss_mb
 
 TEXT = "a red disc"
 SETTINGS = dict(score_threshold=0.5, new_threshold=0.7)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def make_clip(folder: Path, n: int, h: int = 180, w: int = 260) -> Path:
-    """``n`` JPEG frames of discs moving (and wrapping around) over a gradient."""
-    folder.mkdir(parents=True, exist_ok=True)
+def disc_frames(n: int, h: int = 180, w: int = 260) -> list[np.ndarray]:
+    """``n`` BGR frames: a gradient with three discs moving a few pixels per frame (wrapping around the edges)."""
     yy, xx = np.mgrid[0:h, 0:w]
+    out = []
     for t in range(n):
         img = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 80)], -1).astype(np.uint8)
         for cx, cy, r, col in (((60 + 3 * t) % w, 60, 25, (255, 40, 40)), ((180 - 2 * t) % w, 110, 35, (30, 220, 60)),
                                (130, (40 + 2 * t) % h, 18, (250, 250, 250))):
             img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = col
-        cv2.imwrite(str(folder / f"{t:05d}.jpg"), img[..., ::-1])
+        out.append(np.ascontiguousarray(img[..., ::-1]))
+    return out
+
+
+def make_clip(folder: Path, n: int) -> Path:
+    """``n`` JPEG frames of :func:`disc_frames` in ``folder``, and the same frames as ``folder``.mp4."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = disc_frames(n)
+    for t, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{t:05d}.jpg"), f)
+    h, w = frames[0].shape[:2]
     video = cv2.VideoWriter(str(folder.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
     for p in sorted(folder.glob("*.jpg")):  # the same frames as an mp4, for Ultralytics' video reader
         video.write(cv2.imread(str(p)))

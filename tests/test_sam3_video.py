@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.sam3_video import disc_frames
 from samkit import SAM
 from samkit.engine.concept_video import ConceptTracking, ConceptVideoSession
 from samkit.engine.transforms import transforms_for
@@ -28,19 +29,6 @@ ARCH = model_registry().architecture("sam3_test")
 #: the weights of the reverse case (a seed and mask offset where objects live through the pass)
 REVERSE_SEED, REVERSE_OFFSET = 0, 3.0
 SETTINGS = dict(score_threshold=0.5, new_threshold=0.7, nms_iou=0.1, hotstart_unmatched=8, hotstart_duplicate=8)
-
-
-def disc_frames(n: int, h: int = 180, w: int = 260) -> list[np.ndarray]:
-    """n BGR frames: a gradient with three discs moving a few pixels per frame (one leaves the middle, two cross)."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for t in range(n):
-        img = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 80)], -1).astype(np.uint8)
-        for cx, cy, r, col in ((60 + 3 * t, 60, 25, (255, 40, 40)), (180 - 2 * t, 110, 35, (30, 220, 60)),
-                               (130, 40 + 2 * t, 18, (250, 250, 250))):
-            img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = col
-        out.append(np.ascontiguousarray(img[..., ::-1]))
-    return out
 
 
 class Pair:

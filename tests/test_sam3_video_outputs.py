@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.sam3_video import disc_frames
 from samkit import SAM
 from tests.helpers import read_video, write_video
 
@@ -18,7 +19,7 @@ pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip
 
 from tests.sam3_reference import fill_random_  # noqa: E402
 from tests.sam3_video_reference import shape_weights_  # noqa: E402
-from tests.test_sam3_video import TEXT, disc_frames  # noqa: E402
+from tests.test_sam3_video import TEXT  # noqa: E402
 
 N = 20
 
