@@ -16,6 +16,9 @@ Modes:
     benchmark size, parameters, ms per image and video FPS of SAM models and Ultralytics models beside them:
               samkit benchmark model=sam2.1_t.pt,mobile_sam.pt,yolo11n-seg.pt device=cuda random=True
               (random=True: random weights of each architecture, nothing downloaded; writes benchmark.md and .csv)
+    app       prompt SAM in the browser on a folder of images or a video, saving the dataset on every change
+              (pip install "samkit[app]"): samkit app source=images/ model=sam2.1_t.pt format=coco names="cat,dog"
+              a video: samkit app source=clip.mp4 (a folder of frames: add video=True); it prints the URL to open
     info      describe a model (``samkit info model=sam2.1_b.pt``) or list the registry (``samkit info``)
     checks    versions, devices, optional extras and weights folders
     help      this text (also ``-h`` / ``--help``)
@@ -41,7 +44,7 @@ from typing import Any
 
 from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, WRITE_KEYS, ConfigError, get_cfg, parse_key_values, suggest
 
-MODES = ("predict", "track", "annotate", "benchmark", "info", "checks", "help", "version")
+MODES = ("predict", "track", "annotate", "benchmark", "app", "info", "checks", "help", "version")
 _EVERYTHING = EVERYTHING_KEYS
 _OUTPUTS = OUTPUT_KEYS
 _COMMON = ("model", "device", "half", "compile", "verbose")
@@ -56,6 +59,7 @@ MODE_KEYS = {
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
                  "ray_actors", "batch", "max_pixels", "texts"),
+    "app": (*_COMMON, "cache", "source", "video", "names", "format", "out", "rle", "host", "port", "token"),
     "benchmark": (*_COMMON, "random", "source", "repeats", "video_frames", "project", "name", "exist_ok"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
@@ -188,6 +192,16 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                            exist_ok=cfg["exist_ok"], verbose=cfg["verbose"])
         print(report.markdown())
         print(f"saved to {report.markdown_path} and {report.csv_path}")
+        return 0
+    if mode == "app":
+        from samkit.app import serve
+        from samkit.model import SAM
+
+        model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
+                    compile=cfg["compile"], cache=cfg["cache"])
+        serve(model, cfg["source"], host=cfg["host"], port=cfg["port"], token=cfg["token"], out=cfg["out"],
+              format=cfg["format"], names=_phrases(cfg["names"]) if cfg["names"] is not None else None,
+              rle=bool(cfg["rle"]), video=cfg["video"])
         return 0
     if mode == "annotate":
         from samkit.annotate import auto_annotate

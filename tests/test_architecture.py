@@ -29,6 +29,7 @@ LAYERS = {
     "samkit.integrations": 8,
     "samkit.annotate": 9,
     "samkit.benchmark": 9,
+    "samkit.app": 9,
     "samkit.cli": 10,
     "samkit": 10,
 }

@@ -148,6 +148,7 @@ def test_defaults_file_agrees_with_the_code():
     import inspect
 
     from samkit import SAM, auto_annotate
+    from samkit.app import AppServer, open_project
     from samkit.cfg import DEFAULT_MODEL, EVERYTHING_KEYS, OUTPUT_KEYS, defaults
     from samkit.cli import MODE_KEYS
     from samkit.engine.everything import EverythingConfig
@@ -166,7 +167,8 @@ def test_defaults_file_agrees_with_the_code():
     per_call = ("verbose", "device")  # None per call: the model's own
     for call, skip in ((SAM.__init__, ()), (SAM.predict, per_call), (SAM.track, per_call),
                        (VideoSession.__init__, ("names",)),
-                       (auto_annotate, ("rle", "output_dir", "labels"))):
+                       (auto_annotate, ("rle", "output_dir", "labels")), (open_project, ("rle",)),
+                       (AppServer.__init__, ())):
         for name, p in inspect.signature(call).parameters.items():
             if name in d and name not in skip and p.default is not inspect.Parameter.empty:
                 want = python_only.get(name, d[name])
@@ -174,7 +176,7 @@ def test_defaults_file_agrees_with_the_code():
                 checked.add(name)
     assert {"model", "device", "half", "compile", "cache", "batch", "multimask", "max_pixels", "frame", "max_frames",
             "fill_hole_area", "correct_as_cond", "max_prompt_frames", "conf", "iou", "imgsz", "max_det", "format",
-            "empty", "engine", "sam_model", *OUTPUT_KEYS} <= checked
+            "empty", "engine", "sam_model", "out", "names", "video", "host", "port", "token", *OUTPUT_KEYS} <= checked
     predict = inspect.signature(SAM.predict).parameters
     track = inspect.signature(SAM.track).parameters
     assert all(k in predict and k in track for k in OUTPUT_KEYS)

@@ -1,0 +1,205 @@
+"""``samkit app``: prompt SAM in the browser on a folder of images or a video, and save the dataset as you go.
+
+Needs the ``app`` extra (``pip install "samkit[app]"``: Starlette and uvicorn). The page is static files in
+``samkit/app/static`` (no CDN, works offline). See :func:`serve` and the README's "Annotate in the browser".
+
+Example::
+
+    from samkit import SAM
+    from samkit.app import AppServer, open_project
+
+    project = open_project(SAM("sam2.1_t.pt"), "images/", format="coco")
+    with AppServer(project) as server:
+        print(server.url)  # open it; Ctrl+C or server.stop() ends it
+        server.wait()
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from samkit.app.store import FORMATS, AppError, Dataset, inside
+from samkit.utils import LOGGER
+
+__all__ = ("AppError", "AppServer", "open_project", "serve", "FORMATS")
+
+
+def _names(names) -> dict[int, str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names or not all(
+            isinstance(k, int) and k >= 0 and isinstance(v, str) and v.strip() for k, v in names.items()):
+        raise ValueError(f"names={names!r} must be class names: a list, 'a,b,c' or {{id: name}}")
+    return {int(k): v.strip() for k, v in names.items()}
+
+
+def open_project(model, source, out: str = "labels", format: str = "yolo", names=None, rle: bool = False,
+                 video: bool | None = None):
+    """The images or video the app serves, and the dataset folder it saves into.
+
+    Args:
+        model: A loaded :class:`~samkit.SAM` (the only model the app runs; the page cannot choose another).
+        source: A folder of images, a video file, or a folder of video frames (with ``video=True``). The app serves
+            and writes only under this folder (a video file's folder).
+        out: The dataset folder, inside that folder (default ``labels``). Reopening the same folder shows the
+            objects saved there.
+        format: ``"yolo"`` (YOLO-seg ``.txt`` and ``data.yaml``), ``"coco"`` (``annotations.json``) or ``"png"``
+            (one mask per object), written on every change.
+        names: Class names (a list, ``"a,b"`` or ``{id: name}``); more can be typed on the page.
+        rle: COCO masks as RLE instead of polygons (keeps holes).
+        video: Treat a folder as the frames of one video (default: a folder is images, a file is a video).
+    """
+    from samkit.app.session import ImageProject, VideoProject
+    from samkit.data.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, natural_key
+
+    if source is None:
+        raise SourceError("give source=: a folder of images, a video file or a folder of frames (with video=True)")
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} is not a dataset format; use one of {', '.join(FORMATS)}")
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise SourceError(f"source {str(source)!r} does not exist")
+    src = src.resolve()
+    is_file = src.is_file()
+    if is_file and src.suffix.lower() not in VIDEO_SUFFIXES:
+        raise SourceError(f"source {str(source)!r} is a file but not a video ({', '.join(sorted(VIDEO_SUFFIXES))}); "
+                          "give the folder of images to annotate images")
+    if video is False and is_file:
+        raise SourceError(f"video=False, but {str(source)!r} is a video file")
+    root = src.parent if is_file else src
+    out_path = Path(out).expanduser()
+    out_path = (out_path if out_path.is_absolute() else root / out_path).resolve()
+    if not inside(root, out_path):
+        raise ValueError(f"out={str(out)!r} must be inside {root} (the app writes only under the folder it serves)")
+    dataset = Dataset(out_path, format, _names(names), rle=rle)
+    if is_file or video:
+        project = VideoProject(model, root, src, dataset)
+    else:
+        files, skipped = [], []
+        for p in sorted(src.iterdir(), key=lambda q: natural_key(q.name)):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                (files if inside(root, p) else skipped).append(p)
+        for p in skipped:
+            LOGGER.warning("%s links outside %s: it is not served", p.name, root)
+        if not files:
+            raise SourceError(f"{str(source)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        seen: dict[str, Path] = {}
+        for p in files:
+            if p.stem in seen:
+                raise SourceError(f"{seen[p.stem].name} and {p.name} would save to the same label file; rename one")
+            seen[p.stem] = p
+        project = ImageProject(model, root, files, dataset)
+    rewritten = dataset.sync()
+    if rewritten:
+        LOGGER.info("samkit app: %d saved item(s) rewritten in %s", rewritten, out_path)
+    return project
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class AppServer:
+    """The app on a uvicorn server in a background thread (a context manager).
+
+    Args:
+        project: What :func:`open_project` returned.
+        host: Address to listen on; anything but loopback needs a token (one is made when none is given).
+        port: TCP port (0: any free one).
+        token: The token the page must carry (``?token=`` in the URL).
+        max_body: Largest request body in bytes.
+    """
+
+    def __init__(self, project, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+                 max_body: int | None = None):
+        try:
+            import uvicorn  # noqa: F401
+            from starlette.applications import Starlette  # noqa: F401
+        except ImportError as e:
+            raise ImportError('samkit app needs its extra: pip install "samkit[app]" (Starlette and uvicorn)') from e
+        from samkit.app.server import MAX_BODY, create_app
+
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(f"port={port!r} must be a TCP port (0-65535; 0 picks a free one)")
+        loopback = _loopback(host)
+        if token is not None and (not isinstance(token, str) or len(token) < 8):
+            raise ValueError("token= must be a string of at least 8 characters")
+        if not loopback and not token:
+            token = secrets.token_urlsafe(24)
+        self.project, self.host, self.token = project, host, token
+        features = {"texts": project.model.concepts is not None,
+                    "everything": project.kind == "images" and project.model.concepts is None}
+        self.app = create_app(project, token=token, loopback=loopback, max_body=max_body or MAX_BODY,
+                              features=features)
+        self._port = port
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> AppServer:
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host=self.host, port=self._port, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=2, access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="samkit-app", daemon=True)
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise OSError(f"samkit app could not listen on {self.host}:{self._port} (is the port taken? "
+                              "give another port=)")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl+C stops it)."""
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            self.stop()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self.project.close()
+
+    def __enter__(self) -> AppServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(model, source, host: str = "127.0.0.1", port: int = 8765, token: str | None = None, **project) -> None:
+    """Open ``source`` (see :func:`open_project` for ``project`` keywords), print the URL and serve until Ctrl+C."""
+    proj = open_project(model, source, **project)
+    with AppServer(proj, host=host, port=port, token=token) as server:
+        kind = f"{len(proj)} images" if proj.kind == "images" else f"{proj.length} frames of {proj.source.name}"
+        print(f"samkit app: {kind}, {model.family}, saving {proj.dataset.fmt} to {proj.dataset.out}")
+        print(f"samkit app: open {server.url}  (Ctrl+C stops)", flush=True)
+        server.wait()

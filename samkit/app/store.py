@@ -1,0 +1,278 @@
+"""The app's dataset folder: every object of every image (or video frame), saved as it is edited.
+
+Layout of the output folder ``out`` (under the folder the app was started on):
+
+- ``.samkit/project.json``: the dataset format chosen at start and the class names;
+- ``.samkit/objects/<stem>.json``: one image's objects, each with its prompts (clicks and box, so it can be edited
+  further after a restart) and its mask as COCO RLE (lossless); for a video, ``.samkit/objects/<video>/`` holds
+  ``prompts.json`` (every object's prompts on every frame) and ``<frame>.json`` (the tracked masks of one frame);
+- the dataset itself, in the format chosen at start: ``format="yolo"``: ``<stem>.txt`` YOLO-seg rows and
+  ``data.yaml`` naming the classes; ``format="coco"``: one ``annotations.json``; ``format="png"``:
+  ``<stem>_<object id>.png`` masks (0 / 255).
+
+The ``.samkit`` records are written first, then the dataset files, each atomically
+(:mod:`samkit.writers.atomic`), so a crash loses at most the edit in flight; on start the dataset files are
+brought up to date with the records (:meth:`Dataset.sync`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from samkit.writers.atomic import atomic_write_text, make_dirs
+from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_to_rle
+from samkit.writers.masks import save_mask_pngs
+from samkit.writers.yolo import mask_polygons, write_yolo_seg
+
+FORMATS = ("yolo", "coco", "png")
+
+
+class AppError(ValueError):
+    """A request the app refuses; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """(H, W) bool mask of a COCO compressed RLE (as :func:`~samkit.writers.coco.mask_to_rle` writes it)."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+
+
+def row_runs(mask: np.ndarray) -> list[int]:
+    """Row-major run lengths of a binary mask, starting with a run of zeros (possibly empty): what the page
+    paints from."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    if not flat.size:
+        return []
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], edges, [flat.size])))
+    return ([0] if flat[0] else []) + runs.tolist()
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is not a dataset format; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (resolved, symbolic links followed) lies in ``root`` (resolved)."""
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise OSError(f"{path} cannot be read ({e}); move it away to start that item afresh") from e
+
+
+def _write_json(path: Path, data: dict) -> Path:
+    return atomic_write_text(path, json.dumps(data, separators=(",", ":")))
+
+
+class Dataset:
+    """The output folder: class names, per-item records and the dataset files of one format.
+
+    Args:
+        out: The output folder (created on the first write).
+        fmt: ``"yolo"``, ``"coco"`` or ``"png"``.
+        names: Class id -> name given at start; names already saved in the folder are kept, these win.
+        rle: COCO segmentations as RLE (keeps holes) instead of polygons.
+    """
+
+    def __init__(self, out: Path, fmt: str, names: dict[int, str] | None = None, rle: bool = False):
+        self.out = Path(out)
+        self.meta = self.out / ".samkit"
+        self.records = self.meta / "objects"
+        self.fmt = check_format(fmt)
+        self.rle = bool(rle)
+        self.lock = threading.RLock()  # one writer at a time (the server's threads)
+        project = _read_json(self.meta / "project.json") or {}
+        saved_fmt = project.get("format")
+        if saved_fmt and saved_fmt != fmt:
+            raise AppError(f"{self.out} holds {saved_fmt} labels; start with format={saved_fmt}, or give another "
+                           f"out= folder for {fmt} (the page's Export writes other formats)")
+        saved = {int(k): str(v) for k, v in project.get("names", {}).items()}
+        self.names: dict[int, str] = {**saved, **(names or {})} or {0: "object"}
+        self._coco: dict[str, tuple[dict, list[dict]]] = {}  # key -> (image entry, annotations)
+        self._holes = HoleWarning()
+
+    # ------------------------------------------------------------------ names
+    def add_name(self, name: str) -> int:
+        """The class id of ``name``, added as a new class when it is not one yet (saved at once)."""
+        name = str(name).strip()
+        if not name or len(name) > 100 or any(c in name for c in "\n\r\t"):
+            raise AppError(f"class name {name!r} must be 1-100 characters on one line")
+        with self.lock:
+            for k, v in self.names.items():
+                if v == name:
+                    return k
+            k = max(self.names, default=-1) + 1
+            self.names[k] = name
+            self.save_project()
+            return k
+
+    def check_cls(self, cls) -> int:
+        if isinstance(cls, bool) or not isinstance(cls, int) or cls not in self.names:
+            raise AppError(f"class {cls!r} is not one of this dataset's classes {sorted(self.names)}")
+        return cls
+
+    def save_project(self) -> None:
+        with self.lock:
+            _write_json(self.meta / "project.json", {"format": self.fmt, "names": self.names})
+            if self.fmt == "yolo":
+                import yaml
+
+                text = ("# the classes of these YOLO-seg labels (written by samkit app)\n"
+                        + yaml.safe_dump({"nc": len(self.names), "names": dict(sorted(self.names.items()))},
+                                         sort_keys=False, allow_unicode=True))
+                atomic_write_text(self.out / "data.yaml", text)
+            if self.fmt == "coco" and self._coco:
+                self.write_coco()
+
+    # ------------------------------------------------------------------ records
+    def record_path(self, key: str) -> Path:
+        return self.records / f"{key}.json"
+
+    def read_record(self, key: str) -> dict | None:
+        return _read_json(self.record_path(key))
+
+    def write_record(self, key: str, data: dict) -> Path:
+        """A record that is not an item (a video's prompts)."""
+        with self.lock:
+            make_dirs(self.record_path(key).parent)
+            return _write_json(self.record_path(key), data)
+
+    def write_item(self, key: str, item: dict, objects: list[dict]) -> None:
+        """Save one image's (or frame's) objects: the record, then the dataset files.
+
+        Args:
+            key: The item's name in the folder (``<stem>`` or ``<video>/<frame>``).
+            item: ``file_name``, ``height``, ``width`` and, for a frame, ``label`` (its label files' stem).
+            objects: Each with ``id``, ``cls``, ``mask`` (COCO RLE or None) and anything else the record keeps.
+        """
+        with self.lock:
+            make_dirs(self.record_path(key).parent)
+            _write_json(self.record_path(key), {**item, "objects": objects})
+            self.write_labels(key, item, objects)
+
+    def write_labels(self, key: str, item: dict, objects: list[dict], out: Path | None = None,
+                     fmt: str | None = None) -> None:
+        """The dataset files of one item (``out`` / ``fmt``: another folder and format, for exports; COCO items
+        of another folder are not written here, see :meth:`coco_entry`)."""
+        out = self.out if out is None else out
+        fmt = fmt or self.fmt
+        if fmt == "coco":
+            if out == self.out:
+                self._coco[key] = self.coco_entry(item, objects)
+                self.write_coco()
+            return
+        stem = item.get("label") or Path(item["file_name"]).stem
+        kept, masks = self._masks(item, objects)
+        if fmt == "yolo":
+            write_yolo_seg(out / f"{stem}.txt", mask_polygons(masks), [int(o["cls"]) for o in kept],
+                           warn_empty=False)
+        else:
+            make_dirs(out)
+            save_mask_pngs(masks, out, stem, obj_ids=[int(o["id"]) for o in kept], clear_others=True)
+
+    @staticmethod
+    def _masks(item: dict, objects: list[dict]) -> tuple[list[dict], np.ndarray]:
+        kept = [o for o in objects if o.get("mask") is not None]
+        hw = (item["height"], item["width"])
+        return kept, (np.stack([rle_decode(o["mask"]) for o in kept]) if kept else np.zeros((0, *hw), bool))
+
+    def coco_entry(self, item: dict, objects: list[dict]) -> tuple[dict, list[dict]]:
+        """One item's COCO image entry and annotations (``track_id`` = object id)."""
+        kept, masks = self._masks(item, objects)
+        anns = coco_annotations(masks, [int(o["cls"]) for o in kept], [o.get("score", 1.0) for o in kept],
+                                image_id=0, first_id=None, rle=self.rle, track_ids=[int(o["id"]) for o in kept],
+                                holes=self._holes, where=item["file_name"])
+        return {k: v for k, v in item.items() if k != "label"}, anns
+
+    def write_coco(self, path: Path | None = None, entries: dict | None = None) -> Path:
+        """``annotations.json``: every saved item, images numbered in the items' order."""
+        coco = CocoBuilder()
+        entries = self._coco if entries is None else entries
+        for key in sorted(entries, key=self.order):
+            image, anns = entries[key]
+            coco.add({**image, "id": coco.next_image_id}, anns)
+        return coco.write(path or self.out / "annotations.json", self.names, name_all=True)
+
+    def order(self, key: str):
+        """Sort key of an item key (set by the app to the items' order)."""
+        return key
+
+    def keys(self) -> list[str]:
+        """Every item with a record."""
+        if not self.records.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.records).with_suffix("")) for p in self.records.rglob("*.json")
+                      if p.name != "prompts.json")
+
+    def sync(self) -> int:
+        """Bring the dataset files up to date with the records (after a crash between the two, or a first start
+        on a folder whose records predate its labels); returns how many items were rewritten."""
+        with self.lock:
+            self.save_project()
+            n = 0
+            for key in self.keys():
+                rec = self.read_record(key)
+                item = {k: v for k, v in rec.items() if k != "objects"}
+                if self.fmt == "coco":
+                    self._coco[key] = self.coco_entry(item, rec["objects"])
+                    continue
+                stem = item.get("label") or Path(item["file_name"]).stem
+                label = self.out / f"{stem}.txt" if self.fmt == "yolo" else None
+                rec_time = self.record_path(key).stat().st_mtime
+                if label is not None and label.exists() and label.stat().st_mtime >= rec_time:
+                    continue
+                self.write_labels(key, item, rec["objects"])
+                n += 1
+            if self.fmt == "coco":
+                self.write_coco()
+                n = len(self._coco)
+            return n
+
+    def export(self, fmt: str, out: Path) -> dict:
+        """Write every saved item in format ``fmt`` to ``out``; returns what was written."""
+        check_format(fmt)
+        with self.lock:
+            make_dirs(out)
+            coco = {}
+            for key in self.keys():
+                rec = self.read_record(key)
+                item = {k: v for k, v in rec.items() if k != "objects"}
+                if fmt == "coco":
+                    coco[key] = self.coco_entry(item, rec["objects"])
+                else:
+                    self.write_labels(key, item, rec["objects"], out=out, fmt=fmt)
+            if fmt == "coco":
+                self.write_coco(out / "annotations.json", coco)
+            elif fmt == "yolo":
+                import yaml
+
+                atomic_write_text(out / "data.yaml", yaml.safe_dump(
+                    {"nc": len(self.names), "names": dict(sorted(self.names.items()))}, sort_keys=False,
+                    allow_unicode=True))
+            return {"format": fmt, "items": len(self.keys()), "folder": str(out)}
+
+
+def encode_mask(mask: np.ndarray) -> dict | None:
+    """COCO RLE of a mask, or None for an empty one."""
+    return mask_to_rle(mask) if mask.any() else None
