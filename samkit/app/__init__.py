@@ -42,7 +42,7 @@ def _names(names) -> dict[int, str] | None:
 
 
 def open_project(model, source, out: str = "labels", format: str = "yolo", names=None, rle: bool = False,
-                 video: bool | None = None):
+                 video: bool | None = None, everything: dict | None = None):
     """The images or video the app serves, and the dataset folder it saves into.
 
     Args:
@@ -56,6 +56,8 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
         names: Class names (a list, ``"a,b"`` or ``{id: name}``); more can be typed on the page.
         rle: COCO masks as RLE instead of polygons (keeps holes).
         video: Treat a folder as the frames of one video (default: a folder is images, a file is a video).
+        everything: Settings of the page's "Segment everything" (``points_per_side``, ``pred_iou_thresh``...: the
+            keywords :meth:`samkit.SAM.predict` takes without prompts).
     """
     from samkit.app.session import ImageProject, VideoProject
     from samkit.data.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, natural_key
@@ -79,6 +81,14 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
     out_path = (out_path if out_path.is_absolute() else root / out_path).resolve()
     if not inside(root, out_path):
         raise ValueError(f"out={str(out)!r} must be inside {root} (the app writes only under the folder it serves)")
+    if everything:  # misspelt settings fail here, not on the page
+        from samkit.engine.everything import EverythingConfig
+
+        unknown = sorted(set(everything) - set(EverythingConfig.keys()) | ({"multimask"} & set(everything)))
+        if unknown:
+            raise TypeError(f"everything={{{', '.join(map(repr, unknown))}: ...}}: not a segment-everything setting; "
+                            f"they are {', '.join(k for k in EverythingConfig.keys() if k != 'multimask')}")
+        EverythingConfig(**everything)
     dataset = Dataset(out_path, format, _names(names), rle=rle)
     if is_file or video:
         project = VideoProject(model, root, src, dataset)
@@ -96,7 +106,7 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
             if p.stem in seen:
                 raise SourceError(f"{seen[p.stem].name} and {p.name} would save to the same label file; rename one")
             seen[p.stem] = p
-        project = ImageProject(model, root, files, dataset)
+        project = ImageProject(model, root, files, dataset, everything=everything)
     rewritten = dataset.sync()
     if rewritten:
         LOGGER.info("samkit app: %d saved item(s) rewritten in %s", rewritten, out_path)

@@ -106,12 +106,15 @@ class ImageProject:
         root: The folder the app serves.
         files: The image files (under ``root``), in the order the page shows them.
         dataset: Where the objects are saved.
+        everything: Segment-everything settings (``points_per_side``, ``pred_iou_thresh``...; see
+            :meth:`samkit.SAM.predict`) for the page's "Segment everything".
     """
 
     kind = "images"
 
-    def __init__(self, model, root: Path, files: list[Path], dataset: Dataset):
+    def __init__(self, model, root: Path, files: list[Path], dataset: Dataset, everything: dict | None = None):
         self.model = model
+        self.everything_settings = dict(everything or {})
         self.root = root
         self.files = files
         self.dataset = dataset
@@ -312,7 +315,7 @@ class ImageProject:
         image = self.image(i)
         self.ensure_encoded(i)
         with self._model_lock:
-            r = self.model.predict(image, verbose=False)[0]
+            r = self.model.predict(image, verbose=False, **self.everything_settings)[0]
         return self._add_found(i, r, lambda k: cls)
 
     def text(self, i: int, text) -> dict:
@@ -568,4 +571,3 @@ class VideoProject:
             self.reader.close()
         if self.session is not None:
             self.session.close()
-
