@@ -60,7 +60,7 @@ MODE_KEYS = {
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
                  "ray_actors", "batch", "max_pixels", "texts"),
     "app": (*_COMMON, "cache", "source", "video", "names", "format", "out", "rle", "host", "port", "token",
-            *_EVERYTHING),
+            "conf", "max_det", *_EVERYTHING),
     "benchmark": (*_COMMON, "random", "source", "repeats", "video_frames", "project", "name", "exist_ok"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
@@ -202,7 +202,8 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
                     compile=cfg["compile"], cache=cfg["cache"])
         serve(model, cfg["source"], host=cfg["host"], port=cfg["port"], token=cfg["token"], out=cfg["out"],
               format=cfg["format"], names=_phrases(cfg["names"]) if cfg["names"] is not None else None,
-              rle=bool(cfg["rle"]), video=cfg["video"], everything={k: cfg[k] for k in _EVERYTHING if k in given})
+              rle=bool(cfg["rle"]), video=cfg["video"], everything={k: cfg[k] for k in _EVERYTHING if k in given},
+              conf=cfg["conf"], max_det=cfg["max_det"])
         return 0
     if mode == "annotate":
         from samkit.annotate import auto_annotate

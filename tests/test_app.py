@@ -286,6 +286,36 @@ def test_everything_adds_objects(model, tmp_path):
         assert c.get("/api/images/0").json()["objects"] == []
 
 
+def test_phrases_with_sam3(tmp_path):
+    """SAM 3: the text box finds every instance of a phrase (one object each, the phrase a class); clicks on an
+    instance refine it with SAM 3's tracker heads, as for any SAM."""
+    pytest.importorskip("open_clip", reason="SAM 3's tokenizer is open_clip's (pip install -e '.[dev]')")
+    import torch
+
+    from samkit.nn.build import build_network
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "sam3.pt"
+    torch.save({"model": build_network("sam3_test").state_dict()}, ckpt)
+    sam3 = SAM(str(ckpt), device="cpu", verbose=False)
+    folder = image_folder(tmp_path / "images")
+    with served(open_project(sam3, folder, format="coco", conf=0.0, max_det=3)) as (server, c):
+        info = c.get("/api/project").json()
+        assert info["features"] == {"texts": True, "everything": True} and info["model"] == "SAM 3"
+        r = c.post("/api/images/0/text", json={"text": "red disc"}).json()
+        want = sam3.predict(str(folder / "img0.jpg"), texts=["red disc"], conf=0.0, max_det=3, verbose=False)[0]
+        n = int(want.masks.data.flatten(1).any(1).sum())
+        assert n >= 1 and len(r["objects"]) == len(r["changed"]) == n
+        assert {o["cls"] for o in r["objects"]} == {1}  # "object" is class 0; the phrase became class 1
+        assert c.get("/api/project").json()["names"] == {"0": "object", "1": "red disc"}
+        got = [m for o in record(folder / "labels", "img0")["objects"] for m in [mask_of(o)]]
+        assert all(np.array_equal(a, b) for a, b in zip(got, want.masks.data.cpu().numpy()[: len(got)]))
+        r = c.post("/api/images/0/object", json={"points": [[40, 40, 1]]}).json()
+        assert r["changed"] == [n + 1] and len(r["objects"]) == n + 1
+        assert c.post("/api/images/0/text", json={"text": " "}).status_code == 400
+    assert len(check_coco(folder / "labels" / "annotations.json")["img0.jpg"]) == n + 1
+
+
 # ---------------------------------------------------------------------- video
 @pytest.fixture()
 def clip(tmp_path) -> Path:

@@ -42,7 +42,8 @@ def _names(names) -> dict[int, str] | None:
 
 
 def open_project(model, source, out: str = "labels", format: str = "yolo", names=None, rle: bool = False,
-                 video: bool | None = None, everything: dict | None = None):
+                 video: bool | None = None, everything: dict | None = None, conf: float | None = None,
+                 max_det: int = 300):
     """The images or video the app serves, and the dataset folder it saves into.
 
     Args:
@@ -58,6 +59,8 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
         video: Treat a folder as the frames of one video (default: a folder is images, a file is a video).
         everything: Settings of the page's "Segment everything" (``points_per_side``, ``pred_iou_thresh``...: the
             keywords :meth:`samkit.SAM.predict` takes without prompts).
+        conf, max_det: SAM 3's phrases (the page's text box): the detection score to keep (None: the model's own,
+            0.5) and the most instances of a phrase.
     """
     from samkit.app.session import ImageProject, VideoProject
     from samkit.data.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, natural_key
@@ -106,7 +109,7 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
             if p.stem in seen:
                 raise SourceError(f"{seen[p.stem].name} and {p.name} would save to the same label file; rename one")
             seen[p.stem] = p
-        project = ImageProject(model, root, files, dataset, everything=everything)
+        project = ImageProject(model, root, files, dataset, everything=everything, conf=conf, max_det=max_det)
     rewritten = dataset.sync()
     if rewritten:
         LOGGER.info("samkit app: %d saved item(s) rewritten in %s", rewritten, out_path)
@@ -151,7 +154,7 @@ class AppServer:
             token = secrets.token_urlsafe(24)
         self.project, self.host, self.token = project, host, token
         features = {"texts": project.model.concepts is not None,
-                    "everything": project.kind == "images" and project.model.concepts is None}
+                    "everything": project.kind == "images"}
         self.app = create_app(project, token=token, loopback=loopback, max_body=max_body or MAX_BODY,
                               features=features)
         self._port = port

@@ -108,13 +108,17 @@ class ImageProject:
         dataset: Where the objects are saved.
         everything: Segment-everything settings (``points_per_side``, ``pred_iou_thresh``...; see
             :meth:`samkit.SAM.predict`) for the page's "Segment everything".
+        conf, max_det: SAM 3's phrase search: the detection score to keep (None: the model's 0.5) and the most
+            instances per phrase.
     """
 
     kind = "images"
 
-    def __init__(self, model, root: Path, files: list[Path], dataset: Dataset, everything: dict | None = None):
+    def __init__(self, model, root: Path, files: list[Path], dataset: Dataset, everything: dict | None = None,
+                 conf: float | None = None, max_det: int = 300):
         self.model = model
         self.everything_settings = dict(everything or {})
+        self.concept_settings = {"conf": conf, "max_det": max_det}
         self.root = root
         self.files = files
         self.dataset = dataset
@@ -328,7 +332,7 @@ class ImageProject:
         cls = self.dataset.add_name(text.strip())
         image = self.image(i)
         with self._model_lock:
-            r = self.model.predict(image, texts=[text.strip()], verbose=False)[0]
+            r = self.model.predict(image, texts=[text.strip()], verbose=False, **self.concept_settings)[0]
         return self._add_found(i, r, lambda k: cls)
 
     def _add_found(self, i: int, r, cls_of) -> dict:
