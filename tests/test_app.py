@@ -272,6 +272,21 @@ def test_paths_stay_under_the_started_folder(model, tmp_path):
         open_project(model, tmp_path / "empty")
 
 
+def test_next_images_are_encoded_in_the_background(present_ckpt, tmp_path):
+    model = SAM(str(present_ckpt), device="cpu", verbose=False)  # an empty embedding cache
+    folder = image_folder(tmp_path / "images")
+    project = open_project(model, folder)
+    with served(project) as (_, c):
+        before = model.engine.images_encoded
+        c.get("/api/images/1")  # encodes image 1, then 2 and 0 in the background
+        deadline = time.time() + 60
+        while c.get("/api/status").json()["busy"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert model.engine.images_encoded - before == 3
+        c.post("/api/images/2/object", json={"points": [[50, 50, 1]]})  # next image: no encoding
+        assert model.engine.images_encoded - before == 3
+
+
 def test_everything_adds_objects(model, tmp_path):
     folder = image_folder(tmp_path / "images")
     settings = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -427,31 +442,58 @@ def test_video_bad_input(model, clip, tmp_path):
 
 
 # ---------------------------------------------------------------------- command line
-def test_cli_app_serves_until_interrupted(present_ckpt, tmp_path):
+def _start_cli(args: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "samkit.cli", "app", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError(proc.stderr.read())
+        if "open http" in line:
+            return proc, line.split("open ", 1)[1].split()[0]
+    proc.kill()
+    raise AssertionError("samkit app printed no URL")
+
+
+def test_cli_app_survives_a_killed_server(present_ckpt, tmp_path):
+    """The URL printed serves the folder; a server killed outright (SIGKILL) loses nothing saved, and the next start
+    shows the objects; Ctrl+C ends it cleanly."""
     import httpx
 
     folder = image_folder(tmp_path / "images")
-    proc = subprocess.Popen([sys.executable, "-m", "samkit.cli", "app", f"source={folder}", f"model={present_ckpt}",
-                             "port=0", "format=coco", "names=a,b", "device=cpu", "verbose=False"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [f"source={folder}", f"model={present_ckpt}", "port=0", "format=coco", "names=a,b", "device=cpu",
+            "verbose=False"]
+    proc, url = _start_cli(args)
     try:
-        url = None
-        deadline = time.time() + 120
-        while url is None and time.time() < deadline:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-            if "open http" in line:
-                url = line.split("open ", 1)[1].split()[0]
-        assert url and url.startswith("http://127.0.0.1:")
+        assert url.startswith("http://127.0.0.1:")
         info = httpx.get(url + "api/project").json()
         assert info["names"] == {"0": "a", "1": "b"} and info["format"] == "coco" and len(info["items"]) == 3
+        made = httpx.post(url + "api/images/2/object", json={"points": [[50, 50, 1]], "cls": 1}, timeout=60).json()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    proc, url = _start_cli(args)
+    try:
+        again = httpx.get(url + "api/images/2", timeout=60).json()
+        assert again["objects"] == made["objects"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
         proc.kill()
+    assert [c for c, _ in check_coco(folder / "labels" / "annotations.json")["img2.jpg"]] == [1]
+
+
+def test_cli_app_bad_input(present_ckpt, tmp_path):
+    folder = image_folder(tmp_path / "images")
     r = subprocess.run([sys.executable, "-m", "samkit.cli", "app", f"model={present_ckpt}", "device=cpu"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "give source=" in r.stderr
     r = subprocess.run([sys.executable, "-m", "samkit.cli", "app", f"source={folder}", "model=x.pt", "frame=3"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "'frame' does not apply to samkit app" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "samkit.cli", "app", f"source={folder}", f"model={present_ckpt}",
+                        "out=../elsewhere", "device=cpu"], capture_output=True, text=True)
+    assert r.returncode == 2 and "must be inside" in r.stderr
