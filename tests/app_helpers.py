@@ -34,13 +34,15 @@ def image_folder(folder: Path, sizes=((120, 160), (150, 200), (100, 100))) -> Pa
 
 @contextmanager
 def served(project, **kw):
-    """(server, httpx client) of ``project`` on a free port."""
+    """(server, httpx client) of ``project`` on a free port. The client waits after each answer until the dataset
+    files of the edit are written (the app writes them in the background), so tests can open them at once."""
     import httpx
 
     from samkit.app import AppServer
 
     with AppServer(project, port=0, **kw) as server:
-        with httpx.Client(base_url=server.url.split("?")[0], timeout=120) as client:
+        hooks = {"response": [lambda r: project.dataset.flush()]}
+        with httpx.Client(base_url=server.url.split("?")[0], timeout=120, event_hooks=hooks) as client:
             yield server, client
 
 
@@ -54,7 +56,11 @@ def mask_of(obj: dict) -> np.ndarray:
     return rle_decode(obj["mask"])
 
 
-def runs_to_mask(runs: list[int], hw: tuple[int, int]) -> np.ndarray:
+def runs_to_mask(runs: str, hw: tuple[int, int]) -> np.ndarray:
+    """The mask of the page's runs (base64 little-endian uint32 run lengths, row-major, zeros first)."""
+    import base64
+
+    runs = np.frombuffer(base64.b64decode(runs), "<u4").tolist()
     flat = np.zeros(hw[0] * hw[1], bool)
     pos = 0
     for k, n in enumerate(runs):

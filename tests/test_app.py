@@ -338,16 +338,20 @@ def clip(tmp_path) -> Path:
     return write_video(tmp_path / "v" / "clip.avi", moving_square_frames(24), codec="MJPG")
 
 
-def _events(c, body) -> list[dict]:
+def _events(c, body, project=None) -> list[dict]:
     with c.stream("POST", "/api/video/propagate", json=body) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
-        return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    if project is not None:
+        project.dataset.flush()
+    return events
 
 
 def test_video_prompt_propagate_both_ways_and_labels(model, clip):
     out = clip.parent / "labels"
-    with served(open_project(model, clip, names="square")) as (_, c):
+    project = open_project(model, clip, names="square")
+    with served(project) as (_, c):
         info = c.get("/api/project").json()
         assert (info["kind"], info["frames"], info["width"], info["height"]) == ("video", 24, 128, 96)
         r = c.post("/api/video/prompt", json={"frame": 8, "points": [[30, 40, 1]]}).json()
@@ -357,7 +361,7 @@ def test_video_prompt_propagate_both_ways_and_labels(model, clip):
         frames = [e["frame"] for e in ev if e["event"] == "frame"]
         assert ev[0] == {"event": "start", "start": 8, "reverse": False, "total": 16}
         assert frames == list(range(8, 24)) and ev[-1]["event"] == "done" and ev[-1]["done"] == 16
-        ev = _events(c, {"start": 8, "reverse": True})
+        ev = _events(c, {"start": 8, "reverse": True}, project)
         assert [e["frame"] for e in ev if e["event"] == "frame"] == list(range(8, -1, -1))
         # every frame saved: a record and a label file, and the masks endpoint gives back what was streamed
         labels = sorted(out.glob("clip_*.txt"))

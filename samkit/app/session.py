@@ -88,11 +88,32 @@ def sam_prompt(points: list, box) -> dict:
     return prompt
 
 
+_RUNS: OrderedDict[str, str] = OrderedDict()  # RLE counts -> the page's runs (recent masks)
+_RUNS_LOCK = threading.Lock()
+
+
+def remember_runs(rle: dict | None, mask: np.ndarray) -> None:
+    """Keep the page's runs of a mask just decoded (so answering does not decode its RLE again)."""
+    if rle is not None:
+        runs = row_runs(mask)
+        with _RUNS_LOCK:
+            _RUNS[rle["counts"]] = runs
+            while len(_RUNS) > 256:
+                _RUNS.popitem(last=False)
+
+
 def page_object(obj: dict, with_mask: bool = True) -> dict:
-    """An object as the page gets it: its record without the RLE, plus row-major runs to paint."""
+    """An object as the page gets it: its record without the RLE, plus its mask's row-major runs (base64 uint32,
+    zeros first) to paint."""
     out = {k: v for k, v in obj.items() if k != "mask"}
     if with_mask:
-        out["runs"] = row_runs(rle_decode(obj["mask"])) if obj.get("mask") else []
+        rle = obj.get("mask")
+        if rle is None:
+            out["runs"] = ""
+        else:
+            with _RUNS_LOCK:
+                runs = _RUNS.get(rle["counts"])
+            out["runs"] = runs if runs is not None else row_runs(rle_decode(rle))
     return out
 
 
@@ -236,7 +257,7 @@ class ImageProject:
         """The page's answer: every object (masks only of the ``changed`` ids, default all) and the history."""
         objs = self.objects(i)
         return {"index": i, "objects": [page_object(o, changed is None or o["id"] in changed) for o in objs],
-                "changed": changed, **self._history(i)}
+                "changed": changed, "save_error": self.dataset.last_error, **self._history(i)}
 
     # ---------------------------------------------------------------- edits
     def _decode(self, i: int, points: list, box) -> tuple[dict | None, float]:
@@ -250,7 +271,9 @@ class ImageProject:
         masks = r.masks.data.cpu().numpy()
         scores = r.iou.float().cpu().numpy()
         k = int(np.argmax(scores)) if single else 0
-        return encode_mask(masks[k]), round(float(scores[k]), 4)
+        rle = encode_mask(masks[k])
+        remember_runs(rle, masks[k])
+        return rle, round(float(scores[k]), 4)
 
     def set_object(self, i: int, obj_id=None, cls=None, points=None, box=None) -> dict:
         """Give object ``obj_id`` (a new one when None) these prompts; its mask is decoded and saved."""
@@ -348,6 +371,7 @@ class ImageProject:
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        self.dataset.flush()
 
 
 # ---------------------------------------------------------------------- video
@@ -571,6 +595,7 @@ class VideoProject:
 
     def close(self) -> None:
         self._stop.set()
+        self.dataset.flush()
         with self._read_lock:
             self.reader.close()
         if self.session is not None:

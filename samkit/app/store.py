@@ -10,25 +10,31 @@ Layout of the output folder ``out`` (under the folder the app was started on):
   ``data.yaml`` naming the classes; ``format="coco"``: one ``annotations.json``; ``format="png"``:
   ``<stem>_<object id>.png`` masks (0 / 255).
 
-The ``.samkit`` records are written first, then the dataset files, each atomically
-(:mod:`samkit.writers.atomic`), so a crash loses at most the edit in flight; on start the dataset files are
-brought up to date with the records (:meth:`Dataset.sync`).
+Each edit's record is written (atomically, :mod:`samkit.writers.atomic`) before the page is answered; the dataset
+files follow in a background thread (polygons and a whole COCO document take longer than a click should wait),
+also atomically, the latest state of each item winning when edits come faster than they are written. A crash
+therefore loses at most the edit in flight: on start the dataset files are brought up to date with the records
+(:meth:`Dataset.sync`), and :meth:`Dataset.flush` waits for the writer (the app calls it when it stops).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
+from samkit.utils import LOGGER
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_to_rle
 from samkit.writers.masks import save_mask_pngs
 from samkit.writers.yolo import mask_polygons, write_yolo_seg
 
 FORMATS = ("yolo", "coco", "png")
+WRITE_DELAY = 0.3  # seconds an item's dataset files wait for its next edit (records are written at once)
 
 
 class AppError(ValueError):
@@ -46,15 +52,17 @@ def rle_decode(rle: dict) -> np.ndarray:
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
 
 
-def row_runs(mask: np.ndarray) -> list[int]:
-    """Row-major run lengths of a binary mask, starting with a run of zeros (possibly empty): what the page
-    paints from."""
+def row_runs(mask: np.ndarray) -> str:
+    """Row-major run lengths of a binary mask, starting with a run of zeros (possibly empty), as base64 of
+    little-endian uint32: what the page paints from (compact and quick to parse, however ragged the mask)."""
     flat = np.asarray(mask, dtype=bool).ravel()
     if not flat.size:
-        return []
+        return ""
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     runs = np.diff(np.concatenate(([0], edges, [flat.size])))
-    return ([0] if flat[0] else []) + runs.tolist()
+    if flat[0]:
+        runs = np.concatenate(([0], runs))
+    return base64.b64encode(runs.astype("<u4").tobytes()).decode("ascii")
 
 
 def check_format(fmt: str) -> str:
@@ -111,6 +119,13 @@ class Dataset:
         self.names: dict[int, str] = {**saved, **(names or {})} or {0: "object"}
         self._coco: dict[str, tuple[dict, list[dict]]] = {}  # key -> (image entry, annotations)
         self._holes = HoleWarning()
+        self._ann_cache: dict[tuple, dict] = {}
+        self._pending: dict[str, tuple[dict, list[dict]]] = {}  # dataset files still to write, by item
+        self._writing = 0
+        self._hurry = 0  # flush() callers waiting: no delay
+        self._cv = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self.last_error: str | None = None  # the background writer's last failure, shown on the page
 
     # ------------------------------------------------------------------ names
     def add_name(self, name: str) -> int:
@@ -169,7 +184,54 @@ class Dataset:
         with self.lock:
             make_dirs(self.record_path(key).parent)
             _write_json(self.record_path(key), {**item, "objects": objects})
-            self.write_labels(key, item, objects)
+        with self._cv:
+            self._pending.pop(key, None)  # re-queued last: items are written in the order they changed
+            self._pending[key] = (item, objects, time.monotonic())
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_pending, name="samkit-app-writer", daemon=True)
+                self._writer.start()
+            self._cv.notify_all()
+
+    def _write_pending(self) -> None:
+        while True:
+            with self._cv:
+                if not self._pending:
+                    self._writer = None
+                    self._cv.notify_all()
+                    return
+                key = next(iter(self._pending))
+                quiet = self._pending[key][2] + WRITE_DELAY - time.monotonic()
+                if quiet > 0 and not self._hurry:  # let a burst of clicks settle: the model runs first
+                    self._cv.wait(quiet)
+                    continue
+                item, objects, _ = self._pending.pop(key)
+                self._writing += 1
+                last = not self._pending
+            try:
+                with self.lock:
+                    if self.fmt == "coco":  # one document for every item: written once the queue is empty
+                        self._coco[key] = self.coco_entry(item, objects)
+                        if last:
+                            self.write_coco()
+                    else:
+                        self.write_labels(key, item, objects)
+            except Exception as e:  # the record is saved; the next start rewrites the dataset files from it
+                self.last_error = f"{key}: {type(e).__name__}: {e}"
+                LOGGER.warning("samkit app: cannot write the dataset files of %s", self.last_error)
+            finally:
+                with self._cv:
+                    self._writing -= 1
+                    self._cv.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every edit's dataset files are written; False when ``timeout`` ran out first."""
+        with self._cv:
+            self._hurry += 1
+            self._cv.notify_all()
+            try:
+                return self._cv.wait_for(lambda: not self._pending and not self._writing, timeout)
+            finally:
+                self._hurry -= 1
 
     def write_labels(self, key: str, item: dict, objects: list[dict], out: Path | None = None,
                      fmt: str | None = None) -> None:
@@ -198,11 +260,23 @@ class Dataset:
         return kept, (np.stack([rle_decode(o["mask"]) for o in kept]) if kept else np.zeros((0, *hw), bool))
 
     def coco_entry(self, item: dict, objects: list[dict]) -> tuple[dict, list[dict]]:
-        """One item's COCO image entry and annotations (``track_id`` = object id)."""
-        kept, masks = self._masks(item, objects)
-        anns = coco_annotations(masks, [int(o["cls"]) for o in kept], [o.get("score", 1.0) for o in kept],
-                                image_id=0, first_id=None, rle=self.rle, track_ids=[int(o["id"]) for o in kept],
-                                holes=self._holes, where=item["file_name"])
+        """One item's COCO image entry and annotations (``track_id`` = object id); an object's annotation is
+        computed once for each mask, class and score it has (an edit recomputes only the objects it changed)."""
+        anns = []
+        for o in objects:
+            if o.get("mask") is None:
+                continue
+            key = (o["mask"]["counts"], int(o["cls"]), o.get("score", 1.0), int(o["id"]), self.rle)
+            ann = self._ann_cache.get(key)
+            if ann is None:
+                got = coco_annotations(rle_decode(o["mask"])[None], [key[1]], [key[2]], image_id=0, first_id=None,
+                                       rle=self.rle, track_ids=[key[3]], holes=self._holes, where=item["file_name"])
+                if not got:  # an empty mask has no annotation
+                    continue
+                ann = self._ann_cache[key] = got[0]
+                while len(self._ann_cache) > 4096:
+                    self._ann_cache.pop(next(iter(self._ann_cache)))
+            anns.append(ann)
         return {k: v for k, v in item.items() if k != "label"}, anns
 
     def write_coco(self, path: Path | None = None, entries: dict | None = None) -> Path:

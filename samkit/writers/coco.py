@@ -58,7 +58,7 @@ def _polygons(contours: list[np.ndarray]) -> list[list[float]]:
             x0, y0 = c.min(0)
             x1, y1 = c.max(0) + 1
             c = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-        polys.append([round(float(v), 2) for v in c.reshape(-1)])
+        polys.append(np.round(c.reshape(-1), 2).tolist())  # contour points are whole pixels: exact either way
     return polys
 
 

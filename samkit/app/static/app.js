@@ -12,7 +12,7 @@ const DRAG_PIXELS = 6; // a press that moves farther than this (on screen) draws
 const S = {
   project: null, kind: null, index: 0, frame: 0, width: 0, height: 0,
   objects: [], prompts: [], selected: null, hidden: new Set(), cls: 0,
-  undo: 0, redo: 0, busy: 0, drawn: 0, timings: [], errors: [], tracking: null, frameMasks: null,
+  undo: 0, redo: 0, busy: 0, drawn: 0, timings: [], phases: [], errors: [], tracking: null, frameMasks: null,
 };
 window.samkit = S;
 
@@ -89,7 +89,36 @@ async function drawPicture(url) {
   bitmap.close();
 }
 
-// Paint every shown object's mask from its row-major runs (zeros first), then the prompts.
+const B64 = new Uint8Array(128);
+for (let i = 0; i < 64; i++) {
+  B64["ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".charCodeAt(i)] = i;
+}
+
+function base64Bytes(text) {
+  let n = text.length;
+  while (n && text.charCodeAt(n - 1) === 61) n--; // "=" padding
+  const out = new Uint8Array((n * 3) >> 2);
+  let j = 0;
+  for (let i = 0; i < n; i += 4) {
+    const a = B64[text.charCodeAt(i)], b = B64[text.charCodeAt(i + 1)];
+    const c = B64[text.charCodeAt(i + 2)], d = B64[text.charCodeAt(i + 3)];
+    out[j++] = (a << 2) | (b >> 4);
+    if (j < out.length) out[j++] = ((b & 15) << 4) | (c >> 2);
+    if (j < out.length) out[j++] = ((c & 3) << 6) | d;
+  }
+  return out;
+}
+
+// A mask's runs: base64 of little-endian uint32 run lengths, row-major, zeros first (decoded once per object).
+function runsOf(o) {
+  if (o.decoded === undefined) {
+    const bytes = base64Bytes(o.runs || "");
+    o.decoded = new Uint32Array(bytes.buffer, 0, bytes.length >> 2);
+  }
+  return o.decoded;
+}
+
+// Paint every shown object's mask from its runs, then the prompts.
 function drawMasks() {
   const ctx = $("masks").getContext("2d");
   const w = S.width, h = S.height;
@@ -97,13 +126,14 @@ function drawMasks() {
   const img = ctx.createImageData(w, h);
   const px = new Uint32Array(img.data.buffer);
   for (const o of S.objects) {
-    if (S.hidden.has(o.id) || !o.runs || !o.runs.length) continue;
+    if (S.hidden.has(o.id) || !o.runs) continue;
+    const runs = runsOf(o);
     const [r, g, b] = colorOf(o.id);
     const a = o.id === S.selected ? 170 : 120;
     const value = ((a << 24) | (b << 16) | (g << 8) | r) >>> 0; // RGBA bytes, little-endian
     let pos = 0;
-    for (let k = 0; k < o.runs.length; k++) {
-      const n = o.runs[k];
+    for (let k = 0; k < runs.length; k++) {
+      const n = runs[k];
       if (k % 2 === 1) px.fill(value, pos, pos + n);
       pos += n;
     }
@@ -210,7 +240,8 @@ function select(id) {
 function applyImageState(data) {
   // Objects whose masks did not change come without runs: keep the ones drawn.
   const old = new Map(S.objects.map((o) => [o.id, o]));
-  S.objects = data.objects.map((o) => (o.runs === undefined && old.has(o.id) ? { ...o, runs: old.get(o.id).runs } : o));
+  S.objects = data.objects.map((o) => (o.runs === undefined && old.has(o.id)
+    ? { ...o, runs: old.get(o.id).runs, decoded: old.get(o.id).decoded } : o));
   S.undo = data.undo;
   S.redo = data.redo;
   if (S.selected !== null && !S.objects.some((o) => o.id === S.selected)) S.selected = null;
@@ -253,11 +284,18 @@ function promptImage(click, box, t0) {
     if (click) points.push(click);
     const body = { points, box: box || (o ? o.box : null), cls: o ? o.cls : S.cls };
     if (o) body.id = o.id;
+    const t1 = performance.now();
     const data = await api(`/api/images/${index}/object`, body);
+    const t2 = performance.now();
     if (S.index !== index) return;
     if (data.changed && data.changed.length) S.selected = data.changed[0];
     applyImageState(data);
-    requestAnimationFrame(() => S.timings.push(performance.now() - t0));
+    const t3 = performance.now();
+    requestAnimationFrame(() => {
+      const t4 = performance.now();
+      S.timings.push(t4 - t0);
+      S.phases.push({ wait: t1 - t0, request: t2 - t1, paint: t3 - t2, frame: t4 - t3 });
+    });
     saved(`object #${S.selected}`);
   });
 }
