@@ -349,7 +349,7 @@ def _events(c, body, project=None) -> list[dict]:
 
 
 def test_video_prompt_propagate_both_ways_and_labels(model, clip):
-    out = clip.parent / "labels"
+    out = clip.parent / "clip_labels"
     project = open_project(model, clip, names="square")
     with served(project) as (_, c):
         info = c.get("/api/project").json()
@@ -388,7 +388,7 @@ def test_video_prompt_propagate_both_ways_and_labels(model, clip):
 
 
 def test_video_reopen_replays_prompts_and_coco(model, clip):
-    out = clip.parent / "labels"
+    out = clip.parent / "clip_labels"
     with served(open_project(model, clip, format="coco")) as (_, c):
         c.post("/api/video/prompt", json={"frame": 0, "points": [[30, 40, 1]]})
         _events(c, {"start": 0, "max_frames": 5})

@@ -216,7 +216,7 @@ def test_images_whole_flow(browser, model, tmp_path):
 def test_video_whole_flow(browser, model, tmp_path):
     (tmp_path / "v").mkdir()
     clip = write_video(tmp_path / "v" / "clip.avi", moving_square_frames(24), codec="MJPG")
-    out = clip.parent / "labels"
+    out = clip.parent / "clip_labels"
     project = open_project(model, clip, format="coco")
     with AppServer(project, port=0) as server:
         p = Page(browser, server.url)

@@ -133,9 +133,55 @@ def test_python_examples(code, weights, tmp_path, monkeypatch):
         assert written["txt"] >= 2 and written["coco"] >= 2 and written["png"] >= 2
 
 
+def run_app(args: list[str], tmp_path: Path) -> None:
+    """A README ``samkit app`` line: it prints its URL and serves until Ctrl+C; an edit made through it is in the
+    dataset folder afterwards, readable by pycocotools or Ultralytics' label checker."""
+    import signal
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen([shutil.which(args[0]) or args[0], *args[1:], "port=0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ))
+    try:
+        url, deadline = None, time.time() + 300
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            if " open http" in line:
+                url = line.split(" open ", 1)[1].split()[0]
+        info = httpx.get(url + "api/project", timeout=60).json()
+        if info["kind"] == "images":
+            assert info["items"] == ["bus.jpg"]
+            r = httpx.post(url + "api/images/0/object", json={"points": [[200, 300, 1]], "cls": 1}, timeout=120)
+        else:
+            r = httpx.post(url + "api/video/prompt", json={"frame": 0, "points": [[80, 120, 1]]}, timeout=120)
+            assert r.status_code == 200, r.text
+            with httpx.stream("POST", url + "api/video/propagate", json={"start": 0}, timeout=120) as s:
+                events = [ln for ln in s.iter_lines() if ln.startswith("event: ")]
+            assert events[-1] == "event: done", events
+        assert r.status_code == 200, r.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    if info["kind"] == "images":
+        from pycocotools.coco import COCO
+
+        coco = COCO(str(tmp_path / "images" / "labels" / "annotations.json"))
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["person", "bus"]
+        assert [a["category_id"] for a in coco.loadAnns(coco.getAnnIds())] == [1]
+    else:
+        assert sorted(p.name for p in (tmp_path / "clip_labels").glob("*.txt")) == [
+            "clip_000000.txt", "clip_000001.txt"]
+        check_outputs(tmp_path / "clip_labels")
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_cli_examples(command, weights, tmp_path):
     args = shlex.split(command)
+    if args[1] == "app":
+        return run_app(args, tmp_path)
     r = subprocess.run([shutil.which(args[0]) or args[0], *args[1:]], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ), cwd=tmp_path)
     assert r.returncode == 0, r.stderr

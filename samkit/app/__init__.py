@@ -41,7 +41,7 @@ def _names(names) -> dict[int, str] | None:
     return {int(k): v.strip() for k, v in names.items()}
 
 
-def open_project(model, source, out: str = "labels", format: str = "yolo", names=None, rle: bool = False,
+def open_project(model, source, out: str | None = None, format: str = "yolo", names=None, rle: bool = False,
                  video: bool | None = None, everything: dict | None = None, conf: float | None = None,
                  max_det: int = 300):
     """The images or video the app serves, and the dataset folder it saves into.
@@ -50,8 +50,8 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
         model: A loaded :class:`~samkit.SAM` (the only model the app runs; the page cannot choose another).
         source: A folder of images, a video file, or a folder of video frames (with ``video=True``). The app serves
             and writes only under this folder (a video file's folder).
-        out: The dataset folder, inside that folder (default ``labels``). Reopening the same folder shows the
-            objects saved there.
+        out: The dataset folder, inside that folder (default ``labels`` for images and frame folders,
+            ``<video name>_labels`` for a video file). Reopening the same folder shows the objects saved there.
         format: ``"yolo"`` (YOLO-seg ``.txt`` and ``data.yaml``), ``"coco"`` (``annotations.json``) or ``"png"``
             (one mask per object), written on every change.
         names: Class names (a list, ``"a,b"`` or ``{id: name}``); more can be typed on the page.
@@ -80,6 +80,8 @@ def open_project(model, source, out: str = "labels", format: str = "yolo", names
     if video is False and is_file:
         raise SourceError(f"video=False, but {str(source)!r} is a video file")
     root = src.parent if is_file else src
+    if out is None:
+        out = f"{src.stem}_labels" if is_file else "labels"
     out_path = Path(out).expanduser()
     out_path = (out_path if out_path.is_absolute() else root / out_path).resolve()
     if not inside(root, out_path):
