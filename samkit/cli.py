@@ -104,7 +104,8 @@ def run_checks() -> list[str]:
     else:
         lines.append("device cpu (CUDA not available)")
     for extra, dist in (("ray engine", "ray"), ("reference oracle", "sam2"), ("SAM 3 reference oracle", "sam3"),
-                        ("SAM 3 phrases: the CLIP tokenizer", "open_clip_torch"), ("trackers for yolo.track", "lap")):
+                        ("SAM 3 phrases: the CLIP tokenizer", "open_clip_torch"), ("trackers for yolo.track", "lap"),
+                        ("samkit app", "starlette"), ("samkit app", "uvicorn")):
         v = _version(dist)
         lines.append(f"optional {dist} ({extra}): {v if v else 'not installed'}")
     from ultralytics import ASSETS
