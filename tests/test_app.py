@@ -259,6 +259,8 @@ def test_paths_stay_under_the_started_folder(model, tmp_path):
         open_project(model, folder, out="../x")
     with pytest.raises(ValueError, match="must be inside"):
         open_project(model, folder, out=str(tmp_path / "abs"))
+    with pytest.raises(ValueError, match="is the served folder itself"):
+        open_project(model, folder, out=".")
     project = open_project(model, folder)
     assert [f.name for f in project.files] == ["img0.jpg", "img1.png", "img2.jpg"]  # the link is not served
     with pytest.raises(Exception, match="is a file but not a video"):
@@ -430,6 +432,38 @@ def test_video_stop_busy_and_flat_memory(model, tmp_path):
         obj = project.session.objects[1]
         kept = len(obj.outputs["non_cond_frame_outputs"])
         assert kept <= 2 * project.session.window + 2, kept  # the memory window, not the video's length
+
+
+def test_video_tab_closed_while_tracking(model, clip):
+    """A page closed in the middle of a propagation ends it (the frames tracked so far stay saved); the next
+    propagation is accepted."""
+    import httpx
+
+    project = open_project(model, clip)
+    with served(project) as (server, c):
+        c.post("/api/video/prompt", json={"frame": 0, "points": [[30, 40, 1]]})
+        with httpx.Client(base_url=server.url, timeout=60) as tab:
+            with tab.stream("POST", "/api/video/propagate", json={"start": 0}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("event: frame"):
+                        break  # the tab goes away here
+        deadline = time.time() + 30
+        while project.running and time.time() < deadline:
+            time.sleep(0.05)
+        assert not project.running
+        ev = _events(c, {"start": 0}, project)
+        assert ev[-1] == {**ev[-1], "event": "done", "done": 24}
+
+
+def test_port_in_use(model, tmp_path):
+    from samkit.app import AppServer
+
+    project = open_project(model, image_folder(tmp_path / "images"))
+    with AppServer(project, port=0) as first:
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port}"):
+            AppServer(open_project(model, tmp_path / "images"), port=first.port).start()
+    with pytest.raises(ValueError, match="port=70000"):
+        AppServer(project, port=70000)
 
 
 def test_video_bad_input(model, clip, tmp_path):

@@ -86,6 +86,8 @@ def open_project(model, source, out: str | None = None, format: str = "yolo", na
     out_path = (out_path if out_path.is_absolute() else root / out_path).resolve()
     if not inside(root, out_path):
         raise ValueError(f"out={str(out)!r} must be inside {root} (the app writes only under the folder it serves)")
+    if out_path == root:
+        raise ValueError(f"out={str(out)!r} is the served folder itself; give a folder inside it (default labels)")
     if everything:  # misspelt settings fail here, not on the page
         from samkit.engine.everything import EverythingConfig
 

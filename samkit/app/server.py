@@ -249,9 +249,16 @@ def create_app(project: ImageProject | VideoProject, token: str | None = None, l
         b = check_keys(body, ("start", "reverse", "max_frames"), "propagate")
         events = video().propagate(b.get("start"), b.get("reverse", False), b.get("max_frames"))
 
-        def stream():  # server-sent events, one per tracked frame
+        async def stream():  # server-sent events, one per tracked frame
+            # Each frame is tracked in a worker thread; when the page goes away (the request is cancelled), the
+            # tracking generator is closed here at once, so the video is free for the next propagation.
+            from starlette.concurrency import run_in_threadpool
+
             try:
-                for ev in events:
+                while True:
+                    ev = await run_in_threadpool(next, events, None)
+                    if ev is None:
+                        break
                     yield f"event: {ev['event']}\ndata: {json.dumps(ev, separators=(',', ':'))}\n\n"
             except Exception as e:  # the stream has started: report in it
                 LOGGER.warning("samkit app: tracking failed: %s: %s", type(e).__name__, e)
