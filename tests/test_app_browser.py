@@ -268,3 +268,57 @@ def test_video_whole_flow(browser, model, tmp_path):
     got = check_coco(out / "annotations.json")
     assert sorted(got) == [f"clip_{k:06d}.jpg" for k in range(24)]
     check_modes(out)
+
+
+def test_two_tabs_on_different_images(browser, model, tmp_path):
+    """Two tabs of one browser, on two images, clicking in turn: each shows and saves only its own objects."""
+    folder = image_folder(tmp_path / "images")
+    out = folder / "labels"
+    project = open_project(model, folder)
+    with AppServer(project, port=0) as server:
+        base = server.url.split("#")[0]
+        a, b = Page(browser, base + "#0"), Page(browser, base + "#2")
+        assert a.text("#name") == "img0.jpg" and b.text("#name") == "img2.jpg"
+        a.click(40, 40)
+        b.click(50, 50)
+        a.click(100, 80, button="right")
+        b.page.click("#new-object")
+        b.click(20, 80)
+        ra, rb = record(out, "img0")["objects"], record(out, "img2")["objects"]
+        assert [o["points"] for o in ra] == [[[40.5, 40.5, 1], [100.5, 80.5, 0]]]
+        assert [o["points"] for o in rb] == [[[50.5, 50.5, 1]], [[20.5, 80.5, 1]]]
+        assert np.array_equal(a.drawn_mask(), union(ra, (120, 160)))
+        assert np.array_equal(b.drawn_mask(), union(rb, (100, 100)))
+        a.key("Control+z")  # undoes tab a's last click only
+        assert [o["points"] for o in record(out, "img0")["objects"]] == [[[40.5, 40.5, 1]]]
+        assert len(record(out, "img2")["objects"]) == 2
+        assert not a.errors and not b.errors
+
+
+def test_phrases_from_the_text_box(browser, tmp_path):
+    """SAM 3: a phrase typed in the text box adds every instance found, as objects of a class named after it."""
+    pytest.importorskip("open_clip", reason="SAM 3's tokenizer is open_clip's (pip install -e '.[dev]')")
+    import torch
+
+    from samkit.nn.build import build_network
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "sam3.pt"
+    torch.save({"model": build_network("sam3_test").state_dict()}, ckpt)
+    folder = image_folder(tmp_path / "images")
+    out = folder / "labels"
+    project = open_project(SAM(str(ckpt), device="cpu", verbose=False), folder, conf=0.0, max_det=3)
+    with AppServer(project, port=0) as server:
+        p = Page(browser, server.url)
+        assert p.page.locator("#text-form").is_visible()
+        drawn = p.page.evaluate("window.samkit.drawn")
+        p.page.fill("#text", "red disc")
+        p.page.click("#text-form button")
+        p.page.wait_for_function(f"window.samkit.drawn > {drawn}")
+        p.settle()
+        objs = record(out, "img0")["objects"]
+        assert 1 <= len(objs) <= 3 and {o["cls"] for o in objs} == {1}
+        assert p.listed() == [f"#{o['id']} red disc" for o in objs]
+        assert p.page.locator("#cls option").all_inner_texts() == ["0: object", "1: red disc"]
+        assert np.array_equal(p.drawn_mask(), union(objs, (120, 160)))
+        assert not p.errors, p.errors
