@@ -59,7 +59,9 @@ class Page:
     def __init__(self, browser, url: str):
         self.page = browser.new_page(viewport={"width": 1200, "height": 800})
         self.errors: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
         self.open(url)
 
     def open(self, url: str) -> None:
@@ -201,6 +203,9 @@ def test_images_whole_flow(browser, model, tmp_path):
         p.settle()
         assert "labels/exports/coco" in p.text("#status")
         assert not p.errors, p.errors
+        origin = server.url.split("/?")[0].rstrip("/")
+        assert p.requests and all(u.startswith(origin + "/") or u.startswith("data:") for u in p.requests), {
+            u for u in p.requests if not u.startswith(origin)}  # the page needs nothing from the internet
         timings = p.page.evaluate("window.samkit.timings")
         assert len(timings) == 5 and all(t > 0 for t in timings)  # four clicks and a box
     got = check_coco(out / "exports" / "coco" / "annotations.json")
