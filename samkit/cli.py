@@ -196,9 +196,14 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         print(f"saved to {report.markdown_path} and {report.csv_path}")
         return 0
     if mode == "app":
-        from samkit.app import serve
+        from samkit.app import FORMATS, check_port, serve
         from samkit.model import SAM
 
+        if cfg["format"] not in FORMATS:  # settings that can fail do so before the model loads
+            raise ConfigError(f"format={cfg['format']!r} is not a dataset format; use one of {', '.join(FORMATS)}")
+        if cfg["source"] is None:
+            raise ConfigError("give source=: a folder of images, a video file or a folder of frames (with video=True)")
+        check_port(cfg["host"], cfg["port"])
         model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
                     compile=cfg["compile"], cache=cfg["cache"])
         serve(model, cfg["source"], host=cfg["host"], port=cfg["port"], token=cfg["token"], out=cfg["out"],

@@ -107,6 +107,39 @@ def test_reopen_shows_saved_objects_and_mends_labels(model, tmp_path):
     assert len(got["img1.png"]) == 2
 
 
+def test_one_app_per_dataset_folder(model, tmp_path):
+    """A second app on the same folder would overwrite the first one's edits: it is refused until the first stops."""
+    folder = image_folder(tmp_path / "images")
+    with served(open_project(model, folder)) as (_, c):
+        with pytest.raises(AppError, match=rf"labels is being edited by another samkit app \(pid {os.getpid()}\)"):
+            open_project(model, folder)
+        other = open_project(model, folder, out="second")  # another output folder is another dataset
+        other.close()
+    open_project(model, folder).close()
+
+
+def test_ultralytics_dataset_layout(model, tmp_path):
+    """Served on <dataset> holding images/, the labels go to <dataset>/labels and data.yaml is one Ultralytics
+    trains on."""
+    from ultralytics.data.utils import check_det_dataset
+
+    root = tmp_path / "dataset"
+    image_folder(root / "images")
+    project = open_project(model, root, names="disc,box")
+    assert [f.name for f in project.files] == ["img0.jpg", "img1.png", "img2.jpg"]
+    with served(project) as (_, c):
+        c.post("/api/images/1/object", json={"points": [[100, 70, 1]], "cls": 1})
+    assert check_yolo(root / "labels" / "img1.txt", root / "images" / "img1.png") == 1
+    data = check_det_dataset(str(root / "data.yaml"))
+    assert data["train"] == data["val"] == str(root / "images") and data["names"] == {0: "disc", 1: "box"}
+    from ultralytics.data.dataset import YOLODataset
+
+    ds = YOLODataset(img_path=data["train"], data=data, task="segment", augment=False)
+    (lab,) = [lb for lb in ds.labels if lb["im_file"].endswith("img1.png")]
+    assert lab["cls"].ravel().tolist() == [1.0] and len(lab["segments"]) == 1
+    assert not (root / "images" / "labels").exists()
+
+
 def test_png_format_and_export(model, tmp_path):
     folder = image_folder(tmp_path / "images")
     with served(open_project(model, folder, format="png")) as (_, c):
@@ -121,7 +154,7 @@ def test_png_format_and_export(model, tmp_path):
         assert sorted(p.name for p in out.glob("*.png")) == ["img2_002.png"]
         for fmt in ("yolo", "coco", "png"):
             got = c.post("/api/export", json={"format": fmt}).json()
-            assert got["folder"] == f"labels/exports/{fmt}" and got["items"] == 1
+            assert got["folder"] == str(out / "exports" / fmt) and got["items"] == 1
         assert c.post("/api/export", json={"format": "voc"}).status_code == 400
     ex = out / "exports"
     assert check_yolo(ex / "yolo" / "img2.txt", folder / "img2.jpg") == 1
@@ -169,6 +202,8 @@ def test_bad_requests_are_refused_with_their_reason(model, tmp_path):
         assert "label 2 must be 1" in err(c.post("/api/images/0/object", json={"points": [[5, 5, 2]]}), 400)
         assert "finite number" in err(c.post("/api/images/0/object", content=b'{"points": [[NaN, 5, 1]]}',
                                              headers={"content-type": "application/json"}), 400)
+        assert "needs a positive click" in err(c.post("/api/images/0/object", json={"points": [[5, 5, 0]]}), 400)
+        assert "needs a positive click" in err(c.post("/api/images/0/object", json={"points": []}), 400)
         assert "at most 64" in err(c.post("/api/images/0/object", json={"points": [[5, 5, 1]] * 65}), 400)
         assert "box [3, 3, 3, 9] is empty" in err(c.post("/api/images/0/object", json={"box": [3, 3, 3, 9]}), 400)
         assert "class 7 is not one" in err(c.post("/api/images/0/object", json={"points": [[5, 5, 1]], "cls": 7}),
@@ -190,6 +225,7 @@ def test_guard_host_json_origin_and_size(model, tmp_path):
         # a page on another site cannot reach the app through a DNS name pointing here
         r = c.get("/api/project", headers={"host": "attacker.example:8765"})
         assert r.status_code == 403 and "attacker.example" in r.json()["error"]
+        assert c.get("/api/project", headers={"host": f"LOCALHOST:{server.port}"}).status_code == 200
         assert c.get("/api/project", headers={"host": f"localhost:{server.port}"}).status_code == 200
         # a form posted from another site: not JSON, refused before anything runs
         r = c.post("/api/images/0/object", data={"points": "[[5,5,1]]"})
@@ -366,7 +402,7 @@ def test_video_prompt_propagate_both_ways_and_labels(model, clip):
         ev = _events(c, {"start": 8, "reverse": True}, project)
         assert [e["frame"] for e in ev if e["event"] == "frame"] == list(range(8, -1, -1))
         # every frame saved: a record and a label file, and the masks endpoint gives back what was streamed
-        labels = sorted(out.glob("clip_*.txt"))
+        labels = sorted((out / "labels").glob("clip_*.txt"))
         assert [p.stem for p in labels] == [f"clip_{k:06d}" for k in range(24)]
         streamed = {e["frame"]: e["objects"] for e in ev if e["event"] == "frame"}
         got = c.get("/api/video/masks/3").json()
@@ -378,14 +414,19 @@ def test_video_prompt_propagate_both_ways_and_labels(model, clip):
         c.post("/api/names", json={"name": "other"})
         c.post("/api/video/class", json={"id": 2, "cls": 1})
         assert [o["cls"] for o in record(out, "clip/000020")["objects"]] == [0, 1]
-        assert "1" in {row.split()[0] for row in (out / "clip_000020.txt").read_text().splitlines()}
+        assert "1" in {row.split()[0] for row in (out / "labels" / "clip_000020.txt").read_text().splitlines()}
         c.post("/api/video/delete", json={"id": 2})
         assert [o["id"] for o in record(out, "clip/000020")["objects"]] == [1]
-    frame = clip.parent / "frame.png"
-    cap = cv2.VideoCapture(str(clip))
-    cv2.imwrite(str(frame), cap.read()[1])
-    cap.release()
-    assert sum(check_yolo(p, frame) for p in labels) >= 20
+    # the frames are the dataset's images, beside the labels, and Ultralytics reads the folder as a dataset
+    frames = sorted((out / "images").glob("*.jpg"))
+    assert [p.stem for p in frames] == [p.stem for p in labels]
+    assert sum(check_yolo(lab, img) for lab, img in zip(labels, frames)) >= 20
+    first = cv2.VideoCapture(str(clip)).read()[1]
+    assert np.abs(cv2.imread(str(frames[0])).astype(int) - first).mean() < 3
+    from ultralytics.data.utils import check_det_dataset
+
+    data = check_det_dataset(str(out / "data.yaml"))
+    assert data["train"] == str(out / "images") and data["names"] == {0: "square", 1: "other"}
     check_modes(out)
 
 
@@ -396,7 +437,8 @@ def test_video_reopen_replays_prompts_and_coco(model, clip):
         _events(c, {"start": 0, "max_frames": 5})
         before = c.get("/api/video/masks/4").json()
     got = check_coco(out / "annotations.json")
-    assert sorted(got) == [f"clip_{k:06d}.jpg" for k in range(6)]
+    assert sorted(got) == [f"images/clip_{k:06d}.jpg" for k in range(6)]
+    assert all((out / name).is_file() for name in got)  # file names relative to annotations.json
     with served(open_project(model, clip, format="coco")) as (_, c):
         info = c.get("/api/project").json()
         assert info["objects"] == [{"id": 1, "cls": 0, "frames": [0]}]
@@ -460,8 +502,8 @@ def test_port_in_use(model, tmp_path):
 
     project = open_project(model, image_folder(tmp_path / "images"))
     with AppServer(project, port=0) as first:
-        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port}"):
-            AppServer(open_project(model, tmp_path / "images"), port=first.port).start()
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port} .*give another port="):
+            AppServer(open_project(model, tmp_path / "images", out="other"), port=first.port).start()
     with pytest.raises(ValueError, match="port=70000"):
         AppServer(project, port=70000)
 
@@ -474,6 +516,8 @@ def test_video_bad_input(model, clip, tmp_path):
         assert r.status_code == 400 and "frame=24 is out of range [0, 23]" in r.json()["error"]
         r = c.post("/api/video/prompt", json={"frame": 1})
         assert r.status_code == 400 and "give clicks or a box" in r.json()["error"]
+        r = c.post("/api/video/prompt", json={"frame": 1, "points": [[3, 3, 0]]})
+        assert r.status_code == 400 and "needs a positive click (left click) or a box" in r.json()["error"]
         assert c.get("/api/images/0").status_code == 404
     with pytest.raises(AppError, match="SAM 2 / 2.1"):
         open_project(SAM.untrained("mobile_sam.pt", verbose=False), clip)
@@ -535,3 +579,6 @@ def test_cli_app_bad_input(present_ckpt, tmp_path):
     r = subprocess.run([sys.executable, "-m", "samkit.cli", "app", f"source={folder}", f"model={present_ckpt}",
                         "out=../elsewhere", "device=cpu"], capture_output=True, text=True)
     assert r.returncode == 2 and "must be inside" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "samkit.cli", "app", f"source={folder}", "model=not-loaded.pt",
+                        "format=voc"], capture_output=True, text=True)  # refused before any model is looked for
+    assert r.returncode == 2 and "format='voc' is not a dataset format" in r.stderr

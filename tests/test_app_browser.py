@@ -184,12 +184,15 @@ def test_images_whole_flow(browser, model, tmp_path):
         p.page.select_option("#cls", "2")
         p.settle()
         assert record(out, "img0")["objects"][0]["cls"] == 2 and p.listed() == ["#1 wheel"]
-        # the next image (its embedding was computed in the background meanwhile)
+        # the next image (its embedding was computed in the background meanwhile); #1 hidden here is another
+        # object than the next image's #1
+        p.page.click("#objects li .eye")
         p.key("d")
         assert p.text("#position") == "2 / 3" and p.listed() == [] and not p.drawn_mask().any()
         p.click(100, 70)
         assert len(record(out, "img1")["objects"]) == 1
         img1 = p.drawn_mask()
+        assert img1.any() and np.array_equal(img1, union(record(out, "img1")["objects"], (150, 200)))
         # reload: the same image comes back with its objects, and the first image with its own
         p.open(server.url.split("#")[0] + "#1")
         assert p.text("#position") == "2 / 3" and p.listed() == ["#1 wheel"]  # new objects take the chosen class
@@ -225,7 +228,7 @@ def test_video_whole_flow(browser, model, tmp_path):
     project = open_project(model, clip, format="coco")
     with AppServer(project, port=0) as server:
         p = Page(browser, server.url)
-        assert p.text("#frames") == "24"
+        assert p.text("#frames") == "23"  # frames 0-23
 
         def scrub(k: int):
             drawn = p.page.evaluate("window.samkit.drawn")
@@ -271,7 +274,7 @@ def test_video_whole_flow(browser, model, tmp_path):
         assert np.array_equal(p.drawn_mask(), saved(12))
         assert not p.errors, p.errors
     got = check_coco(out / "annotations.json")
-    assert sorted(got) == [f"clip_{k:06d}.jpg" for k in range(24)]
+    assert sorted(got) == [f"images/clip_{k:06d}.jpg" for k in range(24)]
     check_modes(out)
 
 

@@ -172,9 +172,10 @@ def run_app(args: list[str], tmp_path: Path) -> None:
         assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["person", "bus"]
         assert [a["category_id"] for a in coco.loadAnns(coco.getAnnIds())] == [1]
     else:
-        assert sorted(p.name for p in (tmp_path / "clip_labels").glob("*.txt")) == [
-            "clip_000000.txt", "clip_000001.txt"]
-        check_outputs(tmp_path / "clip_labels")
+        out = tmp_path / "clip_labels"
+        assert sorted(p.name for p in (out / "labels").glob("*.txt")) == ["clip_000000.txt", "clip_000001.txt"]
+        assert sorted(p.name for p in (out / "images").glob("*.jpg")) == ["clip_000000.jpg", "clip_000001.jpg"]
+        check_outputs(out)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

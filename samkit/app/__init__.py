@@ -25,7 +25,7 @@ from pathlib import Path
 from samkit.app.store import FORMATS, AppError, Dataset, inside
 from samkit.utils import LOGGER
 
-__all__ = ("AppError", "AppServer", "open_project", "serve", "FORMATS")
+__all__ = ("AppError", "AppServer", "check_port", "open_project", "serve", "FORMATS")
 
 
 def _names(names) -> dict[int, str] | None:
@@ -62,8 +62,7 @@ def open_project(model, source, out: str | None = None, format: str = "yolo", na
         conf, max_det: SAM 3's phrases (the page's text box): the detection score to keep (None: the model's own,
             0.5) and the most instances of a phrase.
     """
-    from samkit.app.session import ImageProject, VideoProject
-    from samkit.data.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, natural_key
+    from samkit.data.sources import VIDEO_SUFFIXES, SourceError
 
     if source is None:
         raise SourceError("give source=: a folder of images, a video file or a folder of frames (with video=True)")
@@ -80,13 +79,17 @@ def open_project(model, source, out: str | None = None, format: str = "yolo", na
     if video is False and is_file:
         raise SourceError(f"video=False, but {str(source)!r} is a video file")
     root = src.parent if is_file else src
+    images = src
+    if not is_file and not video and not _images_in(src) and (src / "images").is_dir():
+        images = src / "images"  # Ultralytics' layout: <dataset>/images, labels written to <dataset>/labels
     if out is None:
-        out = f"{src.stem}_labels" if is_file else "labels"
+        out = f"{src.stem}_labels" if is_file else ("." if images != src else "labels")
     out_path = Path(out).expanduser()
     out_path = (out_path if out_path.is_absolute() else root / out_path).resolve()
     if not inside(root, out_path):
         raise ValueError(f"out={str(out)!r} must be inside {root} (the app writes only under the folder it serves)")
-    if out_path == root:
+    layout = images != src and out_path == root
+    if out_path == root and not layout:
         raise ValueError(f"out={str(out)!r} is the served folder itself; give a folder inside it (default labels)")
     if everything:  # misspelt settings fail here, not on the page
         from samkit.engine.everything import EverythingConfig
@@ -96,28 +99,49 @@ def open_project(model, source, out: str | None = None, format: str = "yolo", na
             raise TypeError(f"everything={{{', '.join(map(repr, unknown))}: ...}}: not a segment-everything setting; "
                             f"they are {', '.join(k for k in EverythingConfig.keys() if k != 'multimask')}")
         EverythingConfig(**everything)
-    dataset = Dataset(out_path, format, _names(names), rle=rle)
-    if is_file or video:
-        project = VideoProject(model, root, src, dataset)
-    else:
-        files, skipped = [], []
-        for p in sorted(src.iterdir(), key=lambda q: natural_key(q.name)):
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                (files if inside(root, p) else skipped).append(p)
-        for p in skipped:
-            LOGGER.warning("%s links outside %s: it is not served", p.name, root)
-        if not files:
-            raise SourceError(f"{str(source)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        seen: dict[str, Path] = {}
-        for p in files:
-            if p.stem in seen:
-                raise SourceError(f"{seen[p.stem].name} and {p.name} would save to the same label file; rename one")
-            seen[p.stem] = p
-        project = ImageProject(model, root, files, dataset, everything=everything, conf=conf, max_det=max_det)
-    rewritten = dataset.sync()
+    # Labels beside an images/ folder (Ultralytics' layout; a video file's frames are saved to <out>/images)
+    paired = layout or is_file
+    dataset = Dataset(out_path, format, _names(names), rle=rle, labels=out_path / "labels" if paired else None,
+                      frames=out_path / "images" if is_file else None, train="images" if paired else None)
+    try:
+        project = _project(model, root, src, images, dataset, is_file or bool(video), everything, conf, max_det)
+        rewritten = dataset.sync()
+    except BaseException:
+        dataset.close()
+        raise
     if rewritten:
-        LOGGER.info("samkit app: %d saved item(s) rewritten in %s", rewritten, out_path)
+        LOGGER.warning("samkit app: %d item(s) whose dataset files lagged behind their records were rewritten in %s",
+                       rewritten, out_path)
     return project
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from samkit.data.sources import IMAGE_SUFFIXES, natural_key
+
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                  key=lambda q: natural_key(q.name))
+
+
+def _project(model, root: Path, src: Path, images: Path, dataset, video: bool, everything, conf, max_det):
+    from samkit.app.session import ImageProject, VideoProject
+    from samkit.data.sources import IMAGE_SUFFIXES, SourceError
+
+    if video:
+        return VideoProject(model, root, src, dataset)
+    files, skipped = [], []
+    for p in _images_in(images):
+        (files if inside(root, p) else skipped).append(p)
+    for p in skipped:
+        LOGGER.warning("%s links outside %s: it is not served", p.name, root)
+    if not files:
+        raise SourceError(f"{str(src)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}), nor an images/ "
+                          "folder of them")
+    seen: dict[str, Path] = {}
+    for p in files:
+        if p.stem in seen:
+            raise SourceError(f"{seen[p.stem].name} and {p.name} would save to the same label file; rename one")
+        seen[p.stem] = p
+    return ImageProject(model, root, files, dataset, everything=everything, conf=conf, max_det=max_det)
 
 
 def _loopback(host: str) -> bool:
@@ -127,6 +151,24 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, with the reason, when ``host:port`` cannot be listened on (taken, or not an address here)."""
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ValueError(f"port={port!r} must be a TCP port (0-65535; 0 picks a free one)")
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise OSError(f"samkit app could not listen on {host}:{port} ({e.strerror or e}); give another port= "
+                          "(0 picks a free one)") from None
 
 
 class AppServer:
@@ -168,6 +210,7 @@ class AppServer:
     def start(self) -> AppServer:
         import uvicorn
 
+        check_port(self.host, self._port)
         config = uvicorn.Config(self.app, host=self.host, port=self._port, log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=2, access_log=False)
         self._server = uvicorn.Server(config)
@@ -219,4 +262,9 @@ def serve(model, source, host: str = "127.0.0.1", port: int = 8765, token: str |
         kind = f"{len(proj)} images" if proj.kind == "images" else f"{proj.length} frames of {proj.source.name}"
         print(f"samkit app: {kind}, {model.family}, saving {proj.dataset.fmt} to {proj.dataset.out}")
         print(f"samkit app: open {server.url}  (Ctrl+C stops)", flush=True)
+        if host in ("0.0.0.0", "::"):
+            import socket
+
+            print(f"samkit app: from other machines: {server.url.replace('127.0.0.1', socket.gethostname(), 1)}",
+                  flush=True)
         server.wait()

@@ -70,7 +70,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         raw = _header(scope, b"host") or ""
-        host = raw[: raw.find("]") + 1] if raw.startswith("[") else raw.split(":")[0]
+        host = (raw[: raw.find("]") + 1] if raw.startswith("[") else raw.split(":")[0]).lower()
         if self.loopback and host not in LOOPBACK:
             return await _deny(send, 403, f"host {host!r} is not served; open the app at 127.0.0.1")
         ok, in_query = self._token_ok(scope)
@@ -220,7 +220,7 @@ def create_app(project: ImageProject | VideoProject, token: str | None = None, l
         if fmt not in FORMATS:
             raise AppError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
         got = dataset.export(fmt, dataset.out / "exports" / fmt)
-        return {**got, "folder": Path(got["folder"]).relative_to(project.root).as_posix()}
+        return got
 
     def frame_pixels(request, body):
         k = check_int(request.path_params["k"], "frame")

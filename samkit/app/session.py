@@ -78,6 +78,13 @@ def check_prompt(points, box, hw: tuple[int, int]) -> tuple[list[list[float]], l
     return out, box
 
 
+def check_positive(points: list, box) -> None:
+    """An object is what its positive clicks or its box say; negative clicks alone name nothing."""
+    if box is None and not any(p[2] == 1 for p in points):
+        raise AppError("an object needs a positive click (left click) or a box; negative clicks alone do not say "
+                       "which object")
+
+
 def sam_prompt(points: list, box) -> dict:
     prompt: dict = {}
     if points:
@@ -280,6 +287,7 @@ class ImageProject:
         i = self.check_index(i)
         im = self.image(i)
         points, box = check_prompt(points, box, im.shape[:2])
+        check_positive(points, box)
         with self._lock:
             objs = self.objects(i)
             old = next((o for o in objs if o["id"] == obj_id), None) if obj_id is not None else None
@@ -371,7 +379,7 @@ class ImageProject:
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)
-        self.dataset.flush()
+        self.dataset.close()
 
 
 # ---------------------------------------------------------------------- video
@@ -441,7 +449,7 @@ class VideoProject:
             return {"file_name": f.resolve().relative_to(self.root).as_posix(),
                     "height": self.reader.height, "width": self.reader.width, "label": f.stem, "frame": frame,
                     "video": self.source.name}
-        return {"file_name": f"{self.name}_{frame:06d}.jpg", "height": self.reader.height,
+        return {"file_name": f"images/{self.name}_{frame:06d}.jpg", "height": self.reader.height,
                 "width": self.reader.width, "label": f"{self.name}_{frame:06d}", "frame": frame,
                 "video": self.source.name}
 
@@ -477,7 +485,10 @@ class VideoProject:
         pres = res.presence.float().cpu().numpy() if len(masks) else []
         objects = [{"id": int(i), "cls": int(self.prompts[int(i)]["cls"]), "mask": encode_mask(m),
                     "score": round(float(s), 4)} for i, m, s in zip(ids, masks, pres) if int(i) in self.prompts]
-        self.dataset.write_item(self._key(frame), self._item(frame), objects)
+        item = self._item(frame)
+        if self.frame_files is None:  # a video file: its frames become the dataset's images
+            self.dataset.save_frame(Path(item["file_name"]).name, res.orig_img)
+        self.dataset.write_item(self._key(frame), item, objects)
         return {"frame": frame, "objects": [page_object(o) for o in objects], "prompts": self._frame_prompts(frame)}
 
     def prompt(self, frame, obj_id=None, cls=None, points=None, box=None) -> dict:
@@ -486,6 +497,8 @@ class VideoProject:
         points, box = check_prompt(points, box, (self.reader.height, self.reader.width))
         if not points and box is None:
             raise AppError("give clicks or a box")
+        if obj_id is None or obj_id not in self.prompts:  # a tracked object may be corrected by a negative click
+            check_positive(points, box)
         with self._lock:
             self._idle()
             if obj_id is None:
@@ -595,7 +608,7 @@ class VideoProject:
 
     def close(self) -> None:
         self._stop.set()
-        self.dataset.flush()
+        self.dataset.close()
         with self._read_lock:
             self.reader.close()
         if self.session is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -103,8 +104,12 @@ class Dataset:
         rle: COCO segmentations as RLE (keeps holes) instead of polygons.
     """
 
-    def __init__(self, out: Path, fmt: str, names: dict[int, str] | None = None, rle: bool = False):
+    def __init__(self, out: Path, fmt: str, names: dict[int, str] | None = None, rle: bool = False,
+                 labels: Path | None = None, frames: Path | None = None, train: str | None = None):
         self.out = Path(out)
+        self.labels = Path(labels) if labels is not None else self.out
+        self.frames = Path(frames) if frames is not None else None
+        self.train = train
         self.meta = self.out / ".samkit"
         self.records = self.meta / "objects"
         self.fmt = check_format(fmt)
@@ -115,6 +120,7 @@ class Dataset:
         if saved_fmt and saved_fmt != fmt:
             raise AppError(f"{self.out} holds {saved_fmt} labels; start with format={saved_fmt}, or give another "
                            f"out= folder for {fmt} (the page's Export writes other formats)")
+        self._lock_file = self._claim()
         saved = {int(k): str(v) for k, v in project.get("names", {}).items()}
         self.names: dict[int, str] = {**saved, **(names or {})} or {0: "object"}
         self._coco: dict[str, tuple[dict, list[dict]]] = {}  # key -> (image entry, annotations)
@@ -126,6 +132,33 @@ class Dataset:
         self._cv = threading.Condition()
         self._writer: threading.Thread | None = None
         self.last_error: str | None = None  # the background writer's last failure, shown on the page
+
+    def _claim(self) -> int | None:
+        """Hold ``.samkit/lock`` while the app runs: a second app on the same folder would overwrite this one's
+        edits (each keeps its objects in memory), so it is refused."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks (Windows): one app per folder is the user's to keep
+            return None
+        make_dirs(self.meta)
+        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise AppError(f"{self.out} is being edited by another samkit app ({holder}); stop it, or give another "
+                           "out= folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        return fd
+
+    def close(self) -> None:
+        """Write what is pending and let another app open the folder."""
+        self.flush()
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # releases the lock
+            self._lock_file = None
 
     # ------------------------------------------------------------------ names
     def add_name(self, name: str) -> int:
@@ -151,14 +184,34 @@ class Dataset:
         with self.lock:
             _write_json(self.meta / "project.json", {"format": self.fmt, "names": self.names})
             if self.fmt == "yolo":
-                import yaml
-
-                text = ("# the classes of these YOLO-seg labels (written by samkit app)\n"
-                        + yaml.safe_dump({"nc": len(self.names), "names": dict(sorted(self.names.items()))},
-                                         sort_keys=False, allow_unicode=True))
-                atomic_write_text(self.out / "data.yaml", text)
+                self.write_data_yaml(self.out, self.train)
             if self.fmt == "coco" and self._coco:
                 self.write_coco()
+
+    def write_data_yaml(self, folder: Path, train: str | None) -> Path:
+        """``data.yaml`` naming the classes; with ``train`` (the images folder beside ``labels/``), a dataset file
+        Ultralytics trains on (``train`` and ``val`` both that folder)."""
+        import yaml
+
+        data = {"train": train, "val": train} if train else {}
+        data.update(nc=len(self.names), names=dict(sorted(self.names.items())))
+        head = "# written by samkit app" + ("" if train else ": the classes of these YOLO-seg labels") + "\n"
+        return atomic_write_text(folder / "data.yaml", head + yaml.safe_dump(data, sort_keys=False,
+                                                                             allow_unicode=True))
+
+    def save_frame(self, name: str, image: np.ndarray) -> None:
+        """A video frame as the dataset's image ``frames/<name>`` (written once)."""
+        if self.frames is None or (self.frames / name).exists():
+            return
+        import cv2
+
+        from samkit.writers.atomic import atomic_write_bytes
+
+        ok, buf = cv2.imencode(Path(name).suffix, image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise OSError(f"cannot encode frame {name}")
+        make_dirs(self.frames)
+        atomic_write_bytes(self.frames / name, buf.tobytes())
 
     # ------------------------------------------------------------------ records
     def record_path(self, key: str) -> Path:
@@ -237,10 +290,11 @@ class Dataset:
                      fmt: str | None = None) -> None:
         """The dataset files of one item (``out`` / ``fmt``: another folder and format, for exports; COCO items
         of another folder are not written here, see :meth:`coco_entry`)."""
-        out = self.out if out is None else out
+        own = out is None
+        out = self.labels if own else out
         fmt = fmt or self.fmt
         if fmt == "coco":
-            if out == self.out:
+            if own:
                 self._coco[key] = self.coco_entry(item, objects)
                 self.write_coco()
             return
@@ -305,23 +359,57 @@ class Dataset:
         with self.lock:
             self.save_project()
             n = 0
-            for key in self.keys():
+            keys = self.keys()
+            if self.fmt == "coco":
+                doc = self.out / "annotations.json"
+                newest = max((self.record_path(k).stat().st_mtime for k in keys), default=0.0)
+                current = doc.exists() and doc.stat().st_mtime >= newest and self._load_coco(doc, keys)
+                if not current:
+                    for key in keys:
+                        rec = self.read_record(key)
+                        self._coco[key] = self.coco_entry({k: v for k, v in rec.items() if k != "objects"},
+                                                          rec["objects"])
+                    if keys:
+                        self.write_coco()
+                    n = len(keys)
+                return n
+            for key in keys:
                 rec = self.read_record(key)
                 item = {k: v for k, v in rec.items() if k != "objects"}
-                if self.fmt == "coco":
-                    self._coco[key] = self.coco_entry(item, rec["objects"])
-                    continue
-                stem = item.get("label") or Path(item["file_name"]).stem
-                label = self.out / f"{stem}.txt" if self.fmt == "yolo" else None
-                rec_time = self.record_path(key).stat().st_mtime
-                if label is not None and label.exists() and label.stat().st_mtime >= rec_time:
+                if not self._lagging(key, item, rec["objects"]):
                     continue
                 self.write_labels(key, item, rec["objects"])
                 n += 1
-            if self.fmt == "coco":
-                self.write_coco()
-                n = len(self._coco)
             return n
+
+    def _lagging(self, key: str, item: dict, objects: list[dict]) -> bool:
+        """Whether an item's dataset files are missing or older than its record."""
+        stem = item.get("label") or Path(item["file_name"]).stem
+        since = self.record_path(key).stat().st_mtime
+        if self.fmt == "yolo":
+            files = [self.labels / f"{stem}.txt"]
+        else:
+            files = [self.labels / f"{stem}_{int(o['id']):03d}.png" for o in objects if o.get("mask")]
+        return any(not f.exists() or f.stat().st_mtime < since for f in files)
+
+    def _load_coco(self, doc: Path, keys: list[str]) -> bool:
+        """Take the items' entries from an up-to-date ``annotations.json`` (no polygons computed again); False
+        when it does not hold every item."""
+        try:
+            data = json.loads(doc.read_text(encoding="utf-8"))
+            by_name = {im["file_name"]: im for im in data["images"]}
+            anns: dict[int, list[dict]] = {}
+            for a in data["annotations"]:
+                anns.setdefault(a["image_id"], []).append({k: v for k, v in a.items() if k not in ("id", "image_id")})
+            entries = {}
+            for key in keys:
+                rec = self.read_record(key)
+                im = by_name[rec["file_name"]]
+                entries[key] = ({k: v for k, v in im.items() if k != "id"}, anns.get(im["id"], []))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        self._coco.update(entries)
+        return True
 
     def export(self, fmt: str, out: Path) -> dict:
         """Write every saved item in format ``fmt`` to ``out``; returns what was written."""
@@ -339,11 +427,7 @@ class Dataset:
             if fmt == "coco":
                 self.write_coco(out / "annotations.json", coco)
             elif fmt == "yolo":
-                import yaml
-
-                atomic_write_text(out / "data.yaml", yaml.safe_dump(
-                    {"nc": len(self.names), "names": dict(sorted(self.names.items()))}, sort_keys=False,
-                    allow_unicode=True))
+                self.write_data_yaml(out, None)
             return {"format": fmt, "items": len(self.keys()), "folder": str(out)}
 
 

@@ -210,7 +210,7 @@ function renderObjects() {
       if (ev.target.classList.contains("eye")) {
         if (S.hidden.has(o.id)) S.hidden.delete(o.id); else S.hidden.add(o.id);
       } else {
-        select(o.id === S.selected ? null : o.id);
+        select(o.id); // N or "New object" deselects
       }
       renderObjects();
       drawMasks();
@@ -260,6 +260,7 @@ async function openImage(i) {
   i = Math.max(0, Math.min(n - 1, i));
   S.index = i;
   S.selected = null;
+  S.hidden = new Set(); // ids are per image: another image's #1 is another object
   history.replaceState(null, "", `${location.pathname}${location.search}#${i}`);
   $("position").textContent = `${i + 1} / ${n}`;
   $("name").textContent = S.project.items[i];
@@ -307,7 +308,8 @@ function imageAction(path, body = {}) {
     if (S.index !== index) return;
     if (data.changed && data.changed.length === 1) S.selected = data.changed[0];
     applyImageState(data);
-    saved(path);
+    if (path === "everything") status(`segment everything: ${data.changed.length} mask(s) added (saved)`);
+    else saved(path);
   });
 }
 
@@ -521,7 +523,10 @@ function bind() {
   $("next").onclick = () => queue(() => openImage(S.index + 1));
   $("undo").onclick = () => imageAction("undo");
   $("redo").onclick = () => imageAction("redo");
-  $("everything").onclick = () => { status("segmenting everything…"); imageAction("everything", { cls: S.cls }); };
+  $("everything").onclick = () => {
+    status("segmenting everything… (a while on a CPU)");
+    imageAction("everything", { cls: S.cls });
+  };
   $("new-object").onclick = () => { select(null); renderObjects(); drawMasks(); };
   $("delete").onclick = deleteSelected;
   $("cls").onchange = () => {
@@ -564,7 +569,7 @@ function bind() {
       S.project.names = info.names;
       renderNames();
       applyImageState(data);
-      saved(`${data.changed.length} × ${text}`);
+      status(`${data.changed.length} × "${text}" found (saved)`);
     });
   };
   $("export").onclick = () => queue(async () => {
@@ -592,7 +597,7 @@ async function start() {
   if (S.kind === "video") {
     $("name").textContent = S.project.name;
     $("scrub").max = String(S.project.frames - 1);
-    $("frames").textContent = String(S.project.frames);
+    $("frames").textContent = String(S.project.frames - 1);
     const f = hash.startsWith("f=") ? Number(hash.slice(2)) : 0;
     await showFrame(Number.isInteger(f) && f >= 0 && f < S.project.frames ? f : 0);
   } else {
