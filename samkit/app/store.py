@@ -6,9 +6,12 @@ Layout of the output folder ``out`` (under the folder the app was started on):
 - ``.samkit/objects/<stem>.json``: one image's objects, each with its prompts (clicks and box, so it can be edited
   further after a restart) and its mask as COCO RLE (lossless); for a video, ``.samkit/objects/<video>/`` holds
   ``prompts.json`` (every object's prompts on every frame) and ``<frame>.json`` (the tracked masks of one frame);
-- the dataset itself, in the format chosen at start: ``format="yolo"``: ``<stem>.txt`` YOLO-seg rows and
-  ``data.yaml`` naming the classes; ``format="coco"``: one ``annotations.json``; ``format="png"``:
-  ``<stem>_<object id>.png`` masks (0 / 255).
+- the dataset itself, in the format chosen at start: ``format="yolo"``: ``<stem>.txt`` YOLO-seg rows (in the
+  ``labels`` folder: ``out`` itself, or ``out/labels`` beside an ``images`` folder) and ``data.yaml`` naming the
+  classes (and ``train: images`` beside one); ``format="coco"``: one ``annotations.json``; ``format="png"``:
+  ``<stem>_<object id>.png`` masks (0 / 255) in the labels folder;
+- a video file's tracked frames, ``out/images/<video>_<frame>.jpg`` (``frames``), the dataset's images;
+- ``.samkit/lock``: held while an app has the folder open (one app per folder).
 
 Each edit's record is written (atomically, :mod:`samkit.writers.atomic`) before the page is answered; the dataset
 files follow in a background thread (polygons and a whole COCO document take longer than a click should wait),
