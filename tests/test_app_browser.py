@@ -282,7 +282,8 @@ def test_two_tabs_on_different_images(browser, model, tmp_path):
     """Two tabs of one browser, on two images, clicking in turn: each shows and saves only its own objects."""
     folder = image_folder(tmp_path / "images")
     out = folder / "labels"
-    project = open_project(model, folder)
+    project = open_project(model, folder, everything={"points_per_side": 8, "pred_iou_thresh": 0.0,
+                                                      "stability_score_thresh": 0.0})
     with AppServer(project, port=0) as server:
         base = server.url.split("#")[0]
         a, b = Page(browser, base + "#0"), Page(browser, base + "#2")
@@ -300,6 +301,15 @@ def test_two_tabs_on_different_images(browser, model, tmp_path):
         a.key("Control+z")  # undoes tab a's last click only
         assert [o["points"] for o in record(out, "img0")["objects"]] == [[[40.5, 40.5, 1]]]
         assert len(record(out, "img2")["objects"]) == 2
+        b.key("Delete")  # the selected object (#2, made last)
+        assert [o["id"] for o in record(out, "img2")["objects"]] == [1] and b.listed() == ["#1 object"]
+        assert np.array_equal(b.drawn_mask(), union(record(out, "img2")["objects"], (100, 100)))
+        # segment everything, from the button
+        b.page.click("#everything")
+        b.settle()
+        objs = record(out, "img2")["objects"]
+        assert len(objs) > 1 and "mask(s) added" in b.text("#status")
+        assert np.array_equal(b.drawn_mask(), union(objs, (100, 100)))
         assert not a.errors and not b.errors
 
 
