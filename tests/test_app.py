@@ -363,6 +363,18 @@ def test_phrases_with_sam3(tmp_path):
         assert c.get("/api/project").json()["names"] == {"0": "object", "1": "red disc"}
         got = [m for o in record(folder / "labels", "img0")["objects"] for m in [mask_of(o)]]
         assert all(np.array_equal(a, b) for a, b in zip(got, want.masks.data.cpu().numpy()[: len(got)]))
+        # each instance keeps its box: a click on it is decoded with the box (the page sends both)
+        first = r["objects"][0]
+        assert np.allclose(first["box"], want.boxes.xyxy[0].tolist(), atol=0.06)
+        x = (first["box"][0] + first["box"][2]) / 2
+        y = (first["box"][1] + first["box"][3]) / 2
+        body = {"id": first["id"], "points": [[x, y, 1]], "box": first["box"]}
+        refined = c.post("/api/images/0/object", json=body).json()
+        obj = next(o for o in refined["objects"] if o["id"] == first["id"])
+        prompt = {"points": [[x, y]], "labels": [1], "box": first["box"]}
+        again = sam3.predict(str(folder / "img0.jpg"), prompts=[prompt], verbose=False)[0]
+        assert np.array_equal(mask_of(record(folder / "labels", "img0")["objects"][0]), again.masks.data[0].numpy())
+        assert obj["box"] == first["box"] and obj["points"] == [[x, y, 1]]
         r = c.post("/api/images/0/object", json={"points": [[40, 40, 1]]}).json()
         assert r["changed"] == [n + 1] and len(r["objects"]) == n + 1
         assert c.post("/api/images/0/text", json={"text": " "}).status_code == 400

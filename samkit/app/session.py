@@ -364,16 +364,20 @@ class ImageProject:
         image = self.image(i)
         with self._model_lock:
             r = self.model.predict(image, texts=[text.strip()], verbose=False, **self.concept_settings)[0]
-        return self._add_found(i, r, lambda k: cls)
+        return self._add_found(i, r, lambda k: cls, boxes=True)
 
-    def _add_found(self, i: int, r, cls_of) -> dict:
+    def _add_found(self, i: int, r, cls_of, boxes: bool = False) -> dict:
+        """Objects from found masks (each its own undo step as one). With ``boxes``, each keeps the box it was
+        found in as its prompt, so a click on it refines that instance (box and click decoded together)."""
         masks = r.masks.data.cpu().numpy() if r.masks is not None else np.zeros((0, 1, 1), bool)
         scores = r.boxes.conf.float().cpu().numpy() if len(masks) else []
+        xyxy = r.boxes.xyxy.float().cpu().numpy() if len(masks) else []
         with self._lock:
             objs = self.objects(i)
             start = max((o["id"] for o in objs), default=0) + 1
-            found = [{"id": start + k, "cls": cls_of(k), "points": [], "box": None, "mask": encode_mask(m),
-                      "score": round(float(s), 4)} for k, (m, s) in enumerate(zip(masks, scores)) if m.any()]
+            found = [{"id": start + k, "cls": cls_of(k), "points": [],
+                      "box": [round(float(v), 1) for v in b] if boxes else None, "mask": encode_mask(m),
+                      "score": round(float(s), 4)} for k, (m, s, b) in enumerate(zip(masks, scores, xyxy)) if m.any()]
             self._commit(i, [*objs, *found])
             return self._reply(i, [o["id"] for o in found])
 
