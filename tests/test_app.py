@@ -259,6 +259,12 @@ def test_guard_host_json_origin_and_size(model, tmp_path):
             assert r.status in (400, 404), (path, r.status)
             assert b"import" not in body and b"root:" not in body, path
         assert c.get("/static/app.js").status_code == 200
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)  # no WebSocket is served
+        conn.request("GET", "/api/project", headers={"Host": f"127.0.0.1:{server.port}", "Connection": "Upgrade",
+                                                     "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert conn.getresponse().status != 101
+        conn.close()
     assert not (folder / "labels" / "img0.txt").exists()
 
 

@@ -67,6 +67,8 @@ class Guard:
         return bool(got) and secrets.compare_digest(got, self.token), False
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":  # the app has none: refused before any check could be skipped
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         raw = _header(scope, b"host") or ""
