@@ -48,7 +48,9 @@ from samkit.utils.downloads import file_sha256
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
 from samkit.writers.masks import save_mask_pngs
-from samkit.writers.yolo import box_polygon, mask_polygons, write_yolo_seg
+from samkit.writers.yolo import box_polygon, mask_polygons
+from samkit.writers.yolo import write_data_yaml as yolo_data_yaml
+from samkit.writers.yolo import write_yolo_seg
 
 FORMATS = ("yolo", "coco", "png")
 EMPTY = ("box", "skip")
@@ -287,12 +289,7 @@ def _sam_family(sam_model) -> str:
 
 def write_data_yaml(out: Path, names: dict[int, str]) -> Path:
     """``out/data.yaml`` naming the classes of a YOLO-seg label folder (Ultralytics' ``names:`` mapping)."""
-    import yaml
-
-    text = ("# the classes of these YOLO-seg labels (written by samkit's auto-annotation)\n"
-            + yaml.safe_dump({"nc": len(names), "names": {int(k): str(v) for k, v in sorted(names.items())}},
-                             sort_keys=False, allow_unicode=True))
-    return atomic_write_text(out / "data.yaml", text)
+    return yolo_data_yaml(out, names, by="samkit's auto-annotation")
 
 
 def _detector_checksum(det) -> str:

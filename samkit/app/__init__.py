@@ -116,10 +116,13 @@ def open_project(model, source, out: str | None = None, format: str = "yolo", na
 
 
 def _images_in(folder: Path) -> list[Path]:
-    from samkit.data.sources import IMAGE_SUFFIXES, natural_key
+    """The image files of a folder, as every source listing sorts them (none: an empty list)."""
+    from samkit.data.sources import SourceError, iter_images
 
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                  key=lambda q: natural_key(q.name))
+    try:
+        return [Path(p) for p in iter_images(str(folder))]
+    except SourceError:
+        return []
 
 
 def _project(model, root: Path, src: Path, images: Path, dataset, video: bool, everything, conf, max_det):

@@ -35,7 +35,7 @@ from samkit.utils import LOGGER
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_to_rle
 from samkit.writers.masks import save_mask_pngs
-from samkit.writers.yolo import mask_polygons, write_yolo_seg
+from samkit.writers.yolo import mask_polygons, write_data_yaml, write_yolo_seg
 
 FORMATS = ("yolo", "coco", "png")
 WRITE_DELAY = 0.3  # seconds an item's dataset files wait for its next edit (records are written at once)
@@ -193,14 +193,8 @@ class Dataset:
 
     def write_data_yaml(self, folder: Path, train: str | None) -> Path:
         """``data.yaml`` naming the classes; with ``train`` (the images folder beside ``labels/``), a dataset file
-        Ultralytics trains on (``train`` and ``val`` both that folder)."""
-        import yaml
-
-        data = {"train": train, "val": train} if train else {}
-        data.update(nc=len(self.names), names=dict(sorted(self.names.items())))
-        head = "# written by samkit app" + ("" if train else ": the classes of these YOLO-seg labels") + "\n"
-        return atomic_write_text(folder / "data.yaml", head + yaml.safe_dump(data, sort_keys=False,
-                                                                             allow_unicode=True))
+        Ultralytics trains on."""
+        return write_data_yaml(folder, self.names, by="samkit app", train=train)
 
     def save_frame(self, name: str, image: np.ndarray) -> None:
         """A video frame as the dataset's image ``frames/<name>`` (written once)."""

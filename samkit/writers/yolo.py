@@ -59,3 +59,21 @@ def write_yolo_seg(path: str | Path, polygons, cls, conf=None, warn_empty: bool 
     if warn_empty and len(rows) < len(polygons):
         LOGGER.warning("%s: %d empty mask(s) have no polygon and no row", path, len(polygons) - len(rows))
     return atomic_write_text(path, "".join(r + "\n" for r in rows))
+
+
+def write_data_yaml(folder: str | Path, names: dict[int, str], by: str, train: str | None = None) -> Path:
+    """``folder/data.yaml`` naming the classes of YOLO-seg labels (Ultralytics' ``names:`` mapping), atomically.
+
+    Args:
+        names: Class id -> name.
+        by: What wrote the labels, for the file's first-line comment.
+        train: The images folder beside ``labels/`` (relative to ``folder``): with it the file is a dataset
+            Ultralytics trains on (``train`` and ``val`` both that folder).
+    """
+    import yaml
+
+    data: dict = {"train": train, "val": train} if train else {}
+    data.update(nc=len(names), names={int(k): str(v) for k, v in sorted(names.items())})
+    text = f"# the classes of these YOLO-seg labels (written by {by})\n"
+    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return atomic_write_text(Path(folder) / "data.yaml", text)
