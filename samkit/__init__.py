@@ -14,17 +14,21 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    # Imported on first use so that `samkit help` and `samkit.cfg` do not pay for importing torch.
-    if name == "SAM":
-        from samkit.model import SAM
+    # Imported on first use so that `samkit help` and `samkit.cfg` do not pay for importing torch. A torchvision
+    # whose operators did not load fails its own import; that error says what to reinstall instead.
+    from samkit.utils.requirements import install_errors
 
-        return SAM
-    if name == "Results":
-        from samkit.results import Results
+    with install_errors():
+        if name == "SAM":
+            from samkit.model import SAM
 
-        return Results
-    if name == "auto_annotate":
-        from samkit.annotate import auto_annotate
+            return SAM
+        if name == "Results":
+            from samkit.results import Results
 
-        return auto_annotate
+            return Results
+        if name == "auto_annotate":
+            from samkit.annotate import auto_annotate
+
+            return auto_annotate
     raise AttributeError(f"module 'samkit' has no attribute {name!r}")

@@ -43,8 +43,9 @@ import torch
 
 from samkit.cfg import DEFAULT_MODEL
 from samkit.utils import LOGGER
-from samkit.utils.detectors import load_detector, set_detector_classes
+from samkit.utils.detectors import check_phrase_detector, load_detector, set_detector_classes
 from samkit.utils.downloads import file_sha256
+from samkit.utils.requirements import require
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
 from samkit.writers.masks import save_mask_pngs
@@ -477,6 +478,10 @@ def auto_annotate(
             raise ValueError(f"texts= without det_model= needs a SAM 3 model (sam_model=sam3.pt), which finds the "
                              f"phrases itself; {sam_model} is not one: give an open-vocabulary det_model= (YOLOE, "
                              "YOLO-World) to box the phrases for it")
+        if det_model is None:
+            require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+        else:
+            check_phrase_detector()
     elif (det_model is None) == (labels is None):
         raise ValueError("give exactly one source of boxes: det_model= (a YOLO detector), labels= (a box label "
                          "folder) or texts= (phrases, with a SAM 3 model or an open-vocabulary det_model)")
@@ -486,6 +491,8 @@ def auto_annotate(
         raise ValueError(f"empty={empty!r} must be one of {', '.join(EMPTY)}")
     if engine not in ("local", "ray"):
         raise ValueError(f"engine={engine!r} must be 'local' or 'ray'")
+    if engine == "ray":
+        require("ray", "engine='ray' (Ray Data)", ("ray", "ray.data"))
     if labels is not None and not Path(labels).is_dir():
         raise ValueError(f"labels={str(labels)!r} is not a folder of YOLO box labels")
     t0 = time.perf_counter()

@@ -42,6 +42,7 @@ import platform
 import sys
 from typing import Any
 
+from samkit.checks import failures, run_checks
 from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, WRITE_KEYS, ConfigError, get_cfg, parse_key_values, suggest
 
 MODES = ("predict", "track", "annotate", "benchmark", "app", "info", "checks", "help", "version")
@@ -78,42 +79,6 @@ def _version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def run_checks() -> list[str]:
-    """Lines describing the environment: versions, devices, optional extras, weights folders."""
-    import torch
-
-    from samkit import __version__
-    from samkit.utils.downloads import offline, weights_dirs
-
-    lines = [f"samkit {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
-    for dist in ("torch", "torchvision", "ultralytics", "opencv-python", "numpy", "pyyaml", "pycocotools", "tqdm"):
-        lines.append(f"{dist} {_version(dist) or 'NOT INSTALLED'}")
-    if _version("ultralytics"):
-        from samkit.nn.replacements import TESTED_ULTRALYTICS, active
-
-        used, skipped = active()
-        lines.append(f"faster Ultralytics methods (tested with ultralytics {TESTED_ULTRALYTICS}): "
-                     f"{len(used)} of {len(used) + len(skipped)} in use")
-        for r, why in skipped:
-            lines.append(f"WARNING: {r.name} runs Ultralytics' own code: {why}")
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            lines.append(f"device cuda:{i} {torch.cuda.get_device_name(i)}")
-    else:
-        lines.append("device cpu (CUDA not available)")
-    for extra, dist in (("ray engine", "ray"), ("reference oracle", "sam2"), ("SAM 3 reference oracle", "sam3"),
-                        ("SAM 3 phrases: the CLIP tokenizer", "open_clip_torch"), ("trackers for yolo.track", "lap"),
-                        ("samkit app", "starlette"), ("samkit app", "uvicorn")):
-        v = _version(dist)
-        lines.append(f"optional {dist} ({extra}): {v if v else 'not installed'}")
-    from ultralytics import ASSETS
-
-    lines.append(f"sample images: {ASSETS}")
-    lines.append(f"offline mode: {'on' if offline() else 'off'} (SAMKIT_OFFLINE)")
-    lines.append("weights folders: " + ", ".join(str(d) for d in weights_dirs()))
-    return lines
 
 
 def _registry_lines() -> list[str]:
@@ -158,21 +123,30 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"setting {key!r} does not apply to samkit {mode}; it takes "
                                   f"{', '.join(MODE_KEYS[mode])}")
         _setup_logging(cfg["verbose"])
-        return _run(mode, cfg, given)
+        from samkit.utils.requirements import install_errors, no_autoinstall
+
+        with install_errors(), no_autoinstall():
+            return _run(mode, cfg, given)
     except KeyboardInterrupt:
         print("samkit: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # one clear line unless verbose=True was asked for
+    except Exception as e:  # one clear line, after the traceback when verbose=True was asked for; exit code 2 either way
         if show_traceback:
-            raise
+            import traceback
+
+            traceback.print_exc()
         print(f"samkit {mode}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
 
 
 def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     if mode == "checks":
-        print("\n".join(run_checks()))
-        return 0
+        lines = run_checks()
+        print("\n".join(lines))
+        bad = failures(lines)
+        if bad:
+            print(f"samkit checks: {len(bad)} problem(s) found; the ERROR lines say what to run", file=sys.stderr)
+        return 1 if bad else 0
     if mode == "info":
         if "model" not in given:
             print("\n".join(_registry_lines()))
@@ -199,7 +173,10 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         from samkit.app import FORMATS, check_port, serve
         from samkit.model import SAM
 
-        if cfg["format"] not in FORMATS:  # settings that can fail do so before the model loads
+        from samkit.utils.requirements import require
+
+        require("app")  # settings and packages that can fail do so before the model loads
+        if cfg["format"] not in FORMATS:
             raise ConfigError(f"format={cfg['format']!r} is not a dataset format; use one of {', '.join(FORMATS)}")
         if cfg["source"] is None:
             raise ConfigError("give source=: a folder of images, a video file or a folder of frames (with video=True)")

@@ -13,26 +13,26 @@ from torch import nn
 
 from samkit.cfg import DEFAULT_MODEL, OUTPUT_KEYS, WRITE_KEYS
 from samkit.engine.image import ImageEmbedding, ImageEngine
-from samkit.nn.build import build_network, network_tensors
+from samkit.nn.build import build_network, network_tensors, require_family
 from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
 from samkit.nn.detect import detect_architecture
 from samkit.nn.registry import model_registry
 from samkit.nn.runtime import Runtime
 from samkit.utils import LOGGER
 from samkit.utils.downloads import resolve_weights
+from samkit.utils.requirements import check_torchvision
 
 #: Per-call settings of predict() / track(), for close-match suggestions.
 _CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream",
               *OUTPUT_KEYS, "verbose", "device", "show", "max_pixels")
 #: Ultralytics predict settings that have no meaning for SAM, and why (their errors say so).
 _NOT_FOR_SAM = {
-    "imgsz": "SAM models resize every image to their own input size",
+    "imgsz": "SAM models resize every image to their own input size: imgsz= equal to it is accepted",
     "conf": "SAM returns one mask per prompt; filter by r.iou, or give YOLO's boxes (bboxes=yolo(img))",
     "iou": "there is no NMS on prompted masks (segment-everything has box_nms_thresh=)",
     "classes": "SAM has no classes; give YOLO's boxes (bboxes=yolo(img)) to keep theirs",
     "max_det": "SAM returns one mask per prompt",
     "half": "set it on the model: SAM(..., half=True) or model.half = True",
-    "retina_masks": "masks always come at the image's resolution",
     "augment": "there is no test-time augmentation",
     "agnostic_nms": "there is no NMS on prompted masks",
     "vid_stride": "video is tracked frame by frame (max_frames= bounds a run)",
@@ -80,6 +80,13 @@ def _unknown_keyword(method: str, key: str, known) -> str:
     return f"{method}() got an unknown keyword argument {key!r}{suggest(key, known)}"
 
 
+def _require_phrases() -> None:
+    """SAM 3's phrases need open_clip's tokenizer: checked before any image is read or encoded."""
+    from samkit.utils.requirements import require
+
+    require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+
+
 def _can_show() -> bool:
     """Whether result windows can be shown here (Ultralytics' check; it warns when they cannot)."""
     from ultralytics.utils.checks import check_imshow
@@ -91,14 +98,38 @@ def _is_yolo_results(value) -> bool:
     return hasattr(value, "boxes") and hasattr(value, "names") and hasattr(value, "orig_shape")
 
 
-def _per_image_boxes(bboxes, n_images: int):
-    """A list of YOLO Results (what ``YOLO(...)(images)`` returns) -> one Results per image; anything else -> None
-    (the same prompts for every image)."""
-    if not isinstance(bboxes, (list, tuple)) or not bboxes or not all(_is_yolo_results(b) for b in bboxes):
+def _is_box_list(value) -> bool:
+    """Whether ``value`` is one image's boxes as a list: empty, or a list / array of [x1, y1, x2, y2] rows."""
+    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
+        return value.ndim == 2 or (value.ndim == 1 and value.shape[0] == 0)
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(b, (list, tuple, np.ndarray)) or hasattr(b, "detach") for b in value)
+
+
+def _per_image_boxes(bboxes, n_images: int, source_is_list: bool):
+    """Boxes given image by image -> one entry per image; anything else -> None (the same prompts for every image).
+
+    Per image: a list of YOLO Results (what ``YOLO(...)(images)`` returns), or, when the source is a list, a list
+    holding one list of boxes per image (``[[b1], [b2, b3], []]``, any lengths; an (N, K, 4) array too)."""
+    if not isinstance(bboxes, (list, tuple, np.ndarray)) and not hasattr(bboxes, "detach"):
         return None
+    if isinstance(bboxes, (list, tuple)) and bboxes and all(_is_yolo_results(b) for b in bboxes):
+        if len(bboxes) != n_images:
+            raise ValueError(f"bboxes= holds {len(bboxes)} YOLO Results but the source has {n_images} image(s): give "
+                             "one Results per image, in the source's order")
+        return list(bboxes)
+    nested = (getattr(bboxes, "ndim", 0) == 3) or (
+        isinstance(bboxes, (list, tuple)) and len(bboxes) > 0 and all(_is_box_list(b) for b in bboxes)
+        and any(len(b) == 0 or isinstance(b[0], (list, tuple, np.ndarray)) or hasattr(b[0], "detach")
+                for b in bboxes))
+    if not nested or (not source_is_list and all(len(b) == 0 for b in bboxes)):
+        return None
+    if not source_is_list:
+        raise ValueError("bboxes= holds one list of boxes per image, but the source is not a list of images: give a "
+                         "list of images (one list of boxes each), or [[x1, y1, x2, y2], ...] for every image")
     if len(bboxes) != n_images:
-        raise ValueError(f"bboxes= holds {len(bboxes)} YOLO Results but the source has {n_images} image(s): give one "
-                         "Results per image, in the source's order")
+        raise ValueError(f"bboxes= holds {len(bboxes)} lists of boxes (one per image) but the source has {n_images} "
+                         "image(s): give one list per image, in the source's order ([] for an image without boxes)")
     return list(bboxes)
 
 
@@ -147,6 +178,10 @@ class SAM:
             raise TypeError("model must be a checkpoint path or registry name (str or Path), got "
                             f"{type(model).__name__}")
         self.verbose = verbose
+        check_torchvision()
+        entry = model_registry().find_model(Path(model).name)
+        if entry is not None:  # a registry model's packages are checked before it is downloaded
+            require_family(entry.arch.family)
         self.ckpt_path = resolve_weights(model, progress=verbose)
         try:
             state_dict = read_checkpoint(self.ckpt_path)
@@ -175,6 +210,7 @@ class SAM:
 
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a registry name (str), got {type(model).__name__}")
+        check_torchvision()
         arch, version = resolve_name(Path(model).name)
         self = cls.__new__(cls)
         self.verbose, self.ckpt_path = verbose, None
@@ -358,6 +394,11 @@ class SAM:
         from samkit.data.video import is_live
         from samkit.engine.concepts import concept_query
 
+        multimask = self._ultralytics_settings("predict", everything, multimask)
+        if multimask is not None and not isinstance(multimask, (bool, np.bool_)):
+            raise TypeError(f"multimask={multimask!r} must be True, False or None (the default)")
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch={batch!r} must be a positive integer (images per encoder pass)")
         out = self._call_settings(locals(), verbose, device)
         given = dict(bboxes=bboxes, points=points, labels=labels, masks=masks, prompts=prompts)
         query = concept_query(texts, exemplars, exemplar_labels)
@@ -375,7 +416,7 @@ class SAM:
         if source is None and self._image is None:
             raise ValueError("no source given and no image set: call model(source, ...) or set_image() first")
         items = None if source is None else iter_images(source)
-        per_image = _per_image_boxes(bboxes, 1 if items is None else len(items))
+        per_image = _per_image_boxes(bboxes, 1 if items is None else len(items), isinstance(source, (list, tuple)))
         results = self._segment_images(items, given, per_image, everything_cfg, bool(multimask), batch, stream,
                                        max_pixels)
         results = self._saving(results, "predict", out)
@@ -405,6 +446,8 @@ class SAM:
         if any(v is not None for v in given.values()) or everything:
             extra = [k for k, v in given.items() if v is not None] + list(everything)
             raise ValueError(f"give concept prompts (texts=, exemplars=) without {', '.join(extra)}")
+        if query.texts:
+            _require_phrases()
         conf = DEFAULT_CONF if conf is None else conf
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf < 1.0:
             raise ValueError(f"conf={conf!r} must be a number in [0, 1) (a detection score)")
@@ -424,6 +467,36 @@ class SAM:
                    for chunk in self._chunks(items, 1, max_pixels) for _, image, path in chunk)
         results = self._saving(self._fail_if_nothing_read(results, items), "predict", out)
         return results if stream else list(results)
+
+    def _ultralytics_settings(self, method: str, extra: dict, multimask):
+        """Ultralytics' SAM settings that mean what samkit does anyway, taken out of ``extra`` (the call's other
+        keywords): ``imgsz`` equal to the network's input size, ``retina_masks=True`` (masks are at the image's
+        resolution), ``multimask_output`` (``multimask``'s other name, on images). Any other value of them is an error
+        saying what samkit does instead. Returns ``multimask``."""
+        size = self.arch.image_size
+        if "imgsz" in extra:
+            v = extra.pop("imgsz")
+            sizes = list(v) if isinstance(v, (list, tuple)) else [v]
+            if not sizes or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x != size
+                                for x in sizes):
+                raise ValueError(f"imgsz={v!r}: {self.family} runs at its own input size {size} (every image is "
+                                 f"resized to it, and masks come back at the image's size); imgsz= is accepted only "
+                                 f"as {size}")
+        if "retina_masks" in extra:
+            v = extra.pop("retina_masks")
+            if v is not True:
+                raise ValueError(f"retina_masks={v!r}: samkit's masks are always at the image's resolution (what "
+                                 "retina_masks=True asks for); the network's low-resolution logits are "
+                                 "r.low_res_logits")
+        if "multimask_output" in extra:
+            v = extra.pop("multimask_output")
+            if method != "predict":
+                raise TypeError(f"{method}() got multimask_output={v!r}: a tracked object has one mask per frame")
+            if multimask is not None and v is not None and bool(v) != bool(multimask):
+                raise ValueError(f"multimask={multimask!r} and multimask_output={v!r} disagree: they are one "
+                                 "setting (give multimask=)")
+            multimask = v if multimask is None else multimask
+        return multimask
 
     def _call_settings(self, given: dict, verbose: bool | None, device) -> dict:
         """A call's output settings (``given`` holds the call's arguments), after applying its ``device``."""
@@ -489,36 +562,56 @@ class SAM:
             self._raise_unreadable(items)
 
     def _predict_chunk(self, frames, given, per_image, everything_cfg, multimask, batch) -> list:
-        """Results for ``frames`` (``(index in the source, image, path)``): one encoder pass, then the prompts."""
+        """Results for ``frames`` (``(index in the source, image, path)``): every image's prompts checked, then one
+        encoder pass over the images that have objects, then the prompts decoded."""
         if not frames:
             return []
+        from samkit.prompts import check_unique_ids, normalize_prompts
+
         t0 = time.perf_counter()
-        if frames[0][0] == 0 and self._image is not None and frames[0][1] is self._image[0]:
-            embeddings = [self._image[2]]  # the image of set_image: its embedding was kept
-        else:
-            embeddings = self.engine.encode([im for _, im, _ in frames], batch=batch)
-        t_encode = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
-        results = []
-        for (index, image, path), emb in zip(frames, embeddings):
-            if everything_cfg is not None:
-                results.append(self._everything_results(image, path, emb, everything_cfg, t_encode))
-            else:
+        objects: list = [None] * len(frames)
+        if everything_cfg is None:  # every prompt is checked before any network work
+            for j, (index, image, _) in enumerate(frames):
                 prompts = given if per_image is None else {**given, "bboxes": per_image[index]}
-                results.append(self._prompted_results(image, path, emb, prompts, multimask, t_encode))
+                objects[j] = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **prompts)
+                if objects[j] is not None:
+                    check_unique_ids(objects[j])
+        t_prompts = (time.perf_counter() - t0) * 1000 / len(frames)
+        todo = [j for j, obj in enumerate(objects) if everything_cfg is not None or (obj is not None and len(obj))]
+        embeddings: dict[int, ImageEmbedding] = {}
+        timing = {"preprocess": 0.0, "inference": 0.0}
+        if todo and frames[0][0] == 0 and self._image is not None and frames[0][1] is self._image[0]:
+            embeddings[0] = self._image[2]  # the image of set_image: its embedding was kept
+        elif todo:
+            for j, emb in zip(todo, self.engine.encode([frames[j][1] for j in todo], batch=batch)):
+                embeddings[j] = emb
+            timing = dict(self.engine.timing)
+        timing["preprocess"] += t_prompts
+        results = []
+        for j, (index, image, path) in enumerate(frames):
+            if everything_cfg is not None:
+                results.append(self._everything_results(image, path, embeddings[j], everything_cfg, timing))
+            elif j not in embeddings:  # no objects on this image (an empty list, a detector that found nothing)
+                names = getattr(per_image[index] if per_image is not None else given["bboxes"], "names", None)
+                results.append(self._no_objects(image, path, names, timing))
+            else:
+                results.append(self._prompted_results(image, path, embeddings[j], objects[j], multimask, timing))
         return results
 
-    def _prompted_results(self, image: np.ndarray, path: str, emb: ImageEmbedding, given: dict, multimask: bool,
-                          t_encode: float):
-        """One image's Results for the prompts ``given`` (predict's prompt arguments)."""
-        from samkit.prompts import normalize_prompts
+    @staticmethod
+    def _no_objects(image: np.ndarray, path: str, names, timing: dict):
+        from samkit.results import Results
+
+        h, w = image.shape[:2]
+        return Results(image, path=path, masks=torch.zeros((0, h, w), dtype=torch.bool), iou=torch.zeros(0),
+                       names=dict(names) if names else None, speed={**timing, "postprocess": 0.0})
+
+    def _prompted_results(self, image: np.ndarray, path: str, emb: ImageEmbedding, obj, multimask: bool,
+                          timing: dict):
+        """One image's Results for its checked prompts ``obj`` (:class:`~samkit.prompts.ObjectPrompts`)."""
         from samkit.results import Results
 
         t1 = time.perf_counter()
-        obj = normalize_prompts(image.shape[:2], low_res=self.engine.low_res, **given)
-        if obj is None:  # a YOLO Results without detections for this image: no objects, no masks
-            h, w = image.shape[:2]
-            return Results(image, path=path, masks=torch.zeros((0, h, w), dtype=torch.bool), iou=torch.zeros(0),
-                           names=dict(given["bboxes"].names))
         dec = self.engine.decode(emb, obj, multimask=multimask)
         n, k = dec.scores.shape
         tracked = bool(len(obj)) and bool((obj.track_id >= 0).all())
@@ -534,7 +627,7 @@ class SAM:
             names=obj.names or None,
             prompts=obj,
             low_res_logits=dec.low_res_logits.reshape(n * k, *dec.low_res_logits.shape[2:]),
-            speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
+            speed={**timing, "postprocess": (time.perf_counter() - t1) * 1000},
             tracked=tracked,
         )
 
@@ -577,7 +670,7 @@ class SAM:
             return None
         return EverythingConfig(**options, multimask=True if multimask is None else multimask)
 
-    def _everything_results(self, image: np.ndarray, path: str, emb, cfg, t_encode: float):
+    def _everything_results(self, image: np.ndarray, path: str, emb, cfg, timing: dict):
         from samkit.engine.everything import segment_everything
         from samkit.results import Results
 
@@ -591,7 +684,7 @@ class SAM:
             stability_score=found.stability_score,
             point_coords=found.point_coords,
             crop_boxes=found.crop_boxes,
-            speed={"preprocess": 0.0, "inference": t_encode, "postprocess": (time.perf_counter() - t1) * 1000},
+            speed={**timing, "postprocess": (time.perf_counter() - t1) * 1000},
         )
 
     # ------------------------------------------------------------------ video
@@ -641,6 +734,7 @@ class SAM:
         from samkit.engine.video import VideoSession, check_max_frames
         from samkit.prompts import normalize_prompts
 
+        self._ultralytics_settings("track", session, None)
         if self.concepts is not None:
             return self._track_sam3(source, dict(bboxes=bboxes, points=points, labels=labels, masks=masks,
                                                  prompts=prompts), texts, conf, max_det, frame, stream, max_frames,
@@ -672,6 +766,9 @@ class SAM:
                                     masks=masks, prompts=prompts, low_res=None)
             if obj is None:
                 raise ValueError("tracking needs prompts: bboxes=, points= (with labels=), masks= or prompts=")
+            if not len(obj):
+                raise ValueError("tracking needs at least one object, but the prompts given are empty (an empty "
+                                 "list of boxes or points)")
             if obj.names:
                 session.names = dict(obj.names)
             ids = np.where(obj.track_id >= 0, obj.track_id, np.arange(len(obj)))
@@ -705,6 +802,8 @@ class SAM:
         if texts is None and (conf is not None or max_det != 300):
             raise ValueError("conf= and max_det= apply to phrases (texts=); clicks and boxes give one object each")
         tracking = self._concept_tracking(conf, max_det, settings)
+        if texts is not None:
+            _require_phrases()
         session = ConceptVideoSession(self.runtime, source, engine=self.concepts, settings=tracking,
                                       interactive=texts is None)
         try:

@@ -240,6 +240,8 @@ def _boxes_from(value, name="bboxes") -> tuple[np.ndarray, dict]:
             meta["track_id"] = _as_array(value.id, f"{name}.id", np.int64)
         value = value.xyxy
     arr = _as_array(value, name)
+    if arr.size == 0 and arr.ndim <= 2:  # [] (or [[]]): no boxes, no objects
+        arr = np.zeros((0, 4), np.float32)
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
@@ -273,6 +275,10 @@ def _int_of(value, name: str, default: int) -> int:
 
 def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
     pts = _as_array(points, "points")
+    if pts.size == 0 and pts.ndim <= 2:  # []: no clicks, no objects
+        if labels is not None and _as_array(labels, "labels", np.float64).size:
+            raise ValueError(f"labels {_short(labels)} were given for no points (points is empty)")
+        return np.zeros((0, 1, 2), np.float32), np.zeros((0, 1), np.int32)
     if pts.ndim == 1:
         pts = pts[None, None]
     elif pts.ndim == 2:
@@ -302,7 +308,9 @@ def _points_ultralytics(points, labels) -> tuple[np.ndarray, np.ndarray]:
 def _mask_stack(masks, image_hw: tuple[int, int], low_res: int | None, name="masks") -> tuple[np.ndarray, bool]:
     """Mask prompts as (n, h, w) float32 and whether they are low-resolution logits (``low_res`` None: only
     binary masks at image size are accepted)."""
-    arr = _numeric(masks, name)
+    arr = _numeric(masks, name) if not (isinstance(masks, (list, tuple)) and not len(masks)) else np.zeros(0)
+    if arr.size == 0 and arr.ndim == 1:  # []: no masks, no objects
+        return np.zeros((0, *image_hw), np.float32), False
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim == 4 and arr.shape[1] == 1:
@@ -426,8 +434,13 @@ def _from_dicts(prompts, image_hw, low_res, single: bool = False) -> ObjectPromp
 
     if isinstance(prompts, dict):
         prompts = [prompts]
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError(f"prompts must be a non-empty list of dicts, got {_short(prompts)}")
+    if not isinstance(prompts, (list, tuple)):
+        raise ValueError(f"prompts must be a list of dicts, got {_short(prompts)}")
+    if not prompts:
+        if single:
+            raise ValueError("a prompt needs points= (with labels=), box= or mask=")
+        return ObjectPrompts(points=np.zeros((0, 0, 2), np.float32), labels=np.zeros((0, 0), np.int32),
+                             boxes=np.zeros((0, 4), np.float32))
     pts_list, lab_list, boxes, masks, cls, ids = [], [], [], [], [], []
     for i, p in enumerate(prompts):
         if not isinstance(p, dict):
@@ -491,6 +504,18 @@ def _from_dicts(prompts, image_hw, low_res, single: bool = False) -> ObjectPromp
                 mstack[i] = s[0]
     return ObjectPrompts(points=points, labels=labels, boxes=np.stack(boxes).astype(np.float32), masks=mstack,
                          mask_is_logits=is_logits, cls=np.array(cls, np.int64), track_id=np.array(ids, np.int64))
+
+
+def check_unique_ids(prompts: ObjectPrompts) -> None:
+    """A ``ValueError`` naming the id when two objects of one image carry the same id (prompts' ``'id'``, YOLO track
+    ids): every consumer of ids (trackers, supervision, the writers' id columns) would take them for one object."""
+    ids = prompts.track_id[prompts.track_id >= 0]
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = int(values[counts > 1][0])
+        where = [int(i) for i in np.flatnonzero(prompts.track_id == dup)]
+        raise ValueError(f"object id {dup} is given to {int(counts[counts > 1][0])} objects (prompts {where}): each "
+                         "object of an image needs its own id")
 
 
 def boxes_outside(b: np.ndarray, has: np.ndarray, image_hw: tuple[int, int], box_name: str = "bboxes[{i}]"):

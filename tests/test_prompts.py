@@ -172,7 +172,6 @@ def test_boxes_outside_and_results_of_several_images(hw, kwargs, error, message)
         ({"prompts": [{"labels": [1]}]}, "no points, box or mask"),
         ({"prompts": [{"points": [[1, 1], [2, 2]], "labels": [1]}]}, r"prompts\[0\]: 1 labels for 2 points"),
         ({"prompts": [{"box": [[1, 1, 5, 5], [2, 2, 6, 6]]}]}, "must be one"),
-        ({"prompts": []}, "non-empty list"),
         ({"prompts": ["x"]}, r"prompts\[0\] must be a dict"),
         ({"prompts": [{"box": [1, 1, 5, 5]}], "bboxes": [1, 1, 5, 5]}, "either prompts"),
         ({"points": [[1, 2], [3]]}, "ragged or non-numeric"),

@@ -187,11 +187,9 @@ class AppServer:
 
     def __init__(self, project, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
                  max_body: int | None = None):
-        try:
-            import uvicorn  # noqa: F401
-            from starlette.applications import Starlette  # noqa: F401
-        except ImportError as e:
-            raise ImportError('samkit app needs its extra: pip install "samkit[app]" (Starlette and uvicorn)') from e
+        from samkit.utils.requirements import require
+
+        require("app")
         from samkit.app.server import MAX_BODY, create_app
 
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:

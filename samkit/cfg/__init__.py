@@ -92,7 +92,7 @@ def defaults() -> dict[str, Any]:
 
 def suggest(key: str, known) -> str:
     """`` (did you mean 'x'?)`` for the closest known keys, or an empty string."""
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(key, list(dict.fromkeys(known)), n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 

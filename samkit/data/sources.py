@@ -123,6 +123,20 @@ def _check_pixels(width: int, height: int, what: str, limit: float | None, verb:
         )
 
 
+def pil_open(fp):
+    """Pillow's own ``Image.open``. Importing Ultralytics replaces ``PIL.Image.open`` with a version that, for a file
+    Pillow cannot identify (any non-image), runs ``pip install pi-heif`` and retries; samkit reads headers with the
+    function Ultralytics wrapped (which it keeps), so an unknown file is simply not an image here."""
+    import sys
+
+    from PIL import Image
+
+    opener = Image.open
+    if getattr(opener, "__module__", "") == "ultralytics.utils.patches":
+        opener = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", opener)
+    return opener(fp)
+
+
 def _declared_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` from an encoded image's header (nothing is decoded), or None when Pillow cannot tell."""
     from PIL import Image
@@ -134,7 +148,7 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 width, height = im.size
         except Exception:  # not a format Pillow reads, or a header it cannot parse: OpenCV decides
             return None

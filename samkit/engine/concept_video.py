@@ -49,6 +49,7 @@ from samkit.engine.video import UnknownObjectError, check_max_frames
 from samkit.nn.runtime import Runtime
 from samkit.ops import fill_holes
 from samkit.results import Results
+from samkit.utils.requirements import require
 
 NO_OBJ = -1024.0  # the tracker's logit for "not on this frame"
 REMOVED_SCORE = -1e4
@@ -350,6 +351,7 @@ class ConceptVideoSession:
 
     def _add_phrases(self, frame: int, texts):
         query = concept_query(texts=texts)
+        require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
         known = {p.phrase: p for p in self.phrases}
         new = []
         for phrase in query.texts:

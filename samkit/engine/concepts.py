@@ -230,7 +230,9 @@ class ConceptEngine:
 
         t0 = time.perf_counter()
         query = on_image(query, image.shape[:2])
+        t1 = time.perf_counter()
         out = self.ground(image, query)
+        t2 = time.perf_counter()
         scores = (out["pred_logits"].float().sigmoid()[..., 0]
                   * out["presence_logit_dec"].float().sigmoid().reshape(-1, 1))  # (Q, N)
         keep = scores > conf
@@ -245,8 +247,9 @@ class ConceptEngine:
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, hw[1])
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, hw[0])
         masks = self.transforms.masks_to_image(out["pred_masks"][qi, ni], hw)
-        ms = (time.perf_counter() - t0) * 1000
+        speed = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000,
+                 "postprocess": (time.perf_counter() - t2) * 1000}
         res = Results(image, path=path, masks=masks, iou=s, conf=s, cls=qi.float(), names=query.names,
-                      boxes=boxes, speed={"preprocess": 0.0, "inference": ms, "postprocess": 0.0})
+                      boxes=boxes, speed=speed)
         res.concepts = True
         return res

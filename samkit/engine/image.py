@@ -8,6 +8,7 @@ and how it runs (device, precision, layout, compilation) belong to the :class:`~
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -86,6 +87,8 @@ class ImageEngine:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int], ImageEmbedding] = OrderedDict()
         self.images_encoded = 0  # how many images went through the encoder (cache misses)
+        #: Milliseconds per image of the last :meth:`encode`: image to network input, and the rest (the encoder).
+        self.timing = {"preprocess": 0.0, "inference": 0.0}
 
     @property
     def net(self):
@@ -114,6 +117,8 @@ class ImageEngine:
             batch: How many uncached images go through the encoder together.
         """
         rt = self.runtime
+        t0 = time.perf_counter()
+        prep = 0.0
         keys = [image_key(im) for im in images]
         out: dict[int, ImageEmbedding] = {}
         todo = []
@@ -125,7 +130,9 @@ class ImageEngine:
                 todo.append(i)
         for start in range(0, len(todo), max(1, batch)):
             idx = todo[start : start + max(1, batch)]
+            t1 = time.perf_counter()
             x = rt.encoder_layout(torch.stack([self.preprocess(images[i]) for i in idx]))
+            prep += time.perf_counter() - t1
             with rt.autocast():
                 feats = self.transforms.image_features(rt.net, x)
             self.images_encoded += len(idx)
@@ -142,6 +149,9 @@ class ImageEngine:
                     self._cache[(keys[i], rt.generation)] = emb
                     while len(self._cache) > self.cache_size:
                         self._cache.popitem(last=False)
+        total = time.perf_counter() - t0
+        n = max(1, len(images))
+        self.timing = {"preprocess": prep * 1000 / n, "inference": (total - prep) * 1000 / n}
         return [out[i] for i in range(len(images))]
 
     def clear_cache(self) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from samkit.nn.registry import Architecture, model_registry
 from samkit.nn.replacements import install
+from samkit.utils.requirements import no_autoinstall, require
 
 
 def _sam2_flags(version: str) -> dict:
@@ -171,6 +172,8 @@ def _build_sam3(arch: Architecture, version: str = "3") -> nn.Module:
 BUILDERS = {"sam2": _build_sam2, "sam": _build_sam1, "mobile_sam": _build_sam1, "sam3": _build_sam3}
 #: Family -> its versions, the default first.
 VERSIONS = {"sam2": ("2.1", "2.0"), "sam": ("1",), "mobile_sam": ("1",), "sam3": ("3",)}
+#: Packages a family's network needs beyond the base install: family -> (extra, its modules needed, what needs them).
+FAMILY_EXTRAS = {"sam3": ("sam3", ("timm",), "SAM 3 (Ultralytics' SAM 3 ViT imports timm)")}
 
 
 def network_tensors(arch: Architecture, state_dict: dict) -> dict:
@@ -181,6 +184,14 @@ def network_tensors(arch: Architecture, state_dict: dict) -> dict:
 
         return network_state_dict(state_dict)
     return state_dict
+
+
+def require_family(family: str) -> None:
+    """Raise :class:`~samkit.utils.requirements.MissingExtra` when a package the family's network needs is not
+    installed (SAM 3: ``timm``, which Ultralytics' SAM 3 ViT imports), before anything is read or built."""
+    if family in FAMILY_EXTRAS:
+        extra, modules, what = FAMILY_EXTRAS[family]
+        require(extra, what, modules)
 
 
 def build_network(arch: Architecture | str, version: str | None = None, replacements: bool = True) -> nn.Module:
@@ -206,7 +217,9 @@ def build_network(arch: Architecture | str, version: str | None = None, replacem
         one = f"has a single version {versions[0]!r}" if len(versions) == 1 else \
             f"version must be {' or '.join(map(repr, sorted(versions)))}"
         raise ValueError(f"{arch.family} {one}, got {version!r}")
-    net = BUILDERS[arch.family](arch, version)
+    require_family(arch.family)
+    with no_autoinstall():  # Ultralytics' modules may ask for packages; none is installed behind the user's back
+        net = BUILDERS[arch.family](arch, version)
     if replacements:
         install(net)
     return net.eval()

@@ -76,11 +76,11 @@ class Sam3Sizes:
 
 def make_tokenizer():
     """CLIP's BPE tokenizer (``open_clip``): ``tokenizer(list_of_phrases, context_length=32)`` -> (B, 32) ids."""
-    try:
-        from open_clip.tokenizer import SimpleTokenizer
-    except ImportError:
-        raise ImportError("SAM 3's text prompts need the CLIP tokenizer of open_clip: pip install 'samkit[sam3]' "
-                          "(or pip install open_clip_torch)") from None
+    from samkit.utils.requirements import require
+
+    require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+    from open_clip.tokenizer import SimpleTokenizer
+
     return SimpleTokenizer()
 
 

@@ -3,6 +3,14 @@
 
 from __future__ import annotations
 
+from samkit.utils.requirements import no_autoinstall, require_package
+
+
+def check_phrase_detector() -> None:
+    """Phrases for YOLOE / YOLO-World need Ultralytics' CLIP package: checked before any model loads (Ultralytics
+    would pip-install it from GitHub the first time its text model is imported)."""
+    require_package("clip")
+
 
 def load_detector(det_model):
     """An Ultralytics model: ``det_model`` itself when it is loaded (it has ``predict``), else ``YOLO(det_model)``
@@ -11,7 +19,8 @@ def load_detector(det_model):
         return det_model
     from ultralytics import YOLO
 
-    return YOLO(str(det_model))
+    with no_autoinstall():  # a checkpoint naming a missing module fails instead of installing it
+        return YOLO(str(det_model))
 
 
 def set_detector_classes(det, texts: list[str]) -> None:
@@ -20,4 +29,6 @@ def set_detector_classes(det, texts: list[str]) -> None:
     if not callable(getattr(det, "set_classes", None)):
         raise ValueError(f"texts= needs an open-vocabulary detector (YOLOE, YOLO-World) or a SAM 3 model without "
                          f"det_model=; {type(det).__name__} detects a fixed set of classes")
-    det.set_classes(list(texts))
+    check_phrase_detector()
+    with no_autoinstall():
+        det.set_classes(list(texts))
