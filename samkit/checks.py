@@ -178,7 +178,8 @@ def replacement_lines() -> list[str]:
     except Exception as e:
         if is_torchvision_ops_error(e):
             return []  # said once, by the torchvision lines
-        return [_error("Ultralytics cannot be imported", e, "pip install --force-reinstall 'ultralytics>=8.4.190,<8.5'")]
+        return [_error("Ultralytics cannot be imported", e,
+                       "pip install --force-reinstall 'ultralytics>=8.4.190,<8.5'")]
     lines = [f"faster Ultralytics methods (tested with ultralytics {TESTED_ULTRALYTICS}): "
              f"{len(used)} of {len(used) + len(skipped)} in use"]
     lines += [f"WARNING: {r.name} runs Ultralytics' own code: {why}" for r, why in skipped]

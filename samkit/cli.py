@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import platform
 import sys
 from typing import Any
 
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samkit: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # one clear line, after the traceback when verbose=True was asked for; exit code 2 either way
+    except Exception as e:  # one clear line, after the traceback when verbose=True was asked for (exit 2 both ways)
         if show_traceback:
             import traceback
 

@@ -78,7 +78,7 @@ def test_show_calls_opencv_per_result(model, monkeypatch):
     [
         (dict(verbos=False), "unknown keyword argument 'verbos' \\(did you mean 'verbose'\\?\\)"),
         (dict(save_text=True), "did you mean 'save_txt'"),
-        (dict(augment=True), "unknown keyword argument 'augment': Ultralytics' augment= does not apply to SAM \\(there "),
+        (dict(augment=True), "unknown keyword argument 'augment': Ultralytics' augment= does not apply to SAM"),
         (dict(conf=0.5), "'conf': conf= applies to SAM 3's concept prompts \\(texts=, exemplars=\\); SAM 2.1 "
                          "returns one mask per prompt; filter by r.iou"),
         (dict(max_det=3), "'max_det': max_det= applies to SAM 3's concept prompts"),
