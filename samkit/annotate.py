@@ -467,6 +467,8 @@ def auto_annotate(
     """
     from samkit.utils.progress import progress
 
+    if engine == "ray":  # the packages first: nothing is read, resolved or loaded without them
+        require("ray", "engine='ray' (Ray Data)", ("ray", "ray.data"))
     if texts is not None:
         from samkit.engine.concepts import concept_query
 
@@ -491,8 +493,6 @@ def auto_annotate(
         raise ValueError(f"empty={empty!r} must be one of {', '.join(EMPTY)}")
     if engine not in ("local", "ray"):
         raise ValueError(f"engine={engine!r} must be 'local' or 'ray'")
-    if engine == "ray":
-        require("ray", "engine='ray' (Ray Data)", ("ray", "ray.data"))
     if labels is not None and not Path(labels).is_dir():
         raise ValueError(f"labels={str(labels)!r} is not a folder of YOLO box labels")
     t0 = time.perf_counter()

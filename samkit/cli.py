@@ -20,7 +20,7 @@ Modes:
               (pip install "samkit[app]"): samkit app source=images/ model=sam2.1_t.pt format=coco names="cat,dog"
               a video: samkit app source=clip.mp4 (a folder of frames: add video=True); it prints the URL to open
     info      describe a model (``samkit info model=sam2.1_b.pt``) or list the registry (``samkit info``)
-    checks    versions, devices, optional extras and weights folders
+    checks    versions, devices, extras, and a run of what samkit needs (torchvision's operators, each dtype, video)
     help      this text (also ``-h`` / ``--help``)
     version   the samkit version
 
@@ -41,8 +41,8 @@ import logging
 import sys
 from typing import Any
 
-from samkit.checks import failures, run_checks
 from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, WRITE_KEYS, ConfigError, get_cfg, parse_key_values, suggest
+from samkit.checks import failures, run_checks
 
 MODES = ("predict", "track", "annotate", "benchmark", "app", "info", "checks", "help", "version")
 _EVERYTHING = EVERYTHING_KEYS
@@ -80,6 +80,33 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def mode_help(mode: str) -> str:
+    """``samkit MODE --help``: what the mode does with its examples (from this module's text), then every setting it
+    reads with its default and its note from ``default.yaml``."""
+    from samkit.cfg import defaults, setting_notes
+
+    doc = __doc__.replace("``", "").splitlines()
+    start = next(i for i, line in enumerate(doc) if line.startswith(f"    {mode} "))
+    block = [doc[start].strip()]
+    for line in doc[start + 1:]:
+        if not line.startswith(" " * 14):
+            break
+        block.append("  " + line.strip())
+    values, notes = defaults(), setting_notes()
+
+    def shown(key: str) -> str:
+        v = values.get(key)
+        return f"{key}={v or chr(34) * 2}" if isinstance(v, str) else f"{key}={v!r}"
+
+    rows = [(shown(key), notes.get(key, "")) for key in MODE_KEYS[mode]]
+    width = min(34, max(len(r[0]) for r in rows) + 2)
+    what = block[0].split(None, 1)[1] if " " in block[0] else ""
+    lines = [f"samkit {mode}: {what}", *block[1:], "", f"settings of samkit {mode} (key=value; the default shown):"]
+    lines += [f"  {k:<{width}}{note}".rstrip() for k, note in rows]
+    lines.append("every setting: samkit/cfg/default.yaml; cfg=my.yaml loads them from a file")
+    return "\n".join(lines)
+
+
 def _registry_lines() -> list[str]:
     from samkit.nn.registry import model_registry
     from samkit.utils.downloads import find_local
@@ -106,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         from samkit import __version__
 
         print(__version__)
+        return 0
+    if mode in MODE_KEYS and any(a in ("-h", "--help", "help") for a in rest):
+        print(mode_help(mode))
         return 0
     show_traceback = any(a.replace(" ", "").lower() == "verbose=true" for a in rest)
     try:
@@ -171,7 +201,6 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     if mode == "app":
         from samkit.app import FORMATS, check_port, serve
         from samkit.model import SAM
-
         from samkit.utils.requirements import require
 
         require("app")  # settings and packages that can fail do so before the model loads
@@ -216,9 +245,12 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     if concepts or "max_det" in given:
         concepts["max_det"] = cfg["max_det"]
     source = cfg["source"]
-    if source is None:  # a first run: the sample images, or the sample clip with a box on its frame 0
-        from samkit.data import samples
+    from samkit.data import samples
 
+    if samples.sample_path(source):  # "bus.jpg" with no such file here: Ultralytics' sample image, as yolo does
+        source = samples.sample_path(source)
+        LOGGER.warning("source=%s is not in this folder: using the sample image %s", cfg["source"], source)
+    if source is None:  # a first run: the sample images, or the sample clip with a box on its frame 0
         if mode == "predict":
             source = samples.sample_images()
             if all(v is None for v in prompts.values()) and not concepts and not any(k in given for k in _EVERYTHING):

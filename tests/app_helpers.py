@@ -47,7 +47,13 @@ def served(project, **kw):
 
 
 def record(out: Path, key: str) -> dict:
-    return json.loads((out / ".samkit" / "objects" / f"{key}.json").read_text())
+    """An item's record as saved, each object's mask read from the file the record names (images keep each mask in
+    a file of its own) or from the record itself (video frames)."""
+    rec = json.loads((out / ".samkit" / "objects" / f"{key}.json").read_text())
+    for o in rec.get("objects", []):
+        if "mask_file" in o:
+            o["mask"] = json.loads((out / ".samkit" / "masks" / key / o.pop("mask_file")).read_text())
+    return rec
 
 
 def mask_of(obj: dict) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_offline_registry_model_is_one_line(tmp_path):
 
 def test_traceback_only_with_verbose(tmp_path):
     r = run("info", f"model={tmp_path / 'x.pt'}", "verbose=True")
-    assert r.returncode != 0 and "Traceback" in r.stderr
+    assert r.returncode == 2 and "Traceback" in r.stderr
 
 
 def test_help_and_version():

@@ -46,6 +46,12 @@ async def _deny(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _same(given: str, token: str) -> bool:
+    """Whether ``given`` is the token, in constant time; text that is not ASCII is simply not it
+    (``secrets.compare_digest`` refuses non-ASCII text with a TypeError)."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+
+
 class Guard:
     """ASGI middleware: host, token, write and size checks (see the module docstring)."""
 
@@ -57,14 +63,17 @@ class Guard:
         if not self.token:
             return True, False
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
-        if query and secrets.compare_digest(query, self.token):
+        if query and _same(query, self.token):
             return True, True
         header = _header(scope, b"x-samkit-token") or ""
-        if header and secrets.compare_digest(header, self.token):
+        if header and _same(header, self.token):
             return True, False
-        cookie = SimpleCookie(_header(scope, b"cookie") or "")
+        try:
+            cookie = SimpleCookie(_header(scope, b"cookie") or "")
+        except Exception:  # a header the cookie parser refuses carries no token
+            return False, False
         got = cookie[COOKIE].value if COOKIE in cookie else ""
-        return bool(got) and secrets.compare_digest(got, self.token), False
+        return bool(got) and _same(got, self.token), False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":  # the app has none: refused before any check could be skipped
@@ -141,6 +150,8 @@ def create_app(project: ImageProject | VideoProject, token: str | None = None, l
                         body = json.loads(raw or b"{}")
                     except ValueError as e:
                         raise AppError(f"the request body is not JSON ({e})") from e
+                    except RecursionError:
+                        raise AppError("the request body is JSON nested too deeply") from None
                 from starlette.concurrency import run_in_threadpool
 
                 out = await run_in_threadpool(fn, request, body)
@@ -213,7 +224,10 @@ def create_app(project: ImageProject | VideoProject, token: str | None = None, l
 
     def add_name(request, body):
         b = check_keys(body, ("name",), "names")
-        cls = dataset.add_name(b.get("name", ""))
+        name = b.get("name")
+        if not isinstance(name, str):
+            raise AppError(f"name must be a class name (text), got {type(name).__name__}: {str(name)[:40]!r}")
+        cls = dataset.add_name(name)
         return {"cls": cls, "names": dataset.names}
 
     def export(request, body):

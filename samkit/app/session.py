@@ -257,7 +257,7 @@ class ImageProject:
         h, w = self.image(i).shape[:2]
         item = {"file_name": self.files[i].relative_to(self.root).as_posix(), "height": h, "width": w,
                 "label": self.keys[i]}
-        self.dataset.write_item(self.keys[i], item, objects)
+        self.dataset.write_item(self.keys[i], item, objects, masks_apart=True)
         self._objects[i] = objects
 
     def _reply(self, i: int, changed: list[int] | None = None) -> dict:

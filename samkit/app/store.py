@@ -23,6 +23,7 @@ therefore loses at most the edit in flight: on start the dataset files are broug
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import threading
@@ -93,6 +94,14 @@ def _read_json(path: Path) -> dict | None:
         raise OSError(f"{path} cannot be read ({e}); move it away to start that item afresh") from e
 
 
+def _digest(rle: dict) -> str:
+    """A short content hash of a COCO RLE mask (its size and counts)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{rle['size']}".encode())
+    h.update(rle["counts"].encode("ascii"))
+    return h.hexdigest()
+
+
 def _write_json(path: Path, data: dict) -> Path:
     return atomic_write_text(path, json.dumps(data, separators=(",", ":")))
 
@@ -117,7 +126,11 @@ class Dataset:
         self.records = self.meta / "objects"
         self.fmt = check_format(fmt)
         self.rle = bool(rle)
-        self.lock = threading.RLock()  # one writer at a time (the server's threads)
+        self.lock = threading.RLock()  # records and names: one writer at a time (the server's threads)
+        # The dataset files (labels, annotations.json, data.yaml): written by the background writer, sync and export.
+        # Apart from ``lock``, so that saving an edit's record never waits for another item's label files.
+        self.files_lock = threading.RLock()
+        self.masks = self.meta / "masks"
         project = _read_json(self.meta / "project.json") or {}
         saved_fmt = project.get("format")
         if saved_fmt and saved_fmt != fmt:
@@ -129,6 +142,7 @@ class Dataset:
         self._coco: dict[str, tuple[dict, list[dict]]] = {}  # key -> (image entry, annotations)
         self._holes = HoleWarning()
         self._ann_cache: dict[tuple, dict] = {}
+        self._poly_cache: dict[str, list] = {}  # an object's mask (RLE counts) -> its YOLO polygons
         self._pending: dict[str, tuple[dict, list[dict]]] = {}  # dataset files still to write, by item
         self._writing = 0
         self._hurry = 0  # flush() callers waiting: no delay
@@ -186,6 +200,7 @@ class Dataset:
     def save_project(self) -> None:
         with self.lock:
             _write_json(self.meta / "project.json", {"format": self.fmt, "names": self.names})
+        with self.files_lock:
             if self.fmt == "yolo":
                 self.write_data_yaml(self.out, self.train)
             if self.fmt == "coco" and self._coco:
@@ -215,7 +230,54 @@ class Dataset:
         return self.records / f"{key}.json"
 
     def read_record(self, key: str) -> dict | None:
-        return _read_json(self.record_path(key))
+        """An item's record with every object's mask (a record whose masks are kept in files of their own, see
+        :meth:`write_item`, has them read back)."""
+        rec = _read_json(self.record_path(key))
+        if rec is not None and isinstance(rec.get("objects"), list):  # an item (a video's prompts map ids instead)
+            rec["objects"] = [self._with_mask(key, o) for o in rec["objects"]]
+        return rec
+
+    def _with_mask(self, key: str, obj: dict) -> dict:
+        name = obj.get("mask_file")
+        if name is None:
+            return obj
+        out = {k: v for k, v in obj.items() if k != "mask_file"}
+        out["mask"] = _read_json(self.masks / key / name)
+        if out["mask"] is None:
+            raise OSError(f"{self.masks / key / name} is missing: the record {self.record_path(key)} refers to it; "
+                          "move the record away to start that item afresh")
+        return out
+
+    def _mask_files(self, key: str, objects: list[dict]) -> list[dict]:
+        """``objects`` with each mask written to a file of its own (named by the object and the mask's content, so
+        an unchanged mask is not written again) and referred to by name: an edit writes the objects it changed and a
+        small record, however many objects the image holds."""
+        folder = self.masks / key
+        out = []
+        for o in objects:
+            rle = o.get("mask")
+            if rle is None:
+                out.append(o)
+                continue
+            name = f"{int(o['id'])}-{_digest(rle)}.json"
+            if not (folder / name).exists():
+                make_dirs(folder)
+                _write_json(folder / name, rle)
+            out.append({**{k: v for k, v in o.items() if k != "mask"}, "mask_file": name})
+        return out
+
+    def _drop_mask_files(self, key: str, objects: list[dict]) -> None:
+        """Remove the mask files of ``key`` that its record (``objects``) no longer names."""
+        folder = self.masks / key
+        if not folder.is_dir():
+            return
+        named = {o.get("mask_file") for o in objects}
+        for f in folder.iterdir():
+            if f.suffix == ".json" and f.name not in named:
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
 
     def write_record(self, key: str, data: dict) -> Path:
         """A record that is not an item (a video's prompts)."""
@@ -223,17 +285,22 @@ class Dataset:
             make_dirs(self.record_path(key).parent)
             return _write_json(self.record_path(key), data)
 
-    def write_item(self, key: str, item: dict, objects: list[dict]) -> None:
+    def write_item(self, key: str, item: dict, objects: list[dict], masks_apart: bool = False) -> None:
         """Save one image's (or frame's) objects: the record, then the dataset files.
 
         Args:
             key: The item's name in the folder (``<stem>`` or ``<video>/<frame>``).
             item: ``file_name``, ``height``, ``width`` and, for a frame, ``label`` (its label files' stem).
             objects: Each with ``id``, ``cls``, ``mask`` (COCO RLE or None) and anything else the record keeps.
+            masks_apart: Keep each mask in a file of its own (images, edited object by object), written before the
+                record that names it; else in the record (video frames, written once per tracking pass).
         """
         with self.lock:
             make_dirs(self.record_path(key).parent)
-            _write_json(self.record_path(key), {**item, "objects": objects})
+            saved = self._mask_files(key, objects) if masks_apart else objects
+            _write_json(self.record_path(key), {**item, "objects": saved})
+            if masks_apart:
+                self._drop_mask_files(key, saved)
         with self._cv:
             self._pending.pop(key, None)  # re-queued last: items are written in the order they changed
             self._pending[key] = (item, objects, time.monotonic())
@@ -258,7 +325,7 @@ class Dataset:
                 self._writing += 1
                 last = not self._pending
             try:
-                with self.lock:
+                with self.files_lock:  # not the records' lock: edits are saved meanwhile
                     if self.fmt == "coco":  # one document for every item: written once the queue is empty
                         self._coco[key] = self.coco_entry(item, objects)
                         if last:
@@ -296,11 +363,19 @@ class Dataset:
                 self.write_coco()
             return
         stem = item.get("label") or Path(item["file_name"]).stem
-        kept, masks = self._masks(item, objects)
-        if fmt == "yolo":
-            write_yolo_seg(out / f"{stem}.txt", mask_polygons(masks), [int(o["cls"]) for o in kept],
-                           warn_empty=False)
+        if fmt == "yolo":  # each object's polygons computed once for each mask it has
+            kept = [o for o in objects if o.get("mask") is not None]
+            polygons = []
+            for o in kept:
+                digest = _digest(o["mask"])
+                if digest not in self._poly_cache:
+                    self._poly_cache[digest] = mask_polygons(rle_decode(o["mask"])[None])[0]
+                    while len(self._poly_cache) > 1024:
+                        self._poly_cache.pop(next(iter(self._poly_cache)))
+                polygons.append(self._poly_cache[digest])
+            write_yolo_seg(out / f"{stem}.txt", polygons, [int(o["cls"]) for o in kept], warn_empty=False)
         else:
+            kept, masks = self._masks(item, objects)
             make_dirs(out)
             save_mask_pngs(masks, out, stem, obj_ids=[int(o["id"]) for o in kept], clear_others=True)
 
@@ -317,7 +392,7 @@ class Dataset:
         for o in objects:
             if o.get("mask") is None:
                 continue
-            key = (o["mask"]["counts"], int(o["cls"]), o.get("score", 1.0), int(o["id"]), self.rle)
+            key = (_digest(o["mask"]), int(o["cls"]), o.get("score", 1.0), int(o["id"]), self.rle)
             ann = self._ann_cache.get(key)
             if ann is None:
                 got = coco_annotations(rle_decode(o["mask"])[None], [key[1]], [key[2]], image_id=0, first_id=None,
@@ -353,7 +428,7 @@ class Dataset:
     def sync(self) -> int:
         """Bring the dataset files up to date with the records (after a crash between the two, or a first start
         on a folder whose records predate its labels); returns how many items were rewritten."""
-        with self.lock:
+        with self.lock, self.files_lock:
             self.save_project()
             n = 0
             keys = self.keys()
@@ -411,7 +486,7 @@ class Dataset:
     def export(self, fmt: str, out: Path) -> dict:
         """Write every saved item in format ``fmt`` to ``out``; returns what was written."""
         check_format(fmt)
-        with self.lock:
+        with self.lock, self.files_lock:
             make_dirs(out)
             coco = {}
             for key in self.keys():

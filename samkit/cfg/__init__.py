@@ -85,6 +85,24 @@ def _defaults() -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
+@lru_cache(maxsize=1)
+def setting_notes() -> dict[str, str]:
+    """Each setting's comment in ``default.yaml`` (continuation lines joined), for ``samkit MODE --help``."""
+    notes: dict[str, str] = {}
+    last = None
+    for line in DEFAULT_CFG_PATH.read_text(encoding="utf-8").splitlines():
+        head, _, comment = line.partition("#")
+        key = head.split(":", 1)[0].strip() if ":" in head and not head.startswith(" ") else ""
+        if key:
+            last = key
+            notes[key] = comment.strip()
+        elif last and line.startswith(" ") and comment.strip() and not head.strip():
+            notes[last] = f"{notes[last]} {comment.strip()}".strip()
+        else:
+            last = None
+    return notes
+
+
 def defaults() -> dict[str, Any]:
     """A fresh copy of every setting's default."""
     return dict(_defaults())

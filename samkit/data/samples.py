@@ -32,6 +32,17 @@ def sample_images() -> list[str]:
     return [str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")]
 
 
+def sample_path(source) -> str | None:
+    """The sample image (in Ultralytics' ``ASSETS``) a bare file name such as ``"bus.jpg"`` names when no such file
+    is here, as ``yolo predict source=bus.jpg`` finds it; None for anything else (a path, a file that exists)."""
+    if not isinstance(source, str) or not source or os.path.exists(source) or Path(source).name != source:
+        return None
+    from ultralytics import ASSETS
+
+    found = ASSETS / source
+    return str(found) if found.is_file() else None
+
+
 #: Boxes (xyxy pixels) and COCO class ids of the objects in the sample images, as a detector would report them.
 SAMPLE_BOXES = {
     "bus.jpg": ([[30, 230, 800, 740], [52, 398, 248, 905], [222, 405, 342, 865], [668, 395, 810, 880]], [5, 0, 0, 0]),

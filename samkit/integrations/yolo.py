@@ -62,6 +62,14 @@ def add_sam_masks(yolo_model, sam) -> None:
     :data:`samkit.utils.devices.DEFAULT_THREADS`); YOLO's own count is restored afterwards.
     """
     from samkit.utils.devices import default_threads
+    from samkit.utils.requirements import MissingExtra, require_package
+
+    try:
+        require_package("lap")
+    except MissingExtra as e:  # predict works; a later yolo_model.track(...) would pip-install lap itself
+        from samkit.utils import LOGGER
+
+        LOGGER.warning("%s (Ultralytics installs it by itself on the first yolo.track(...) call otherwise)", e)
 
     def callback(predictor) -> None:
         with default_threads():
