@@ -600,3 +600,93 @@ def test_cli_app_bad_input(present_ckpt, tmp_path):
     r = subprocess.run([sys.executable, "-m", "samkit.cli", "app", f"source={folder}", "model=not-loaded.pt",
                         "format=voc"], capture_output=True, text=True)  # refused before any model is looked for
     assert r.returncode == 2 and "format='voc' is not a dataset format" in r.stderr
+
+
+def test_a_slow_label_file_does_not_stall_edits_of_other_images(model, tmp_path, monkeypatch):
+    """The background writer writing one image's labels (made slow here) holds no lock an edit of another image,
+    or reading one, needs."""
+    import httpx
+
+    from samkit.app import AppServer
+    from samkit.app import store as store_module
+
+    real = store_module.write_yolo_seg
+    writing = threading.Event()
+
+    def slow(path, *a, **k):
+        if Path(path).name == "img0.txt":
+            writing.set()
+            time.sleep(3.0)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(store_module, "write_yolo_seg", slow)
+    folder = image_folder(tmp_path / "images")
+    project = open_project(model, folder)
+    with AppServer(project, port=0) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        for i in range(3):
+            c.get(f"/api/images/{i}")  # encoded (with their neighbours) before anything is timed
+        project.ensure_encoded(1)
+        assert c.post("/api/images/0/object", json={"box": [5, 5, 70, 60]}).status_code == 200
+        assert writing.wait(5.0), "the writer did not start on img0"
+        t0 = time.perf_counter()
+        r = c.post("/api/images/1/object", json={"points": [[50, 40, 1]]})
+        click = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        assert c.get("/api/images/2").status_code == 200
+        read = time.perf_counter() - t0
+        assert r.status_code == 200 and r.json()["objects"][0]["id"] == 1
+        assert click < 1.0 and read < 1.0, (click, read)
+        project.dataset.flush()
+    assert check_yolo(folder / "labels" / "img0.txt", folder / "img0.jpg") == 1
+    assert check_yolo(folder / "labels" / "img1.txt", folder / "img1.png") == 1
+
+
+def test_an_edit_writes_what_it_changed_however_many_objects(model, tmp_path):
+    folder = image_folder(tmp_path / "images", sizes=((200, 240),))
+    project = open_project(model, folder)
+    out = folder / "labels"
+    masks = out / ".samkit" / "masks" / "img0"
+    with served(project) as (_, c):
+        for k in range(30):
+            x, y = 8 + (k % 6) * 38, 8 + (k // 6) * 38
+            c.post("/api/images/0/object", json={"box": [x, y, x + 30, y + 30]})
+        before = {p.name: p.stat().st_mtime_ns for p in masks.iterdir()}
+        size = (out / ".samkit" / "objects" / "img0.json").stat().st_size
+        assert len(before) == 30 and size < 30 * 200  # the record holds prompts and file names, not masks
+        r = c.post("/api/images/0/object", json={"id": 7, "box": [60, 60, 120, 120]}).json()
+        assert r["changed"] == [7]
+        after = {p.name: p.stat().st_mtime_ns for p in masks.iterdir()}
+        assert len(after) == 30 and len(set(after) - set(before)) == 1 and next(iter(set(after) - set(before))) \
+            .startswith("7-")
+        assert all(after[n] == before[n] for n in after if n in before)  # the other masks were not rewritten
+        assert len(record(out, "img0")["objects"]) == 30 and len((out / "img0.txt").read_text().splitlines()) == 30
+    # reopened: every mask read back from its file
+    project = open_project(model, folder)
+    with served(project) as (_, c):
+        objs = c.get("/api/images/0").json()["objects"]
+        assert len(objs) == 30 and all("runs" in o for o in objs)
+        assert np.array_equal(runs_to_mask(objs[6]["runs"], (200, 240)), mask_of(record(out, "img0")["objects"][6]))
+
+
+def test_hostile_tokens_bodies_and_names(model, tmp_path):
+    import httpx
+
+    from samkit.app import AppServer
+
+    folder = image_folder(tmp_path / "images")
+    project = open_project(model, folder)
+    with AppServer(project, host="0.0.0.0", port=0, token="a-long-enough-token") as server:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as c:
+            assert c.get("/api/project?token=%C3%A9").status_code == 403
+            assert c.get("/api/project", headers={"x-samkit-token": "é".encode()}).status_code == 403
+            assert c.get("/api/project", headers={"cookie": "samkit_token=%C3%A9é".encode()}).status_code == 403
+            ok = {"x-samkit-token": "a-long-enough-token"}
+            deep = "[" * 100_000 + "]" * 100_000
+            r = c.post("/api/names", content=deep, headers={**ok, "content-type": "application/json"})
+            assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+            for bad in (None, {"a": 1}, 3, ["x"], "", "   "):
+                r = c.post("/api/names", json={"name": bad}, headers=ok)
+                assert r.status_code == 400, bad
+            assert c.get("/api/project", headers=ok).json()["names"] == {"0": "object"}
+            names = c.post("/api/names", json={"name": "cat"}, headers=ok).json()["names"]
+            assert names == {"0": "object", "1": "cat"}
