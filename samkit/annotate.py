@@ -483,7 +483,7 @@ def auto_annotate(
         if det_model is None:
             require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
         else:
-            check_phrase_detector()
+            check_phrase_detector(det_model)
     elif (det_model is None) == (labels is None):
         raise ValueError("give exactly one source of boxes: det_model= (a YOLO detector), labels= (a box label "
                          "folder) or texts= (phrases, with a SAM 3 model or an open-vocabulary det_model)")

@@ -831,7 +831,7 @@ class SAM:
         from samkit.prompts import normalize_prompts
         from samkit.utils.detectors import check_phrase_detector, load_detector, set_detector_classes
 
-        check_phrase_detector()  # before the detector loads (or downloads)
+        check_phrase_detector(det_model)  # before the detector loads (or downloads)
         max_frames = check_max_frames(max_frames)
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"det_every={every!r} must be a positive integer (frames between detector runs)")

@@ -393,3 +393,15 @@ def patch_sam2_reference_for_cpu(monkeypatch, video: bool = False) -> None:
         proxy.__dict__.update(torch.__dict__)
         proxy.bfloat16 = torch.float32
         monkeypatch.setattr(svp, "torch", proxy)
+
+
+def offline_text_encoder(monkeypatch) -> None:
+    """YOLOE without its text model: Ultralytics downloads MobileCLIP's weights and imports its CLIP package (from
+    GitHub, not on PyPI) for ``set_classes``; here phrases get random embeddings instead, and an empty ``clip``
+    module stands for the package samkit checks for before it lets a detector take phrases."""
+    import sys
+
+    from ultralytics import YOLOE
+
+    monkeypatch.setattr(YOLOE, "get_text_pe", lambda self, texts: torch.randn(1, len(texts), 512))
+    monkeypatch.setitem(sys.modules, "clip", sys.modules.get("clip") or types.ModuleType("clip"))

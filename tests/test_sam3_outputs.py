@@ -86,11 +86,13 @@ def test_annotate_with_phrases_and_sam3(sam3_ckpt, images, tmp_path):
 
 
 def test_annotate_with_phrases_through_an_open_vocabulary_detector(tiny_ckpt, images, tmp_path, monkeypatch):
-    from ultralytics import YOLO, YOLOE
+    from ultralytics import YOLO
+
+    from tests.helpers import offline_text_encoder
 
     torch.manual_seed(1)  # the random detector finds 5 boxes per image whatever the tests before it drew
     det = YOLO("yoloe-11s-seg.yaml")  # random weights; its text embeddings too (no download)
-    monkeypatch.setattr(YOLOE, "get_text_pe", lambda self, texts: torch.randn(1, len(texts), 512))
+    offline_text_encoder(monkeypatch)
     out = tmp_path / "yoloe"
     summary = auto_annotate(images, det_model=det, texts=["car", "person", "bus"], sam_model=str(tiny_ckpt),
                             conf=0.0001, max_det=5, output_dir=out, device="cpu", verbose=False)

@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.sam3_video import disc_frames
 from samkit import SAM
-from tests.helpers import read_video, write_video
+from tests.helpers import offline_text_encoder, read_video, write_video
 
 pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip install -e '.[dev]')")
 
@@ -220,9 +220,10 @@ class ScriptedDetector:
         return [YoloResults(image, path="frame.jpg", names=self.names, boxes=boxes)]
 
 
-def test_grounded_sam2_starts_objects_from_detections_on_keyframes(present_ckpt):
+def test_grounded_sam2_starts_objects_from_detections_on_keyframes(present_ckpt, monkeypatch):
     """SAM 2 with texts= and an open-vocabulary detector: the detector runs on every det_every-th frame; a box
     overlapping a tracked object is that object, a box overlapping none starts a new one (with the phrase's class)."""
+    offline_text_encoder(monkeypatch)  # the scripted detector's phrases need no text model; samkit checks for one
     frames = disc_frames(12)
     a, b = [35, 35, 85, 85], [145, 75, 215, 145]
     tiny = SAM(str(present_ckpt), verbose=False)  # its objects stay present: real masks
@@ -251,10 +252,10 @@ def test_grounded_sam2_starts_objects_from_detections_on_keyframes(present_ckpt)
 
 
 def test_grounded_sam2_with_a_real_yoloe_and_both_directions(tiny_ckpt, monkeypatch):
-    from ultralytics import YOLO, YOLOE
+    from ultralytics import YOLO
 
     det = YOLO("yoloe-11s-seg.yaml")  # random weights; its text embeddings too (no download)
-    monkeypatch.setattr(YOLOE, "get_text_pe", lambda self, texts: torch.randn(1, len(texts), 512))
+    offline_text_encoder(monkeypatch)
     frames = disc_frames(9)
     tiny = SAM(str(tiny_ckpt), verbose=False)
     results = tiny.track(frames, texts=["disc"], det_model=det, det_every=3, frame=4, conf=0.0001, max_det=3)

@@ -20,11 +20,11 @@ BATCH = 4  # images per actor call
 
 def _import_ray():
     """``ray`` with Ray Data, or an ImportError saying how to install it."""
-    from samkit.utils.requirements import require
-
-    require("ray", "engine='ray' (Ray Data)", ("ray", "ray.data"))
-    import ray
-
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ImportError("engine='ray' needs Ray Data: pip install samkit[ray]") from None
     return ray
 
 
