@@ -2,9 +2,9 @@
 
 Reading versions is not enough: a torch and a torchvision from two package indexes install side by side and then
 fail on the first operator. So besides versions, devices, extras and folders, the checks *run* tiny versions of
-what samkit does: torchvision's operators (``nms``, ``batched_nms``, ``resize``) on every device, a convolution in
-every dtype samkit computes in on that device, and an mp4 written and read back with OpenCV. Each failure is a line
-``ERROR: <what is broken>: <why>; <the command that mends it>`` and ``samkit checks`` exits with 1.
+what samkit does: torchvision's operators (``nms``, ``batched_nms``, ``roi_align``, ``resize``) on every device, a
+convolution in every dtype samkit computes in on that device, and an mp4 written and read back with OpenCV. Each
+failure is a line ``ERROR: <what is broken>: <why>; <the command that mends it>`` and ``samkit checks`` exits 1.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def torchvision_lines() -> list[str]:
     try:
         import torch
         import torchvision
-        from torchvision.ops import batched_nms, nms
+        from torchvision.ops import batched_nms, nms, roi_align
         from torchvision.transforms.v2 import functional as TF
     except Exception as e:
         if is_torchvision_ops_error(e):
@@ -81,9 +81,12 @@ def torchvision_lines() -> list[str]:
             kept_b = batched_nms(boxes.to(device), scores.to(device), torch.tensor([0, 1, 0], device=device),
                                  0.5).cpu().tolist()
             small = TF.resize(torch.rand(1, 3, 8, 8, device=device), [4, 4], antialias=True)
-            if kept != [0, 2] or sorted(kept_b) != [0, 1, 2] or tuple(small.shape) != (1, 3, 4, 4):
+            pooled = roi_align(torch.ones(1, 1, 8, 8, device=device), [boxes[:1].to(device) / 2], output_size=2)
+            if kept != [0, 2] or sorted(kept_b) != [0, 1, 2] or tuple(small.shape) != (1, 3, 4, 4) or \
+                    not torch.allclose(pooled.cpu(), torch.ones(1, 1, 2, 2)):
                 raise RuntimeError(f"wrong results: nms kept {kept}, batched_nms kept {kept_b}")
-            lines.append(f"torchvision {torchvision.__version__} operators on {device}: nms, batched_nms, resize ok")
+            lines.append(f"torchvision {torchvision.__version__} operators on {device}: nms, batched_nms, roi_align "
+                         "(SAM 3's exemplar boxes), resize ok")
         except Exception as e:
             if is_torchvision_ops_error(e):
                 lines.append(f"ERROR: torchvision on {device}: {torchvision_message(str(e).splitlines()[0])}")

@@ -281,6 +281,16 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
 
         with open_video(source) as v:
             total = len(v) if cfg["max_frames"] is None else None
+    typed = {k: v for k, v in prompts.items() if k in given}
+    boxes = typed.get("bboxes")
+    per_image = isinstance(boxes, list) and any(
+        isinstance(b, list) and (not b or isinstance(b[0], list)) for b in boxes)
+    if typed and not per_image:
+        from samkit.prompts import normalize_prompts
+
+        # The prompts' form too (shapes, numbers, labels, reversed boxes), on a canvas larger than any image: where
+        # they lie is known only from each image.
+        normalize_prompts((2**31, 2**31), **typed, low_res=None)
     model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"], half=cfg["half"],
                 compile=cfg["compile"], **({"cache": cfg["cache"]} if mode == "predict" else {}))
     outputs["verbose"] = False  # where the outputs went is printed below, once

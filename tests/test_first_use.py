@@ -213,7 +213,7 @@ def test_checks_run_what_samkit_needs(monkeypatch):
 
     lines = run_checks()
     assert failures(lines) == [], lines
-    assert any(line.startswith("torchvision ") and "on cpu: nms, batched_nms, resize ok" in line for line in lines)
+    assert any(line.startswith("torchvision ") and "on cpu: nms, batched_nms, roi_align" in line for line in lines)
     assert any("convolution in float32" in line for line in lines)
     assert any("wrote and read back an mp4 ok" in line for line in lines)
     for extra in ("[sam3]", "[app]", "[ray]"):

@@ -187,7 +187,7 @@ def test_cli_examples(command, weights, tmp_path):
     if "--help" in args:  # the mode's settings with their defaults
         assert r.stdout.startswith(f"samkit {args[1]}: ") and f"settings of samkit {args[1]}" in r.stdout
     if args[1] == "checks":  # every check ran, none failed
-        assert "ERROR" not in r.stdout and "nms, batched_nms, resize ok" in r.stdout
+        assert "ERROR" not in r.stdout and "nms, batched_nms, roi_align" in r.stdout
     if args[1] in ("predict", "track"):
         written = check_outputs(tmp_path / "runs")
         assert written["video" if args[1] == "track" else "txt"] or args[1] == "predict" and not written["txt"]
