@@ -403,3 +403,21 @@ def test_a_verbose_error_prints_the_traceback_and_exits_2(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("samkit info: error: WeightsNotFoundError")
+
+
+def test_no_autoinstall_nests_and_restores():
+    from ultralytics.utils import checks
+
+    from samkit.utils.requirements import no_autoinstall
+
+    was = checks.AUTOINSTALL
+    seen = []
+    with no_autoinstall():
+        seen.append(checks.AUTOINSTALL)
+        with no_autoinstall():
+            seen.append(checks.AUTOINSTALL)
+        seen.append(checks.AUTOINSTALL)  # the inner one closed; the outer is still open
+    assert seen == [False, False, False] and checks.AUTOINSTALL == was
+    with pytest.raises(RuntimeError), no_autoinstall():
+        raise RuntimeError("an error inside")
+    assert checks.AUTOINSTALL == was
