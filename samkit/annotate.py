@@ -453,7 +453,7 @@ def auto_annotate(
         conf, iou, classes, imgsz, max_det: The detector's settings (``conf`` None: 0.25, Ultralytics' own).
         rle: COCO segmentations as RLE instead of polygons.
         empty: ``"box"`` or ``"skip"``: what a box with an empty mask becomes.
-        engine: ``"local"`` or ``"ray"`` (Ray Data, ``pip install samkit[ray]``).
+        engine: ``"local"`` or ``"ray"`` (Ray Data, ``pip install 'samkit[ray]'``).
         ray_address, ray_actors: The Ray cluster to use (None: local) and the number of SAM actors.
         verbose: Progress bar and the summary in the log.
         max_pixels: Most pixels an image file may declare before it is decoded (None: 120 million; 0: no limit);

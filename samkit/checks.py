@@ -120,6 +120,19 @@ def compute_lines() -> list[str]:
     return lines
 
 
+def build_lines() -> list[str]:
+    """A note when torch is a CUDA build on a machine without a CUDA device (gigabytes of GPU libraries that cannot
+    be used here)."""
+    import torch
+
+    from samkit.utils.requirements import torchvision_fix
+
+    if torch.version.cuda and not torch.cuda.is_available():
+        return [f"NOTE: torch {torch.__version__} is a CUDA {torch.version.cuda} build and there is no CUDA device "
+                f"here; the CPU build runs the same and is a tenth of the size: {torchvision_fix(cpu=True)}"]
+    return []
+
+
 def _device_name(device) -> str:
     import torch
 
@@ -202,6 +215,7 @@ def run_checks() -> list[str]:
     broken = any(line.startswith("ERROR: torchvision") for line in lines)
     lines += replacement_lines()
     lines += compute_lines()
+    lines += build_lines()
     if not broken:
         lines += video_lines()
     lines += extra_lines()

@@ -17,7 +17,7 @@ Modes:
               samkit benchmark model=sam2.1_t.pt,mobile_sam.pt,yolo11n-seg.pt device=cuda random=True
               (random=True: random weights of each architecture, nothing downloaded; writes benchmark.md and .csv)
     app       prompt SAM in the browser on a folder of images or a video, saving the dataset on every change
-              (pip install "samkit[app]"): samkit app source=images/ model=sam2.1_t.pt format=coco names="cat,dog"
+              (pip install 'samkit[app]'): samkit app source=images/ model=sam2.1_t.pt format=coco names="cat,dog"
               a video: samkit app source=clip.mp4 (a folder of frames: add video=True); it prints the URL to open
     info      describe a model (``samkit info model=sam2.1_b.pt``) or list the registry (``samkit info``)
     checks    versions, devices, extras, and a run of what samkit needs (torchvision's operators, each dtype, video)
@@ -253,11 +253,13 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     if source is None:  # a first run: the sample images, or the sample clip with a box on its frame 0
         if mode == "predict":
             source = samples.sample_images()
-            if all(v is None for v in prompts.values()) and not concepts and not any(k in given for k in _EVERYTHING):
+            typed = {k: v for k, v in prompts.items() if v is not None}
+            if not typed and not concepts and not any(k in given for k in _EVERYTHING):
                 prompts["bboxes"] = samples.sample_detections()  # segment-everything settings: everything
-            LOGGER.warning("source= is missing: segmenting the sample images %s%s", ", ".join(source),
-                           " with boxes around their people and bus" if prompts["bboxes"] is not None else
-                           f" with {', '.join(f'{k}={v}' for k, v in concepts.items())}" if concepts else "")
+            how = (" with boxes around their people and bus" if prompts["bboxes"] is not None and not typed else
+                   f" with {', '.join(f'{k}={v}' for k, v in {**typed, **concepts}.items())}" if typed or concepts
+                   else ", segmenting everything")
+            LOGGER.warning("source= is missing: segmenting the sample images %s%s", ", ".join(source), how)
         else:
             source = str(samples.sample_clip())
             if all(v is None for v in prompts.values()) and not concepts:

@@ -690,3 +690,20 @@ def test_hostile_tokens_bodies_and_names(model, tmp_path):
             assert c.get("/api/project", headers=ok).json()["names"] == {"0": "object"}
             names = c.post("/api/names", json={"name": "cat"}, headers=ok).json()["names"]
             assert names == {"0": "object", "1": "cat"}
+
+
+def test_cli_app_stops_cleanly_on_sigterm(present_ckpt, tmp_path):
+    """SIGTERM (docker stop, systemd) ends the app as Ctrl+C does: exit code 0, the last edit's dataset files
+    written."""
+    import httpx
+
+    folder = image_folder(tmp_path / "images")
+    proc, url = _start_cli([f"source={folder}", f"model={present_ckpt}", "port=0", "format=yolo", "device=cpu",
+                            "verbose=False"])
+    try:
+        httpx.post(url + "api/images/1/object", json={"box": [10, 10, 90, 90]}, timeout=60).raise_for_status()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert check_yolo(folder / "labels" / "img1.txt", folder / "img1.png") == 1

@@ -513,3 +513,14 @@ def test_corrupt_hint(wdir, tmp_path, monkeypatch):
     assert corrupt_hint(tmp_path / "sam2.1_t.pt") == ""  # not in a weights folder: the user's own copy
     monkeypatch.setenv("SAMKIT_OFFLINE", "1")
     assert "SAMKIT_OFFLINE is set" in corrupt_hint(wdir / "sam2.1_t.pt")
+
+
+def test_every_url_failing_is_one_line_with_the_advice_once(file_server, wdir, local_registry):
+    file_server.status["/mirror-a/sam2.1_t.pt"] = 503
+    file_server.status["/meta/sam2.1_hiera_tiny.pt"] = 404
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights("sam2.1_t.pt", progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("sam2.1_t.pt is not on disk and could not be downloaded (")
+    assert f"{file_server.url}/mirror-a/sam2.1_t.pt" in msg and "HTTP 503" in msg and "HTTP 404" in msg
+    assert msg.count(str(wdir)) == 1 and msg.count("SAMKIT_WEIGHTS_DIR") == 1 and "by hand" not in msg

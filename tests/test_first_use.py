@@ -218,6 +218,10 @@ def test_checks_run_what_samkit_needs(monkeypatch):
     assert any("wrote and read back an mp4 ok" in line for line in lines)
     for extra in ("[sam3]", "[app]", "[ray]"):
         assert any(line.startswith(f"extra {extra} for ") for line in lines), extra
+    cuda_build_here = bool(torch.version.cuda) and not torch.cuda.is_available()
+    notes = [line for line in lines if line.startswith("NOTE: torch ") and "is a CUDA" in line]
+    assert len(notes) == int(cuda_build_here) and all("--index-url https://download.pytorch.org/whl/cpu" in n
+                                                      for n in notes)
     # a dtype that cannot convolve, and an OpenCV that cannot write video, are errors naming them
     real = torch.nn.functional.conv2d
 

@@ -1,6 +1,6 @@
 """``samkit app``: prompt SAM in the browser on a folder of images or a video, and save the dataset as you go.
 
-Needs the ``app`` extra (``pip install "samkit[app]"``: Starlette and uvicorn). The page is static files in
+Needs the ``app`` extra (``pip install 'samkit[app]'``: Starlette and uvicorn). The page is static files in
 ``samkit/app/static`` (no CDN, works offline). See :func:`serve` and the README's "Annotate in the browser".
 
 Example::
@@ -257,7 +257,15 @@ class AppServer:
 
 
 def serve(model, source, host: str = "127.0.0.1", port: int = 8765, token: str | None = None, **project) -> None:
-    """Open ``source`` (see :func:`open_project` for ``project`` keywords), print the URL and serve until Ctrl+C."""
+    """Open ``source`` (see :func:`open_project` for ``project`` keywords), print the URL and serve until Ctrl+C (or
+    SIGTERM, as ``docker stop`` and service managers send: the same clean stop, pending dataset files written)."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
     proj = open_project(model, source, **project)
     with AppServer(proj, host=host, port=port, token=token) as server:
         kind = f"{len(proj)} images" if proj.kind == "images" else f"{proj.length} frames of {proj.source.name}"

@@ -4,7 +4,7 @@ Image paths become a Ray dataset; the work runs in a pool of actors (``map_batch
 per actor when the cluster has GPUs), each holding one worker that the caller's factory builds (for
 ``auto_annotate``: an :class:`~samkit.annotate.Annotator`, with its SAM and detector, which writes its images' files
 with the same writers as the local engine). The output folder must therefore be reachable by every worker (a shared
-file system on a real cluster; any folder on a local instance). Needs ``pip install samkit[ray]``.
+file system on a real cluster; any folder on a local instance). Needs ``pip install 'samkit[ray]'``.
 
 This module knows nothing of annotation: a worker is any callable that turns one item (an image path) into a
 record, a JSON-able dict, which comes back to the caller unchanged.
@@ -24,7 +24,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ImportError("engine='ray' needs Ray Data: pip install samkit[ray]") from None
+        raise ImportError("engine='ray' needs Ray Data: pip install 'samkit[ray]'") from None
     return ray
 
 

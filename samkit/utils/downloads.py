@@ -573,7 +573,10 @@ def resolve_weights(model: str | os.PathLike, progress: bool = True) -> Path:
             if offline():
                 raise
             errors.append(str(e))
+    # One line: each URL's reason without the advice every one of them ends with, then the advice once.
+    reasons = [re.sub(r"(; no network\?)? Download (the file|it) by hand into .*$", "", e).rstrip(". ") for e in errors]
     raise WeightsNotFoundError(
-        f"{path.name} is not on disk and could not be downloaded:\n  " + "\n  ".join(errors)
-        + f"\nPut the file in {target.parent} or set SAMKIT_WEIGHTS_DIR."
+        f"{path.name} is not on disk and could not be downloaded ({'; '.join(reasons)}); no network? Put the file "
+        f"in {target.parent} (or set SAMKIT_WEIGHTS_DIR to the folder that has it), and SAMKIT_OFFLINE=1 skips "
+        "the download"
     )

@@ -135,12 +135,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def torch_index() -> str:
-    """PyTorch's wheel index for the installed torch build: ``.../whl/cpu``, ``.../whl/cu128``..."""
+def torch_index(cpu: bool = False) -> str:
+    """PyTorch's wheel index for the installed torch build (``cpu``: the CPU build's): ``.../whl/cpu``,
+    ``.../whl/cu128``..."""
     try:
         import torch
 
-        cuda = torch.version.cuda
+        cuda = None if cpu else torch.version.cuda
     except Exception:
         cuda = None
     tag = "cpu" if not cuda else "cu" + cuda.replace(".", "")
@@ -157,10 +158,10 @@ def matching_pair() -> tuple[str, str]:
     return "torch", "torchvision"
 
 
-def torchvision_fix() -> str:
-    """The command that reinstalls torch and torchvision together, from one index."""
+def torchvision_fix(cpu: bool = False) -> str:
+    """The command that reinstalls torch and torchvision together, from one index (``cpu``: the CPU builds')."""
     torch_spec, vision_spec = matching_pair()
-    return f"pip install --force-reinstall '{torch_spec}' '{vision_spec}' --index-url {torch_index()}"
+    return f"pip install --force-reinstall '{torch_spec}' '{vision_spec}' --index-url {torch_index(cpu)}"
 
 
 def torchvision_message(reason: str) -> str:
