@@ -1,4 +1,4 @@
-"""samkit: one front end for the Segment Anything family (SAM 2.1, SAM 2, SAM, MobileSAM)."""
+"""samkit: one front end for the Segment Anything family (SAM 3, SAM 2.1, SAM 2, SAM, MobileSAM)."""
 
 from __future__ import annotations
 

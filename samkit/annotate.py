@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samkit import families
 from samkit.cfg import DEFAULT_MODEL
 from samkit.utils import LOGGER
 from samkit.utils.detectors import check_phrase_detector, load_detector, set_detector_classes
@@ -274,8 +275,8 @@ class Annotator:
         return {**done, "redone": redone} if redone else done
 
 
-def _sam_family(sam_model) -> str:
-    """The family of a SAM model name or file, from the registry or else from the weights."""
+def _sam_capabilities(sam_model) -> frozenset[str]:
+    """What the family of a SAM model name or file can do, from the registry or else from the weights."""
     from samkit.nn.checkpoint import read_checkpoint
     from samkit.nn.detect import detect_architecture
     from samkit.nn.registry import model_registry
@@ -284,8 +285,8 @@ def _sam_family(sam_model) -> str:
     path = resolve_weights(sam_model)
     entry = model_registry().find_model(Path(str(sam_model)).name)
     if entry is not None:  # a registry name says the family without reading gigabytes
-        return entry.arch.family
-    return detect_architecture(read_checkpoint(path), str(path))[0].family
+        return families.capabilities(entry.arch)
+    return families.capabilities(detect_architecture(read_checkpoint(path), str(path))[0])
 
 
 def write_data_yaml(out: Path, names: dict[int, str]) -> Path:
@@ -476,7 +477,7 @@ def auto_annotate(
         if labels is not None:
             raise ValueError("texts= and labels= are two sources of classes: give one (box labels carry their own "
                              "class ids)")
-        if det_model is None and _sam_family(sam_model) != "sam3":
+        if det_model is None and "concepts" not in _sam_capabilities(sam_model):
             raise ValueError(f"texts= without det_model= needs a SAM 3 model (sam_model=sam3.pt), which finds the "
                              f"phrases itself; {sam_model} is not one: give an open-vocabulary det_model= (YOLOE, "
                              "YOLO-World) to box the phrases for it")

@@ -184,7 +184,7 @@ def _sam_row(name: str, image: np.ndarray, video: Callable[[], Path] | None, tim
             else _file_mb(model.ckpt_path))
     h, w = image.shape[:2]
     box = [w * 0.25, h * 0.25, w * 0.75, h * 0.75]
-    if model.concepts is not None:  # SAM 3: a phrase (a new one each call: its text is encoded too)
+    if "concepts" in model.capabilities:  # SAM 3: a phrase (a new one each call: its text is encoded too)
         phrases = (f"object number {i}" for i in itertools.count())
 
         def predict():
@@ -200,7 +200,7 @@ def _sam_row(name: str, image: np.ndarray, video: Callable[[], Path] | None, tim
     predict()  # the image is encoded: the next calls only decode
     ms_prompt = timer.median_ms(predict)
     fps = None
-    if video is not None and model.runtime.arch.family == "sam2":
+    if video is not None and "video" in model.capabilities:
         clip = video()
         frames = [0]
 

@@ -298,7 +298,7 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     outputs["verbose"] = False  # where the outputs went is printed below, once
     if mode == "track":
         keys = ("fill_hole_area", "correct_as_cond", "max_prompt_frames")  # SAM 2's session; SAM 3 takes those given
-        session = {k: cfg[k] for k in keys if model.concepts is None or k in given}
+        session = {k: cfg[k] for k in keys if "concept_video" not in model.capabilities or k in given}
         found = {k: v for k, v in concepts.items() if k in ("texts", "conf", "max_det")}
         if "max_det" in found and "max_det" not in given:
             del found["max_det"]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from samkit import families
 from samkit.cfg import DEFAULT_MODEL, OUTPUT_KEYS, WRITE_KEYS
 from samkit.engine.image import ImageEmbedding, ImageEngine
 from samkit.nn.build import build_network, network_tensors, require_family
@@ -40,7 +41,6 @@ _NOT_FOR_SAM = {
     "save_crop": "masks are saved whole (save_masks=True)",
 }
 NEW_OBJECT_IOU = 0.5  # a detector box overlapping a tracked object's box this much is that object (Grounded SAM 2)
-_FAMILY_NAMES = {"sam2": "SAM 2", "sam": "SAM", "mobile_sam": "MobileSAM", "sam3": "SAM 3"}
 
 
 def _track_through(session, frame: int, max_frames: int | None):
@@ -134,7 +134,8 @@ def _per_image_boxes(bboxes, n_images: int, source_is_list: bool):
 
 
 class SAM:
-    """A Segment Anything model (SAM 2.1, SAM 2, SAM or MobileSAM) ready for inference.
+    """A Segment Anything model (SAM 3, SAM 2.1, SAM 2, SAM, MobileSAM, or any family registered in
+    :mod:`samkit.families`) ready for inference.
 
     The architecture is read from the checkpoint's weights, so any file name works, and the weights are loaded
     safely (``torch.load(weights_only=True)``) and strictly (every tensor must fit).
@@ -156,7 +157,7 @@ class SAM:
         net: The underlying ultralytics ``SAM2Model`` / ``SAMModel`` (eval mode); also ``model.model``, as in
             Ultralytics.
         arch: The registry :class:`~samkit.nn.registry.Architecture` the weights were recognised as.
-        version: ``"2.1"``, ``"2.0"`` or ``"1"``.
+        version: One of its family's versions (``"2.1"``, ``"2.0"``, ``"1"``, ``"3"``).
         ckpt_path: The checkpoint file that was loaded.
 
     Examples:
@@ -228,13 +229,14 @@ class SAM:
         self.runtime = Runtime(net, self.arch, self.version, device=device, half=half)
         self.engine = ImageEngine(self.runtime, cache_size=cache)
         self.concepts = None  # SAM 3: the concept engine (texts, exemplars)
-        if self.engine.transforms.concepts:
+        if "concepts" in self.capabilities:
             from samkit.engine.concepts import ConceptEngine
 
             self.concepts = ConceptEngine(self.runtime, cache_size=cache)
         if compile:
             self.compile()
-        self._image: tuple[np.ndarray, str, ImageEmbedding] | None = None  # set_image's image and its embedding
+        # set_image's image, its path, its embedding and the runtime generation it was computed under
+        self._image: tuple[np.ndarray, str, ImageEmbedding, int] | None = None
         self.save_dir: Path | None = None  # the folder of the last run that wrote outputs
         self.skipped: list[tuple[str, str]] = []  # (image, reason) for the unreadable images of the last call
         if self.verbose:
@@ -307,7 +309,7 @@ class SAM:
         if len(items) != 1:
             raise ValueError(f"set_image takes one image, the source gave {len(items)}")
         frame = load_frame(items[0])
-        self._image = (frame.image, frame.path, self.engine.encode([frame.image])[0])
+        self._image = (frame.image, frame.path, self.engine.encode([frame.image])[0], self.runtime.generation)
         return self
 
     def predict(
@@ -429,7 +431,7 @@ class SAM:
         from samkit.data.video import is_live
         from samkit.engine.concepts import DEFAULT_CONF
 
-        if self.concepts is None:
+        if "concepts" not in self.capabilities:
             if query is None:
                 key = "conf" if conf is not None else "max_det"
                 raise TypeError(f"{key!r}: {key}= applies to SAM 3's concept prompts (texts=, exemplars=); "
@@ -580,8 +582,9 @@ class SAM:
         todo = [j for j, obj in enumerate(objects) if everything_cfg is not None or (obj is not None and len(obj))]
         embeddings: dict[int, ImageEmbedding] = {}
         timing = {"preprocess": 0.0, "inference": 0.0}
-        if todo and frames[0][0] == 0 and self._image is not None and frames[0][1] is self._image[0]:
-            embeddings[0] = self._image[2]  # the image of set_image: its embedding was kept
+        if todo and frames[0][0] == 0 and self._image is not None and frames[0][1] is self._image[0] and \
+                self._image[3] == self.runtime.generation:
+            embeddings[0] = self._image[2]  # the image of set_image: its embedding was kept (same device, precision)
         elif todo:
             for j, emb in zip(todo, self.engine.encode([frames[j][1] for j in todo], batch=batch)):
                 embeddings[j] = emb
@@ -735,7 +738,7 @@ class SAM:
         from samkit.prompts import normalize_prompts
 
         self._ultralytics_settings("track", session, None)
-        if self.concepts is not None:
+        if "concept_video" in self.capabilities:
             return self._track_sam3(source, dict(bboxes=bboxes, points=points, labels=labels, masks=masks,
                                                  prompts=prompts), texts, conf, max_det, frame, stream, max_frames,
                                     self._call_settings(locals(), verbose, device), _mode, session)
@@ -907,7 +910,7 @@ class SAM:
         tracks phrases, ``add(frame, obj_id=, points=)`` corrects one instance); ``kwargs`` are its settings."""
         from samkit.engine.video import VideoSession
 
-        if self.concepts is not None:
+        if "concept_video" in self.capabilities:
             from samkit.engine.concept_video import ConceptVideoSession
 
             interactive = kwargs.pop("interactive", True)
@@ -918,10 +921,15 @@ class SAM:
     # ------------------------------------------------------------------ description
     @property
     def family(self) -> str:
-        """``"SAM 2.1"``, ``"SAM 2"``, ``"SAM"``, ``"MobileSAM"`` or ``"SAM 3"``."""
-        if self.arch.family == "sam2":
-            return "SAM 2.1" if self.version == "2.1" else "SAM 2"
-        return _FAMILY_NAMES[self.arch.family]
+        """The family's display name for this version: ``"SAM 2.1"``, ``"SAM 2"``, ``"SAM"``, ``"MobileSAM"``,
+        ``"SAM 3"``..."""
+        return families.of(self.arch).display[self.version]
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this model can do: a subset of :data:`samkit.families.CAPABILITIES` (``"prompts"``,
+        ``"everything"``, ``"video"``, ``"concepts"``, ``"concept_video"``)."""
+        return families.of(self.arch).capabilities
 
     def info(self, verbose: bool | None = None) -> dict[str, Any]:
         """Describe the loaded model (and log it when ``verbose``, default the model's).

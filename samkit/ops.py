@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) int64 xyxy with inclusive right/bottom edges; [0, 0, 0, 0] for an empty mask."""
+def inclusive_mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool -> (N, 4) int64 xyxy with inclusive right/bottom edges (Meta's ``batched_mask_to_box``, which
+    segment-everything filters with); [0, 0, 0, 0] for an empty mask. Results' boxes are :func:`masks_to_boxes`."""
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros((0, 4), dtype=torch.int64, device=masks.device)
@@ -77,7 +78,7 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """(N, H, W) bool -> (N, 4) float xyxy pixel boxes enclosing each mask (right/bottom exclusive; zeros for an
     empty mask)."""
     masks = masks if masks.dtype == torch.bool else masks != 0
-    boxes = mask_boxes(masks).float()
+    boxes = inclusive_mask_boxes(masks).float()
     if len(masks):  # inclusive -> exclusive edges, non-empty masks only (bytes: bool any() is slow on the CPU)
         boxes[:, 2:] += masks.reshape(len(masks), -1).view(torch.uint8).amax(1, keepdim=True).float()
     return boxes
@@ -143,5 +144,5 @@ def small_regions(binary: torch.Tensor, max_area: int) -> torch.Tensor:
     return small
 
 
-__all__ = ["fill_holes", "fill_low_res", "mask_boxes", "masks_to_boxes", "remove_small_regions",
+__all__ = ["fill_holes", "fill_low_res", "inclusive_mask_boxes", "masks_to_boxes", "remove_small_regions",
            "small_components", "small_regions", "stability_score"]

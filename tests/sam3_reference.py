@@ -1,7 +1,7 @@
 """Meta's SAM 3 reference (PyPI ``sam3``, a test-only oracle) built in the size of a samkit registry architecture.
 
 Meta's builder has no size arguments, so the reference network is wired here from its module classes with the
-sizes of the registry entry (the same classes and topology as samkit's :func:`samkit.nn.sam3.build_sam3`).
+sizes of the registry entry (the same classes and topology as samkit's :func:`samkit.families.sam3_net.build_sam3`).
 
 CPU patches, applied only inside :func:`cpu_patches` and undone after (sam3 0.1.4 assumes CUDA):
 

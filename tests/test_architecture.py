@@ -21,6 +21,7 @@ LAYERS = {
     "samkit.prompts": 2,
     "samkit.ops": 2,
     "samkit.nn": 3,
+    "samkit.families": 3,
     "samkit.utils.downloads": 3,
     "samkit.writers": 4,
     "samkit.results": 5,
@@ -114,3 +115,24 @@ def test_the_check_catches_an_upward_import(tmp_path):
     bad.write_text("def f():\n    from samkit.model import SAM\n", encoding="utf-8")
     (line, target, _), = imports(bad, "samkit.engine.bad")
     assert layer_of(target) > layer_of("samkit.engine.bad") and line == 2
+
+
+def test_only_the_families_name_a_family():
+    """Outside ``samkit/families/`` nothing compares with a family's name or looks a table up by ``.family``: front
+    ends ask capabilities, the nn layer asks the family's record."""
+    from samkit import families
+
+    names = {f.name for f in families.all_families()}
+    found = []
+    for module, path in modules().items():
+        if module == "samkit.families" or module.startswith("samkit.families."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                for side in (node.left, *node.comparators):
+                    if isinstance(side, ast.Constant) and side.value in names:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} compares with a family's name")
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Attribute) and \
+                    node.slice.attr == "family":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} looks a table up by family")
+    assert not found, "\n".join(found)

@@ -88,7 +88,7 @@ def test_region_cleanup_and_boxes_match_reference():
                 np.testing.assert_array_equal(got, want)
     masks = torch.from_numpy(rng.random((6, 30, 20)) > 0.97)
     masks[0] = False
-    np.testing.assert_array_equal(ops.mask_boxes(masks).numpy(), amg.batched_mask_to_box(masks).numpy())
+    np.testing.assert_array_equal(ops.inclusive_mask_boxes(masks).numpy(), amg.batched_mask_to_box(masks).numpy())
 
 
 def test_low_res_fill_matches_reference_rule():

@@ -211,3 +211,21 @@ def test_factored_decoder_equals_the_plain_one(tmp_path, arch, clicks):
             fact = dec.predict_masks(emb.image_embed, pe, sparse, dense, *extra)
         torch.testing.assert_close(fact[0], plain[0], atol=2e-4, rtol=1e-4)
         torch.testing.assert_close(fact[1], plain[1], atol=2e-5, rtol=1e-4)
+
+
+def test_set_image_embedding_is_not_served_after_the_runtime_changed(tiny_ckpt):
+    """An embedding kept by set_image belongs to the runtime settings it was computed under: after half / compile /
+    to() change them, the image is encoded again (as the engine's cache does)."""
+    from samkit import SAM
+
+    model = SAM(tiny_ckpt, device="cpu", verbose=False)
+    img = np.full((48, 64, 3), 90, np.uint8)
+    model.set_image(img)
+    n = model.engine.images_encoded
+    model.predict(bboxes=[5, 5, 40, 30])
+    assert model.engine.images_encoded == n  # the kept embedding
+    generation = model.runtime.generation
+    model.runtime.generation += 1  # what half / compile / to() do to the runtime
+    model.predict(bboxes=[5, 5, 40, 30])
+    assert model.engine.images_encoded == n + 1
+    model.runtime.generation = generation

@@ -200,7 +200,7 @@ class AppServer:
         if not loopback and not token:
             token = secrets.token_urlsafe(24)
         self.project, self.host, self.token = project, host, token
-        features = {"texts": project.model.concepts is not None,
+        features = {"texts": "concepts" in project.model.capabilities,
                     "everything": project.kind == "images"}
         self.app = create_app(project, token=token, loopback=loopback, max_body=max_body or MAX_BODY,
                               features=features)

@@ -356,8 +356,8 @@ class ImageProject:
     def text(self, i: int, text) -> dict:
         """Every instance of a phrase (SAM 3): one object each, its class the phrase (added as a class)."""
         i = self.check_index(i)
-        if self.model.concepts is None:
-            raise AppError(f"phrases need a SAM 3 model; this app runs {self.model.family}")
+        if "concepts" not in self.model.capabilities:
+            raise AppError(f"phrases need a model that finds concepts (SAM 3); this app runs {self.model.family}")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
             raise AppError(f"text must be a phrase of 1-{MAX_TEXT} characters")
         cls = self.dataset.add_name(text.strip())
@@ -405,8 +405,8 @@ class VideoProject:
         from samkit.data.video import FolderVideo, open_video
         from samkit.writers.run import safe_stem
 
-        if model.concepts is not None or not getattr(model.engine.transforms, "video", False):
-            raise AppError(f"the app tracks videos with SAM 2 / 2.1 models; {model.family} is not one")
+        if "video" not in model.capabilities:
+            raise AppError(f"the app tracks videos with a memory tracker (SAM 2 / 2.1); {model.family} has none")
         self.model = model
         self.root = root
         self.source = source

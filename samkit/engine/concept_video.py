@@ -7,8 +7,8 @@ The algorithm is Meta's SAM 3 video model's (``Sam3VideoInferenceWithInstanceInt
    scoring above ``score_threshold`` go through mask non-maximum suppression (mask IoU above ``nms_iou`` with a
    better detection removes one) and stay in query order.
 2. Every *bucket* of objects (the objects born together on one frame) is tracked one frame by SAM 3's memory
-   tracker (:mod:`samkit.nn.sam3`: memory selection, at most 4 conditioning frames). Small holes and specks in the
-   low-resolution masks are cleaned (``fill_hole_area``).
+   tracker (:mod:`samkit.families.sam3_net`: memory selection, at most 4 conditioning frames). Small holes and
+   specks in the low-resolution masks are cleaned (``fill_hole_area``).
 3. Planning: tracks and detections are matched by mask IoU; a detection overlapping no track (IoU below
    ``assoc_iou``) and scoring at least ``new_threshold`` starts a new object (on a frame with no tracks, every
    detection does); ids are never reused. An object in its first ``hotstart_delay`` frames is removed when it was
@@ -46,6 +46,7 @@ from samkit.data.video import READ_AHEAD, VideoSource, open_video, prefetch
 from samkit.engine.concepts import ConceptEngine, ConceptQuery, concept_query
 from samkit.engine.transforms import transforms_for
 from samkit.engine.video import UnknownObjectError, check_max_frames
+from samkit.families import require_capability
 from samkit.nn.runtime import Runtime
 from samkit.ops import fill_holes
 from samkit.results import Results
@@ -219,9 +220,8 @@ class ConceptVideoSession:
 
     def __init__(self, runtime: Runtime, source, engine: ConceptEngine | None = None,
                  settings: ConceptTracking | None = None, interactive: bool = True):
+        require_capability(runtime.arch, "concept_video", "concept tracking")
         self.transforms = transforms_for(runtime.arch)
-        if not self.transforms.concepts:
-            raise ValueError(f"concept tracking needs a SAM 3 model; {runtime.arch.name} is not one")
         self.runtime = runtime
         self.net = runtime.net
         self.tracker = runtime.net.tracker
@@ -849,7 +849,7 @@ class ConceptVideoSession:
 
     def _remove_objects(self, p: _Phrase, ids: set[int]) -> None:
         """Drop objects from their buckets (every stored frame sliced, memory scores recomputed)."""
-        from samkit.nn.sam3 import memory_score
+        from samkit.families.sam3_net import memory_score
 
         for b in list(p.buckets):
             gone = [j for j, i in enumerate(b.obj_ids) if i in ids]

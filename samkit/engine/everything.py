@@ -29,7 +29,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from samkit.engine.image import ImageEmbedding, ImageEngine
-from samkit.ops import fill_low_res, mask_boxes, remove_small_regions, stability_score
+from samkit.ops import fill_low_res, inclusive_mask_boxes, remove_small_regions, stability_score
 
 _UPSAMPLE_CHUNK = 16  # candidates upsampled to full resolution at once, at most
 #: Bytes of full-resolution float logits upsampled at once: on large images fewer than _UPSAMPLE_CHUNK candidates
@@ -243,7 +243,7 @@ def segment_everything(
             for c in range(0, len(lr), chunk):
                 full = engine.upsample(lr[c : c + chunk, None], emb)[:, 0]
                 st[c : c + len(full)] = stability_score(full, cfg.stability_score_offset)
-                bx[c : c + len(full)] = mask_boxes(full > 0)
+                bx[c : c + len(full)] = inclusive_mask_boxes(full > 0)
             keep = ~_near_crop_edge(bx + torch.tensor([x0, y0, x0, y0], device=dev), crop, [0, 0, w, h])
             if cfg.stability_score_thresh > 0:
                 keep &= st >= cfg.stability_score_thresh
@@ -286,7 +286,7 @@ def _clean_small_regions(found: EverythingMasks, min_area: float, nms_thresh: fl
         new_masks.append(torch.from_numpy(np.ascontiguousarray(m)))
         unchanged.append(not (c1 or c2))
     masks = torch.stack(new_masks)
-    boxes = mask_boxes(masks)
+    boxes = inclusive_mask_boxes(masks)
     scores = torch.tensor(unchanged, dtype=torch.float32)
     keep = batched_nms(boxes.float(), scores, torch.zeros(len(boxes)), nms_thresh)
     changed = ~scores.bool()

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from samkit.data.video import READ_AHEAD, VideoSource, open_video, prefetch
 from samkit.engine.transforms import transforms_for
+from samkit.families import require_capability
 from samkit.nn.runtime import Runtime
 from samkit.ops import fill_holes
 from samkit.prompts import ObjectPrompts, object_prompt
@@ -112,10 +113,8 @@ class VideoSession:
             raise ValueError(f"max_prompt_frames={max_prompt_frames!r} must be a positive integer or None")
         if isinstance(fill_hole_area, bool) or not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
             raise ValueError(f"fill_hole_area={fill_hole_area!r} must be an integer >= 0")
+        require_capability(runtime.arch, "video", "video tracking with a memory (VideoSession)")
         self.transforms = transforms_for(runtime.arch)
-        if not self.transforms.video:
-            raise ValueError(f"video tracking needs a SAM 2 / 2.1 model; {runtime.arch.name} is not one (SAM and "
-                             "MobileSAM have no memory; SAM 3's video tracking is not in samkit yet)")
         self.runtime = runtime
         self.net = runtime.net
         self.video: VideoSource = source if isinstance(source, VideoSource) else open_video(source)

@@ -14,14 +14,10 @@ from typing import Any
 
 import yaml
 
+from samkit import families
 from samkit.cfg import suggest
 
 REGISTRY_FILE = Path(__file__).resolve().parent.parent / "cfg" / "models.yaml"
-
-FAMILIES = ("sam2", "sam", "mobile_sam", "sam3")
-#: Versions each family can be. SAM 2.1 differs from SAM 2 by three extra parameters and flags; SAM (1) and
-#: MobileSAM only have one.
-VERSIONS = {"sam2": ("2.0", "2.1"), "sam": ("1",), "mobile_sam": ("1",), "sam3": ("3",)}
 
 
 @dataclass(frozen=True)
@@ -30,13 +26,10 @@ class Architecture:
 
     Attributes:
         name: Registry key, e.g. ``"sam2_b"``.
-        family: ``"sam2"`` (Hiera + memory), ``"sam"`` (ViT), ``"mobile_sam"`` (TinyViT) or ``"sam3"`` (concept
-            detector: ViT, text encoder, DETR-style decoder).
+        family: The name of its family's record (:mod:`samkit.families`).
         size: Human-readable size, e.g. ``"base_plus"``, ``"vit_h"``.
         image_size: Side of the square network input in pixels.
-        trunk: SAM 2 Hiera trunk keyword arguments (empty for other families).
-        encoder: SAM / MobileSAM image-encoder keyword arguments; SAM 3: every size of the detector (empty for
-            SAM 2).
+        trunk, encoder: The configuration sections; the family's record says which one it reads.
     """
 
     name: str
@@ -47,25 +40,19 @@ class Architecture:
     encoder: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"architecture {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
+        try:
+            fam = families.family(self.family)
+        except ValueError as e:
+            raise ValueError(f"architecture {self.name!r}: {e}") from None
         if not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % 16:
             raise ValueError(f"architecture {self.name!r}: image_size {self.image_size!r} must be a multiple of 16")
-        need = "trunk" if self.family == "sam2" else "encoder"
-        if not getattr(self, need):
-            raise ValueError(f"architecture {self.name!r}: family {self.family!r} needs a {need!r} section")
+        if not getattr(self, fam.section):
+            raise ValueError(f"architecture {self.name!r}: family {self.family!r} needs a {fam.section!r} section")
 
     @property
     def signature(self) -> tuple:
-        """What can be read back from a state dict of this architecture (see ``samkit.nn.detect``)."""
-        if self.family == "sam2":
-            return ("sam2", self.trunk["embed_dim"], tuple(self.trunk["stages"]))
-        if self.family == "sam":
-            return ("sam", self.encoder["embed_dim"], self.encoder["depth"])
-        if self.family == "sam3":
-            e = self.encoder
-            return ("sam3", e["embed_dim"], e["depth"], e["d_model"], e["text_width"])
-        return ("mobile_sam", tuple(self.encoder["embed_dims"]), tuple(self.encoder["depths"]))
+        """What can be read back from a state dict of this architecture (its family's ``read_signature``)."""
+        return families.of(self).signature(self)
 
 
 @dataclass(frozen=True)
@@ -87,12 +74,12 @@ class ModelEntry:
     Attributes:
         name: Canonical file name (the Ultralytics one), e.g. ``"sam2.1_b.pt"``.
         arch: The :class:`Architecture` the weights fit.
-        version: ``"2.1"``, ``"2.0"`` or ``"1"``.
+        version: One of its family's versions.
         files: Other file names the same weights are published under (Meta's originals).
         urls: Download URLs, tried in order.
         checks: Published file name -> :class:`FileCheck` (known size and/or SHA-256); optional, and empty
             where nothing is known.
-        gated: For weights that cannot be downloaded without an account (SAM 3): how to get them. Nothing is
+        gated: For weights that cannot be downloaded without an account: how to get them. Nothing is
             downloaded for such a model; a missing file is an error saying this and where to put it.
     """
 
@@ -105,10 +92,11 @@ class ModelEntry:
     gated: str | None = None
 
     def __post_init__(self) -> None:
-        if self.version not in VERSIONS[self.arch.family]:
+        versions = families.of(self.arch).versions
+        if self.version not in versions:
             raise ValueError(
-                f"model {self.name!r}: version {self.version!r} is not one of {VERSIONS[self.arch.family]} "
-                f"for family {self.arch.family!r}"
+                f"model {self.name!r}: version {self.version!r} is not one of {versions} for family "
+                f"{self.arch.family!r}"
             )
 
     @property
@@ -150,6 +138,19 @@ class Registry:
             known = sorted(n for e in self.models.values() for n in e.names)
             raise ValueError(f"unknown model {name!r}{suggest(Path(str(name)).name, known)}; known: {', '.join(known)}")
         return entry
+
+    def add_architecture(self, arch: Architecture) -> Architecture:
+        """Register ``arch`` (a family's architecture that ``cfg/models.yaml`` does not list); its weights must be
+        told apart from every other architecture's. Returns it."""
+        for other in self.architectures.values():
+            if other.name != arch.name and other.signature == arch.signature:
+                raise ValueError(f"architectures {other.name!r} and {arch.name!r} cannot be told apart by weights")
+        self.architectures[arch.name] = arch
+        return arch
+
+    def remove_architecture(self, name: str) -> None:
+        """Forget an architecture added with :meth:`add_architecture`."""
+        self.architectures.pop(name, None)
 
     def architecture(self, name: str) -> Architecture:
         """The architecture called ``name``; ``ValueError`` with close matches when unknown."""

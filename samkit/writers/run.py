@@ -89,10 +89,6 @@ class ResultSaver:
         self.written: list[Path] = []
         self.count = 0
 
-    @property
-    def active(self) -> bool:
-        return bool(self.save or self.save_txt or self.save_coco or self.save_masks)
-
     def __call__(self, r) -> None:
         """Write one Results (an image, or one frame of a video when ``r.frame`` is set)."""
         from samkit.writers.atomic import make_dirs
