@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from samkit.app.store import AppError, Dataset, encode_mask, rle_decode, row_runs
+from samkit.utils.lru import LRU
 
 MAX_POINTS = 64  # clicks per object on one image or frame
 MAX_TEXT = 200  # characters of a phrase
@@ -95,7 +95,7 @@ def sam_prompt(points: list, box) -> dict:
     return prompt
 
 
-_RUNS: OrderedDict[str, str] = OrderedDict()  # RLE counts -> the page's runs (recent masks)
+_RUNS = LRU(256)  # RLE counts -> the page's runs (recent masks)
 _RUNS_LOCK = threading.Lock()
 
 
@@ -104,9 +104,7 @@ def remember_runs(rle: dict | None, mask: np.ndarray) -> None:
     if rle is not None:
         runs = row_runs(mask)
         with _RUNS_LOCK:
-            _RUNS[rle["counts"]] = runs
-            while len(_RUNS) > 256:
-                _RUNS.popitem(last=False)
+            _RUNS.put(rle["counts"], runs)
 
 
 def page_object(obj: dict, with_mask: bool = True) -> dict:
@@ -156,12 +154,12 @@ class ImageProject:
         self._objects: dict[int, list[dict]] = {}
         self._undo: dict[int, list[list[dict]]] = {}
         self._redo: dict[int, list[list[dict]]] = {}
-        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._images = LRU(IMAGES_KEPT)  # index -> decoded image
         self._lock = threading.RLock()  # item state
         self._model_lock = threading.Lock()  # the network runs one request at a time
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="samkit-encode")
         self._encoding: dict[int, Future] = {}
-        self._encoded: OrderedDict[int, object] = OrderedDict()
+        self._encoded = LRU(model.engine.cache_size)  # images the engine has embedded (its cache's size)
 
     def _key(self, f: Path) -> str:
         return f.stem
@@ -180,25 +178,19 @@ class ImageProject:
         with self._lock:
             im = self._images.get(i)
             if im is not None:
-                self._images.move_to_end(i)
                 return im
         from samkit.data.sources import read_image
 
         im = read_image(self.files[i])
         with self._lock:
-            self._images[i] = im
-            while len(self._images) > IMAGES_KEPT:
-                self._images.popitem(last=False)
-        return im
+            return self._images.put(i, im)
 
     def _encode(self, i: int):
         image = self.image(i)
         with self._model_lock:
             emb = self.model.engine.encode([image])[0]
         with self._lock:
-            self._encoded[i] = True
-            while len(self._encoded) > self.model.engine.cache_size:
-                self._encoded.popitem(last=False)
+            self._encoded.put(i, True)
         return emb
 
     def ensure_encoded(self, i: int, wait: bool = True) -> None:

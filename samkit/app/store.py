@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from samkit.utils import LOGGER
+from samkit.utils.lru import LRU
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_to_rle
 from samkit.writers.masks import save_mask_pngs
@@ -141,8 +142,8 @@ class Dataset:
         self.names: dict[int, str] = {**saved, **(names or {})} or {0: "object"}
         self._coco: dict[str, tuple[dict, list[dict]]] = {}  # key -> (image entry, annotations)
         self._holes = HoleWarning()
-        self._ann_cache: dict[tuple, dict] = {}
-        self._poly_cache: dict[str, list] = {}  # an object's mask (RLE counts) -> its YOLO polygons
+        self._ann_cache = LRU(4096)  # (mask, class, score, id, rle) -> the object's COCO annotation
+        self._poly_cache = LRU(1024)  # an object's mask (its digest) -> its YOLO polygons
         self._pending: dict[str, tuple[dict, list[dict]]] = {}  # dataset files still to write, by item
         self._writing = 0
         self._hurry = 0  # flush() callers waiting: no delay
@@ -368,11 +369,10 @@ class Dataset:
             polygons = []
             for o in kept:
                 digest = _digest(o["mask"])
-                if digest not in self._poly_cache:
-                    self._poly_cache[digest] = mask_polygons(rle_decode(o["mask"])[None])[0]
-                    while len(self._poly_cache) > 1024:
-                        self._poly_cache.pop(next(iter(self._poly_cache)))
-                polygons.append(self._poly_cache[digest])
+                poly = self._poly_cache.get(digest)
+                if poly is None:
+                    poly = self._poly_cache.put(digest, mask_polygons(rle_decode(o["mask"])[None])[0])
+                polygons.append(poly)
             write_yolo_seg(out / f"{stem}.txt", polygons, [int(o["cls"]) for o in kept], warn_empty=False)
         else:
             kept, masks = self._masks(item, objects)
@@ -399,9 +399,7 @@ class Dataset:
                                        rle=self.rle, track_ids=[key[3]], holes=self._holes, where=item["file_name"])
                 if not got:  # an empty mask has no annotation
                     continue
-                ann = self._ann_cache[key] = got[0]
-                while len(self._ann_cache) > 4096:
-                    self._ann_cache.pop(next(iter(self._ann_cache)))
+                ann = self._ann_cache.put(key, got[0])
             anns.append(ann)
         return {k: v for k, v in item.items() if k != "label"}, anns
 

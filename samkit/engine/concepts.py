@@ -19,7 +19,6 @@ runs only the grounding, and a phrase already seen skips the text encoder.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +29,7 @@ from samkit.engine.image import image_key
 from samkit.engine.transforms import transforms_for
 from samkit.nn.runtime import Runtime
 from samkit.utils.devices import upload
+from samkit.utils.lru import LRU
 
 VISUAL = "visual"  # the text of an exemplar-only query (Meta's processor)
 MAX_PHRASES = 256  # phrases per call
@@ -136,8 +136,8 @@ class ConceptEngine:
         self.transforms = transforms_for(runtime.arch)
         self.cache_size = cache_size
         self.text_cache_size = text_cache_size
-        self._images: OrderedDict[tuple[str, int], dict] = OrderedDict()
-        self._texts: OrderedDict[tuple[str, int], dict] = OrderedDict()
+        self._images = LRU(cache_size)  # (image key, runtime generation) -> backbone outputs
+        self._texts = LRU(text_cache_size)  # (phrase, runtime generation) -> its text features
         self.images_encoded = 0
         self.texts_encoded = 0
 
@@ -155,41 +155,33 @@ class ConceptEngine:
         """The vision backbone's outputs for ``image`` (BGR), cached."""
         rt = self.runtime
         key = (image_key(image), rt.generation)
-        if key in self._images:
-            self._images.move_to_end(key)
-            return self._images[key]
+        cached = self._images.get(key)
+        if cached is not None:
+            return cached
         x = self.transforms.image_to_input(image, rt.device)[None]
         with rt.autocast():
             out = self.detector.backbone.forward_image(rt.encoder_layout(x))
         self.images_encoded += 1
-        if self.cache_size:
-            self._images[key] = out
-            while len(self._images) > self.cache_size:
-                self._images.popitem(last=False)
-        return out
+        return self._images.put(key, out)
 
     @torch.inference_mode()
     def text_features(self, phrases: list[str]) -> dict:
         """``language_features`` (L, B, D), ``language_mask`` (B, L) and ``language_embeds`` (L, B, D) for the
         phrases, each phrase encoded once (cached)."""
         rt = self.runtime
-        todo = [p for p in dict.fromkeys(phrases) if (p, rt.generation) not in self._texts]
+        found = {p: self._texts.get((p, rt.generation)) for p in dict.fromkeys(phrases)}
+        todo = [p for p, f in found.items() if f is None]
         if todo:
             with rt.autocast():
                 out = self.detector.backbone.forward_text(todo)
             for i, p in enumerate(todo):
-                self._texts[(p, rt.generation)] = {
+                found[p] = self._texts.put((p, rt.generation), {
                     "language_features": out["language_features"][:, i : i + 1],
                     "language_mask": out["language_mask"][i : i + 1],
                     "language_embeds": out["language_embeds"][:, i : i + 1],
-                }
+                })
             self.texts_encoded += len(todo)
-        parts = []
-        for p in phrases:
-            self._texts.move_to_end((p, rt.generation))
-            parts.append(self._texts[(p, rt.generation)])
-        while len(self._texts) > self.text_cache_size:
-            self._texts.popitem(last=False)
+        parts = [found[p] for p in phrases]
         return {"language_features": torch.cat([d["language_features"] for d in parts], 1),
                 "language_mask": torch.cat([d["language_mask"] for d in parts], 0),
                 "language_embeds": torch.cat([d["language_embeds"] for d in parts], 1)}

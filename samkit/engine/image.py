@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ from samkit.engine.transforms import transforms_for
 from samkit.nn.runtime import Runtime
 from samkit.prompts import ObjectPrompts
 from samkit.utils.devices import upload
+from samkit.utils.lru import LRU
 
 CPU_DECODE_CHUNK = 4  # objects per mask-decoder call on the CPU (see ImageEngine.decode_clicks)
 
@@ -85,7 +85,7 @@ class ImageEngine:
         self.size = self.transforms.size
         self.low_res = self.transforms.low_res
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, int], ImageEmbedding] = OrderedDict()
+        self._cache = LRU(cache_size)  # (image key, runtime generation) -> ImageEmbedding
         self.images_encoded = 0  # how many images went through the encoder (cache misses)
         #: Milliseconds per image of the last :meth:`encode`: image to network input, and the rest (the encoder).
         self.timing = {"preprocess": 0.0, "inference": 0.0}
@@ -123,9 +123,9 @@ class ImageEngine:
         out: dict[int, ImageEmbedding] = {}
         todo = []
         for i, k in enumerate(keys):
-            if (k, rt.generation) in self._cache:
-                self._cache.move_to_end((k, rt.generation))
-                out[i] = self._cache[(k, rt.generation)]
+            cached = self._cache.get((k, rt.generation))
+            if cached is not None:
+                out[i] = cached
             else:
                 todo.append(i)
         for start in range(0, len(todo), max(1, batch)):
@@ -145,10 +145,7 @@ class ImageEngine:
                     key=keys[i],
                 )
                 out[i] = emb
-                if self.cache_size:
-                    self._cache[(keys[i], rt.generation)] = emb
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+                self._cache.put((keys[i], rt.generation), emb)
         total = time.perf_counter() - t0
         n = max(1, len(images))
         self.timing = {"preprocess": prep * 1000 / n, "inference": (total - prep) * 1000 / n}
