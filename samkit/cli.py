@@ -41,7 +41,16 @@ import logging
 import sys
 from typing import Any
 
-from samkit.cfg import EVERYTHING_KEYS, OUTPUT_KEYS, WRITE_KEYS, ConfigError, get_cfg, parse_key_values, suggest
+from samkit.cfg import (
+    CONCEPT_TRACKING_KEYS,
+    EVERYTHING_KEYS,
+    OUTPUT_KEYS,
+    WRITE_KEYS,
+    ConfigError,
+    get_cfg,
+    parse_key_values,
+    suggest,
+)
 from samkit.checks import failures, run_checks
 
 MODES = ("predict", "track", "annotate", "benchmark", "app", "info", "checks", "help", "version")
@@ -55,7 +64,7 @@ MODE_KEYS = {
                 *_OUTPUTS),
     "track": (*_COMMON, "source", "bboxes", "points", "labels", "frame", "max_frames", "fill_hole_area",
               "correct_as_cond", "max_prompt_frames", "texts", "conf", "max_det", "det_model", "det_every",
-              *_OUTPUTS),
+              *CONCEPT_TRACKING_KEYS, *_OUTPUTS),
     "annotate": ("device", "half", "verbose", "model", "sam_model", "data", "det_model", "labels", "conf", "iou",
                  "classes", "imgsz", "max_det", "format", "output_dir", "empty", "rle", "engine", "ray_address",
                  "ray_actors", "batch", "max_pixels", "texts"),
@@ -299,6 +308,7 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     if mode == "track":
         keys = ("fill_hole_area", "correct_as_cond", "max_prompt_frames")  # SAM 2's session; SAM 3 takes those given
         session = {k: cfg[k] for k in keys if "concept_video" not in model.capabilities or k in given}
+        session.update({k: cfg[k] for k in CONCEPT_TRACKING_KEYS if k in given})  # SAM 3's concept tracking
         found = {k: v for k, v in concepts.items() if k in ("texts", "conf", "max_det")}
         if "max_det" in found and "max_det" not in given:
             del found["max_det"]

@@ -149,7 +149,14 @@ def test_defaults_file_agrees_with_the_code():
 
     from samkit import SAM, auto_annotate
     from samkit.app import AppServer, open_project
-    from samkit.cfg import DEFAULT_MODEL, EVERYTHING_KEYS, OUTPUT_KEYS, defaults
+    from samkit.cfg import (
+        CONCEPT_TRACKING_KEYS,
+        DEFAULT_CFG_PATH,
+        DEFAULT_MODEL,
+        EVERYTHING_KEYS,
+        OUTPUT_KEYS,
+        defaults,
+    )
     from samkit.cli import MODE_KEYS
     from samkit.engine.everything import EverythingConfig
     from samkit.engine.video import VideoSession
@@ -160,6 +167,13 @@ def test_defaults_file_agrees_with_the_code():
     assert set(EVERYTHING_KEYS) == set(fields) - {"point_grids", "multimask"}
     for key in EVERYTHING_KEYS:
         assert d[key] == fields[key], key
+    from samkit.engine.concept_video import ConceptTracking
+
+    tracking = {f.name: f.default for f in dataclasses.fields(ConceptTracking)}
+    assert set(CONCEPT_TRACKING_KEYS) == set(tracking) - {"fill_hole_area"}  # shared with SAM 2's video tracking
+    for key in CONCEPT_TRACKING_KEYS:
+        assert d[key] == tracking[key], key
+    assert tracking["fill_hole_area"] == 16 and "SAM 3's tracking: 16" in (DEFAULT_CFG_PATH.read_text())
     # Python-only differences, each documented in default.yaml: the command line saves overlays by default, and
     # annotate takes the SAM model under its own name and writes polygons unless rle=True.
     python_only = {"save": False, "sam_model": DEFAULT_MODEL}

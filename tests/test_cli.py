@@ -291,3 +291,21 @@ def test_bad_inputs_get_samkit_errors(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("samkit predict: error: OutputError: cannot create the output folder")
     assert "Traceback" not in r.stderr and ".tmp" not in r.stderr
+
+
+def test_track_passes_sam3_concept_tracking_settings(tmp_path):
+    """SAM 3's concept-tracking settings (default.yaml's section) reach its session from the command line: a bad
+    value is refused by it, naming the setting, and a good one runs."""
+    from tests.helpers import save_random
+
+    ckpt = tmp_path / "sam3.pt"
+    save_random(ckpt, "sam3_test")
+    frames = moving_square_frames(3)
+    write_video(tmp_path / "clip.avi", frames, fps=10, codec="MJPG")
+    base = ["track", f"model={ckpt}", f"source={tmp_path / 'clip.avi'}", "texts=square", "device=cpu",
+            f"project={tmp_path / 'runs'}", "save_txt=True", "save=False"]
+    r = run(*base, "hotstart_delay=-1")
+    assert r.returncode == 2 and "hotstart_delay=-1 must be an integer >= 0" in r.stderr
+    r = run(*base, "hotstart_delay=0", "max_objects=2", "new_threshold=0.9")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("3 frames")

@@ -73,6 +73,11 @@ DEFAULT_MODEL = "sam2.1_b.pt"
 #: The output settings that write files (any of them true: the run gets a folder).
 WRITE_KEYS = ("save", "save_txt", "save_coco", "save_masks")
 OUTPUT_KEYS = (*WRITE_KEYS, "rle", "project", "name", "exist_ok")
+#: SAM 3's concept-tracking settings (the fields of ``ConceptTracking`` besides ``fill_hole_area``, which video
+#: tracking shares), in default.yaml's order.
+CONCEPT_TRACKING_KEYS = ("score_threshold", "new_threshold", "nms_iou", "assoc_iou", "match_iou", "hotstart_delay",
+                         "hotstart_unmatched", "hotstart_duplicate", "occlusion_iou", "recondition_every",
+                         "max_objects")
 #: The automatic mask generator's settings a user can give (the fields of ``EverythingConfig`` that are settings).
 EVERYTHING_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
                    "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
