@@ -349,7 +349,7 @@ class ImageProject:
         """Every instance of a phrase (SAM 3): one object each, its class the phrase (added as a class)."""
         i = self.check_index(i)
         if "concepts" not in self.model.capabilities:
-            raise AppError(f"phrases need a model that finds concepts (SAM 3); this app runs {self.model.family}")
+            raise AppError(f"phrases need a SAM 3 model (one that finds concepts); this app runs {self.model.family}")
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
             raise AppError(f"text must be a phrase of 1-{MAX_TEXT} characters")
         cls = self.dataset.add_name(text.strip())
