@@ -42,6 +42,9 @@ class Results(_UltralyticsResults):
         frame: The frame index for a video frame (None for images); ``path`` is then the video's.
         presence: (N,) float object presence probability per object, video frames only.
         fps: The video's frame rate when it says, video frames only.
+        concepts: Whether the masks are SAM 3 detections of phrases / exemplars (plotted one colour per class).
+
+    Every extra is a constructor argument.
     """
 
     def __init__(
@@ -62,6 +65,10 @@ class Results(_UltralyticsResults):
         crop_boxes: torch.Tensor | None = None,
         tracked: bool = False,
         boxes: torch.Tensor | None = None,
+        frame: int | None = None,
+        presence: torch.Tensor | None = None,
+        fps: float | None = None,
+        concepts: bool = False,
     ):
         n, dev = masks.shape[0], masks.device
         # Scores and logits stay where they were computed (as Ultralytics' Results do): reading them here would
@@ -79,15 +86,15 @@ class Results(_UltralyticsResults):
         self.iou = iou
         self.obj_ids = obj_ids
         self.tracked = tracked
-        self.concepts = False  # SAM 3 detections of phrases / exemplars (plotted in one colour per class)
+        self.concepts = concepts  # SAM 3 detections of phrases / exemplars (plotted in one colour per class)
         self.prompts = prompts
         self.low_res_logits = low_res_logits
         self.stability_score = None if stability_score is None else stability_score.cpu()
         self.point_coords = None if point_coords is None else point_coords.cpu()
         self.crop_boxes = None if crop_boxes is None else crop_boxes.cpu()
-        self.frame: int | None = None
-        self.presence: torch.Tensor | None = None
-        self.fps: float | None = None
+        self.frame: int | None = frame
+        self.presence: torch.Tensor | None = presence
+        self.fps: float | None = fps
 
     @property
     def stem(self) -> str:

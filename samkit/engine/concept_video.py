@@ -903,10 +903,7 @@ class ConceptVideoSession:
         conf_t = torch.tensor(conf, dtype=torch.float32)
         res = Results(image, path=self.video.name, masks=mask, iou=conf_t, conf=conf_t,
                       obj_ids=torch.tensor(ids, dtype=torch.long), cls=torch.tensor(cls, dtype=torch.float32),
-                      names=self.names, tracked=True)
-        res.concepts = True
-        res.frame = t
-        res.fps = self.video.fps
+                      names=self.names, tracked=True, concepts=True, frame=t, fps=self.video.fps)
         return res
 
     def close(self) -> None:

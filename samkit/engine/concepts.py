@@ -242,6 +242,5 @@ class ConceptEngine:
         speed = {"preprocess": (t1 - t0) * 1000, "inference": (t2 - t1) * 1000,
                  "postprocess": (time.perf_counter() - t2) * 1000}
         res = Results(image, path=path, masks=masks, iou=s, conf=s, cls=qi.float(), names=query.names,
-                      boxes=boxes, speed=speed)
-        res.concepts = True
+                      boxes=boxes, speed=speed, concepts=True)
         return res

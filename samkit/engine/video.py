@@ -498,10 +498,8 @@ class VideoSession:
                                     names=self.names)
         res = Results(self._frame(frame), path=self.video.name, masks=masks, iou=presence,
                       obj_ids=torch.tensor(ids, dtype=torch.long), cls=torch.tensor([o.cls for o in objs]),
-                      names=self.names, prompts=prompts, low_res_logits=low[:, 0], tracked=True)
-        res.frame = frame
-        res.presence = presence
-        res.fps = self.video.fps
+                      names=self.names, prompts=prompts, low_res_logits=low[:, 0], tracked=True, frame=frame,
+                      presence=presence, fps=self.video.fps)
         return res
 
     def close(self) -> None:
