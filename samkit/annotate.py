@@ -47,6 +47,7 @@ from samkit.utils import LOGGER
 from samkit.utils.detectors import check_phrase_detector, load_detector, set_detector_classes
 from samkit.utils.downloads import file_sha256
 from samkit.utils.requirements import require
+from samkit.writers import FORMATS
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
 from samkit.writers.masks import save_mask_pngs
@@ -54,7 +55,6 @@ from samkit.writers.yolo import box_polygon, mask_polygons
 from samkit.writers.yolo import write_data_yaml as yolo_data_yaml
 from samkit.writers.yolo import write_yolo_seg
 
-FORMATS = ("yolo", "coco", "png")
 EMPTY = ("box", "skip")
 #: The detector's confidence threshold when none is given (Ultralytics' predict default).
 DETECTOR_CONF = 0.25

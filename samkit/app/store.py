@@ -34,12 +34,12 @@ import numpy as np
 
 from samkit.utils import LOGGER
 from samkit.utils.lru import LRU
+from samkit.writers import FORMATS
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_to_rle
 from samkit.writers.masks import save_mask_pngs
 from samkit.writers.yolo import mask_polygons, write_data_yaml, write_yolo_seg
 
-FORMATS = ("yolo", "coco", "png")
 WRITE_DELAY = 0.3  # seconds an item's dataset files wait for its next edit (records are written at once)
 
 

@@ -2,4 +2,7 @@
 
 from samkit.writers.atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+#: The dataset formats samkit writes (auto-annotation, the app): YOLO-seg txt, one COCO JSON, PNG masks.
+FORMATS = ("yolo", "coco", "png")
+
+__all__ = ["FORMATS", "atomic_write_bytes", "atomic_write_text"]
