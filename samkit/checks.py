@@ -176,9 +176,14 @@ def extra_lines() -> list[str]:
         state = ", ".join(f"{d} {v}" if v else f"{d} not installed" for d, v in have)
         lines.append(f"extra [{extra.name}] for {extra.feature}: {state}"
                      + ("" if all(v for _, v in have) else f" ({extra.install})"))
+    import importlib.util
+
     for module, (what, install) in ULTRALYTICS_PACKAGES.items():
-        v = _version(module)
-        lines.append(f"optional {module} for {what}: {v if v else 'not installed (' + install + ')'}")
+        try:
+            found = importlib.util.find_spec(module) is not None  # the module, whatever distribution brought it
+        except (ImportError, ValueError):
+            found = False
+        lines.append(f"optional {module} for {what}: {'installed' if found else 'not installed (' + install + ')'}")
     for dist, what in ORACLES:
         v = _version(dist)
         if v:
