@@ -111,7 +111,9 @@ def no_autoinstall():
     which is the safe side."""
     try:
         from ultralytics.utils import checks
-    except ImportError:  # no Ultralytics (or one that cannot import): nothing of it can install
+    except Exception:  # no Ultralytics, or one that cannot import (a broken torchvision): nothing of it can install
+        checks = None
+    if checks is None:
         yield
         return
     with _GUARD_LOCK:
