@@ -262,3 +262,20 @@ def test_grounded_sam2_with_a_real_yoloe_and_both_directions(tiny_ckpt, monkeypa
     assert [r.frame for r in results] == list(range(4, 9)) + [3, 2, 1, 0]
     assert results[0].obj_ids.tolist() == list(range(len(results[0])))  # frame 4: the detector's boxes, ids 0..
     assert 1 <= len(results[0]) <= 3
+
+
+def test_frame_features_follow_the_runtime(sam3, clip):
+    """A frame's backbone outputs belong to the runtime settings they were computed under: after half / compile /
+    to() change them (the runtime's generation moves), the frame is encoded again."""
+    _, frames = clip
+    with sam3.video(frames[:3]) as v:
+        v.add(0, texts=TEXT)
+        n = v.frames_encoded
+        v._frame_data(0)
+        assert v.frames_encoded == n  # the kept frame
+        sam3.runtime.generation += 1  # what half / compile / to() do
+        try:
+            v._frame_data(0)
+            assert v.frames_encoded == n + 1
+        finally:
+            sam3.runtime.generation -= 1

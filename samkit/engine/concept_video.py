@@ -96,6 +96,7 @@ class _Frame:
     fpn: list  # the tracker's feature maps (B=1), bf16-rounded then projected, as the reference
     pos: list
     dets: list  # per phrase: (probs (D,) float32 numpy, masks (D, r, r) logits), query order, after NMS
+    generation: int = -1  # the runtime generation the features were computed under
 
     def tracker_inputs(self, tracker, batch: int):
         out = {"backbone_fpn": list(self.fpn), "vision_pos_enc": list(self.pos)}
@@ -275,10 +276,10 @@ class ConceptVideoSession:
     @torch.inference_mode()
     def _frame_data(self, index: int) -> _Frame:
         """Frame ``index``: the backbone once, the grounding of every phrase, NMS; the last frame is kept."""
-        if self._frame is not None and self._frame.index == index:
+        rt, det = self.runtime, self.net.detector
+        if self._frame is not None and self._frame.index == index and self._frame.generation == rt.generation:
             return self._frame
         image = self._read(index)
-        rt, det = self.runtime, self.net.detector
         x = self.transforms.image_to_input(image, rt.device)[None]
         with rt.autocast():
             feats = det.backbone.forward_image(rt.encoder_layout(x))
@@ -300,7 +301,7 @@ class ConceptVideoSession:
                 found[text] = self._nms(probs[q], out["pred_masks"][q].float())
         empty = (np.zeros(0, np.float32), torch.zeros((0, self.low, self.low), device=self.device))
         dets = [found.get(p.phrase, empty) for p in self.phrases]
-        self._frame = _Frame(index, image, fpn, list(sam2["vision_pos_enc"]), dets)
+        self._frame = _Frame(index, image, fpn, list(sam2["vision_pos_enc"]), dets, rt.generation)
         return self._frame
 
     def _nms(self, probs: torch.Tensor, masks: torch.Tensor):
