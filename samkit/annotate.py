@@ -46,7 +46,7 @@ from samkit.cfg import DEFAULT_MODEL
 from samkit.utils import LOGGER
 from samkit.utils.detectors import check_phrase_detector, load_detector, set_detector_classes
 from samkit.utils.downloads import file_sha256
-from samkit.utils.requirements import require
+from samkit.utils.requirements import require, require_phrases
 from samkit.writers import FORMATS
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
@@ -482,7 +482,7 @@ def auto_annotate(
                              f"phrases itself; {sam_model} is not one: give an open-vocabulary det_model= (YOLOE, "
                              "YOLO-World) to box the phrases for it")
         if det_model is None:
-            require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+            require_phrases()
         else:
             check_phrase_detector(det_model)
     elif (det_model is None) == (labels is None):

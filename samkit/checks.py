@@ -9,25 +9,23 @@ failure is a line ``ERROR: <what is broken>: <why>; <the command that mends it>`
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import tempfile
 from pathlib import Path
 
-from samkit.utils.requirements import EXTRAS, ULTRALYTICS_PACKAGES, is_torchvision_ops_error, torchvision_message
+from samkit.utils.requirements import (
+    EXTRAS,
+    ULTRALYTICS_PACKAGES,
+    broken_torchvision,
+    installed_version,
+    is_torchvision_ops_error,
+)
 
 #: The packages samkit requires, as ``samkit checks`` lists them.
 CORE = ("torch", "torchvision", "ultralytics", "opencv-python", "numpy", "pyyaml", "pycocotools", "tqdm")
 #: Test-only packages (the reference implementations the tests compare with), listed when present.
 ORACLES = (("sam2", "Meta's SAM 2 reference, a test oracle"), ("segment-anything", "Meta's SAM reference"),
            ("sam3", "Meta's SAM 3 reference"))
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _error(what: str, e: BaseException, fix: str) -> str:
@@ -70,7 +68,7 @@ def torchvision_lines() -> list[str]:
         from torchvision.transforms.v2 import functional as TF
     except Exception as e:
         if is_torchvision_ops_error(e):
-            return [f"ERROR: {torchvision_message(str(e).splitlines()[0])}"]
+            return [f"ERROR: {broken_torchvision(e)}"]
         return [_error("torchvision cannot be imported", e, fix)]
     lines = []
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [20.0, 20.0, 30.0, 30.0]])
@@ -89,7 +87,7 @@ def torchvision_lines() -> list[str]:
                          "(SAM 3's exemplar boxes), resize ok")
         except Exception as e:
             if is_torchvision_ops_error(e):
-                lines.append(f"ERROR: torchvision on {device}: {torchvision_message(str(e).splitlines()[0])}")
+                lines.append(f"ERROR: torchvision on {device}: {broken_torchvision(e)}")
             else:
                 lines.append(_error(f"torchvision's operators on {device}", e, fix))
     return lines
@@ -172,7 +170,7 @@ def video_lines() -> list[str]:
 def extra_lines() -> list[str]:
     lines = []
     for extra in EXTRAS.values():
-        have = [(dist, _version(dist.split("[")[0])) for _, dist in extra.packages if "[" not in dist]
+        have = [(dist, installed_version(dist)) for _, dist in extra.packages if "[" not in dist]
         state = ", ".join(f"{d} {v}" if v else f"{d} not installed" for d, v in have)
         lines.append(f"extra [{extra.name}] for {extra.feature}: {state}"
                      + ("" if all(v for _, v in have) else f" ({extra.install})"))
@@ -185,7 +183,7 @@ def extra_lines() -> list[str]:
             found = False
         lines.append(f"optional {module} for {what}: {'installed' if found else 'not installed (' + install + ')'}")
     for dist, what in ORACLES:
-        v = _version(dist)
+        v = installed_version(dist)
         if v:
             lines.append(f"test oracle {dist} {v} ({what})")
     return lines
@@ -213,9 +211,9 @@ def run_checks() -> list[str]:
     from samkit.utils.downloads import offline, weights_dirs
 
     lines = [f"samkit {__version__}", f"python {platform.python_version()} ({platform.platform()})"]
-    lines += [f"{dist} {_version(dist) or 'NOT INSTALLED'}" for dist in CORE]
+    lines += [f"{dist} {installed_version(dist) or 'NOT INSTALLED'}" for dist in CORE]
     lines += [f"ERROR: {dist} is not installed; pip install -e . (or pip install samkit) installs it"
-              for dist in CORE if not _version(dist)]
+              for dist in CORE if not installed_version(dist)]
     lines += torchvision_lines()
     broken = any(line.startswith("ERROR: torchvision") for line in lines)
     lines += replacement_lines()

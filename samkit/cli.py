@@ -36,7 +36,6 @@ suggestion. Errors print one line; add ``verbose=True`` to see the traceback.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import sys
 from typing import Any
@@ -80,13 +79,6 @@ def _setup_logging(verbose: bool) -> None:
     """Information (progress notes, where outputs went) only with ``verbose``; warnings always. The package's
     default handler writes them to standard error."""
     logging.getLogger("samkit").setLevel(logging.INFO if verbose else logging.WARNING)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def mode_help(mode: str) -> str:
@@ -256,8 +248,9 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
     source = cfg["source"]
     from samkit.data import samples
 
-    if samples.sample_path(source):  # "bus.jpg" with no such file here: Ultralytics' sample image, as yolo does
-        source = samples.sample_path(source)
+    sample = samples.sample_path(source)
+    if sample:  # "bus.jpg" with no such file here: Ultralytics' sample image, as yolo does
+        source = sample
         LOGGER.warning("source=%s is not in this folder: using the sample image %s", cfg["source"], source)
     if source is None:  # a first run: the sample images, or the sample clip with a box on its frame 0
         if mode == "predict":
@@ -292,13 +285,10 @@ def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
 
         with open_video(source) as v:
             total = len(v) if cfg["max_frames"] is None else None
-    typed = {k: v for k, v in prompts.items() if k in given}
-    boxes = typed.get("bboxes")
-    per_image = isinstance(boxes, list) and any(
-        isinstance(b, list) and (not b or isinstance(b[0], list)) for b in boxes)
-    if typed and not per_image:
-        from samkit.prompts import normalize_prompts
+    from samkit.prompts import boxes_per_image, normalize_prompts
 
+    typed = {k: v for k, v in prompts.items() if k in given}
+    if typed and not boxes_per_image(typed.get("bboxes")):
         # The prompts' form too (shapes, numbers, labels, reversed boxes), on a canvas larger than any image: where
         # they lie is known only from each image.
         normalize_prompts((2**31, 2**31), **typed, low_res=None)

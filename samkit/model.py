@@ -19,9 +19,10 @@ from samkit.nn.checkpoint import CheckpointError, load_state_dict_strict, read_c
 from samkit.nn.detect import detect_architecture
 from samkit.nn.registry import model_registry
 from samkit.nn.runtime import Runtime
+from samkit.prompts import boxes_per_image
 from samkit.utils import LOGGER
 from samkit.utils.downloads import resolve_weights
-from samkit.utils.requirements import check_torchvision
+from samkit.utils.requirements import check_torchvision, require_phrases
 
 #: Per-call settings of predict() / track(), for close-match suggestions.
 _CALL_KEYS = ("source", "bboxes", "points", "labels", "masks", "prompts", "multimask", "batch", "stream",
@@ -80,13 +81,6 @@ def _unknown_keyword(method: str, key: str, known) -> str:
     return f"{method}() got an unknown keyword argument {key!r}{suggest(key, known)}"
 
 
-def _require_phrases() -> None:
-    """SAM 3's phrases need open_clip's tokenizer: checked before any image is read or encoded."""
-    from samkit.utils.requirements import require
-
-    require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
-
-
 def _can_show() -> bool:
     """Whether result windows can be shown here (Ultralytics' check; it warns when they cannot)."""
     from ultralytics.utils.checks import check_imshow
@@ -96,14 +90,6 @@ def _can_show() -> bool:
 
 def _is_yolo_results(value) -> bool:
     return hasattr(value, "boxes") and hasattr(value, "names") and hasattr(value, "orig_shape")
-
-
-def _is_box_list(value) -> bool:
-    """Whether ``value`` is one image's boxes as a list: empty, or a list / array of [x1, y1, x2, y2] rows."""
-    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
-        return value.ndim == 2 or (value.ndim == 1 and value.shape[0] == 0)
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(b, (list, tuple, np.ndarray)) or hasattr(b, "detach") for b in value)
 
 
 def _per_image_boxes(bboxes, n_images: int, source_is_list: bool):
@@ -118,11 +104,7 @@ def _per_image_boxes(bboxes, n_images: int, source_is_list: bool):
             raise ValueError(f"bboxes= holds {len(bboxes)} YOLO Results but the source has {n_images} image(s): give "
                              "one Results per image, in the source's order")
         return list(bboxes)
-    nested = (getattr(bboxes, "ndim", 0) == 3) or (
-        isinstance(bboxes, (list, tuple)) and len(bboxes) > 0 and all(_is_box_list(b) for b in bboxes)
-        and any(len(b) == 0 or isinstance(b[0], (list, tuple, np.ndarray)) or hasattr(b[0], "detach")
-                for b in bboxes))
-    if not nested or (not source_is_list and all(len(b) == 0 for b in bboxes)):
+    if not boxes_per_image(bboxes) or (not source_is_list and all(len(b) == 0 for b in bboxes)):
         return None
     if not source_is_list:
         raise ValueError("bboxes= holds one list of boxes per image, but the source is not a list of images: give a "
@@ -449,7 +431,7 @@ class SAM:
             extra = [k for k, v in given.items() if v is not None] + list(everything)
             raise ValueError(f"give concept prompts (texts=, exemplars=) without {', '.join(extra)}")
         if query.texts:
-            _require_phrases()
+            require_phrases()
         conf = DEFAULT_CONF if conf is None else conf
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf < 1.0:
             raise ValueError(f"conf={conf!r} must be a number in [0, 1) (a detection score)")
@@ -806,7 +788,7 @@ class SAM:
             raise ValueError("conf= and max_det= apply to phrases (texts=); clicks and boxes give one object each")
         tracking = self._concept_tracking(conf, max_det, settings)
         if texts is not None:
-            _require_phrases()
+            require_phrases()
         session = ConceptVideoSession(self.runtime, source, engine=self.concepts, settings=tracking,
                                       interactive=texts is None)
         try:

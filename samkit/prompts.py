@@ -506,6 +506,23 @@ def _from_dicts(prompts, image_hw, low_res, single: bool = False) -> ObjectPromp
                          mask_is_logits=is_logits, cls=np.array(cls, np.int64), track_id=np.array(ids, np.int64))
 
 
+def _is_box_list(value) -> bool:
+    """Whether ``value`` is one image's boxes as a list: empty, or a list / array of [x1, y1, x2, y2] rows."""
+    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
+        return value.ndim == 2 or (value.ndim == 1 and value.shape[0] == 0)
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(b, (list, tuple, np.ndarray)) or hasattr(b, "detach") for b in value)
+
+
+def boxes_per_image(bboxes) -> bool:
+    """Whether ``bboxes`` holds one list of boxes per image (``[[b1], [b2, b3], []]``, or an (N, K, 4) array) rather
+    than boxes for one image (``[x1, y1, x2, y2]`` or ``[[x1, y1, x2, y2], ...]``)."""
+    if getattr(bboxes, "ndim", 0) == 3:
+        return True
+    return isinstance(bboxes, (list, tuple)) and len(bboxes) > 0 and all(_is_box_list(b) for b in bboxes) and any(
+        len(b) == 0 or isinstance(b[0], (list, tuple, np.ndarray)) or hasattr(b[0], "detach") for b in bboxes)
+
+
 def check_unique_ids(prompts: ObjectPrompts) -> None:
     """A ``ValueError`` naming the id when two objects of one image carry the same id (prompts' ``'id'``, YOLO track
     ids): every consumer of ids (trackers, supervision, the writers' id columns) would take them for one object."""

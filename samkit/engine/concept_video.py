@@ -50,7 +50,7 @@ from samkit.families import require_capability
 from samkit.nn.runtime import Runtime
 from samkit.ops import fill_holes
 from samkit.results import Results
-from samkit.utils.requirements import require
+from samkit.utils.requirements import require_phrases
 
 NO_OBJ = -1024.0  # the tracker's logit for "not on this frame"
 REMOVED_SCORE = -1e4
@@ -352,7 +352,7 @@ class ConceptVideoSession:
 
     def _add_phrases(self, frame: int, texts):
         query = concept_query(texts=texts)
-        require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+        require_phrases()
         known = {p.phrase: p for p in self.phrases}
         new = []
         for phrase in query.texts:

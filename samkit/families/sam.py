@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.families import Family, register
-from samkit.families.sam2 import SAM2Transforms
+from samkit.families.sam2 import SAM2Transforms, indices
 from samkit.utils.devices import upload
 
 PIXEL_MEAN, PIXEL_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
@@ -137,20 +137,13 @@ def build_sam1(arch, version: str = "1") -> nn.Module:
     )
 
 
-def _count(keys, pattern: str) -> list[int]:
-    import re
-
-    rx = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
-
-
 def read_sam(state_dict, source: str):
     """The ViT's patch-embedding width and its number of blocks; None without a ViT image encoder."""
     if not ("image_encoder.patch_embed.proj.weight" in state_dict
             and "image_encoder.blocks.0.attn.qkv.weight" in state_dict):
         return None
     embed_dim = int(state_dict["image_encoder.patch_embed.proj.weight"].shape[0])
-    depth = len(_count(list(state_dict), r"image_encoder\.blocks\.(\d+)\."))
+    depth = len(indices(list(state_dict), r"image_encoder\.blocks\.(\d+)\."))
     return ("sam", embed_dim, depth), "1"
 
 
@@ -161,14 +154,14 @@ def read_mobile_sam(state_dict, source: str):
     if "image_encoder.patch_embed.seq.2.c.weight" not in state_dict:
         return None
     keys = list(state_dict)
-    layers = _count(keys, r"image_encoder\.layers\.(\d+)\.")
+    layers = indices(keys, r"image_encoder\.layers\.(\d+)\.")
     dims = [int(state_dict["image_encoder.patch_embed.seq.2.c.weight"].shape[0])]
     for i in layers[:-1]:
         w = state_dict.get(f"image_encoder.layers.{i}.downsample.conv3.c.weight")
         if w is None:
             raise ArchitectureError(f"{source}: TinyViT layer {i} has no downsample layer")
         dims.append(int(w.shape[0]))
-    depths = tuple(len(_count(keys, rf"image_encoder\.layers\.{i}\.blocks\.(\d+)\.")) for i in layers)
+    depths = tuple(len(indices(keys, rf"image_encoder\.layers\.{i}\.blocks\.(\d+)\.")) for i in layers)
     return ("mobile_sam", tuple(dims), depths), "1"
 
 

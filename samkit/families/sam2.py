@@ -229,7 +229,9 @@ def build_sam2(arch, version: str) -> nn.Module:
     )
 
 
-def _count(keys, pattern: str) -> list[int]:
+def indices(keys, pattern: str) -> list[int]:
+    """The sorted distinct integers that ``pattern``'s first group matches at the start of state-dict ``keys`` (the
+    block or layer numbers an encoder's weights have)."""
     rx = re.compile(pattern)
     return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
 
@@ -243,7 +245,7 @@ def read_signature(state_dict, source: str):
         return None
     keys = list(state_dict)
     embed_dim = int(state_dict["image_encoder.trunk.patch_embed.proj.weight"].shape[0])
-    blocks = _count(keys, r"image_encoder\.trunk\.blocks\.(\d+)\.")
+    blocks = indices(keys, r"image_encoder\.trunk\.blocks\.(\d+)\.")
     if not blocks or blocks != list(range(len(blocks))):
         raise ArchitectureError(f"{source}: SAM 2 Hiera trunk with missing or non-contiguous blocks {blocks}")
     starts = [0] + [i for i in blocks if f"image_encoder.trunk.blocks.{i}.proj.weight" in state_dict]

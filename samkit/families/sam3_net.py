@@ -76,9 +76,9 @@ class Sam3Sizes:
 
 def make_tokenizer():
     """CLIP's BPE tokenizer (``open_clip``): ``tokenizer(list_of_phrases, context_length=32)`` -> (B, 32) ids."""
-    from samkit.utils.requirements import require
+    from samkit.utils.requirements import require_phrases
 
-    require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+    require_phrases()
     from open_clip.tokenizer import SimpleTokenizer
 
     return SimpleTokenizer()

@@ -92,6 +92,12 @@ def require(extra: str, for_what: str | None = None, modules: tuple[str, ...] | 
         raise MissingExtra(f"{what} needs {' and '.join(lost)}, not installed: {EXTRAS[extra].install}")
 
 
+def require_phrases() -> None:
+    """SAM 3's phrases need open_clip's CLIP tokenizer: raise :class:`MissingExtra` before any image is read or
+    encoded when it is missing."""
+    require("sam3", "SAM 3's phrases (texts=): the CLIP tokenizer", ("open_clip",))
+
+
 def require_package(module: str) -> None:
     """Raise :class:`MissingExtra` when ``module`` of :data:`ULTRALYTICS_PACKAGES` cannot be imported."""
     if not _importable(module):
@@ -130,7 +136,8 @@ def no_autoinstall():
                 checks.AUTOINSTALL = _GUARD_DEPTH[1]
 
 
-def _version(dist: str) -> str | None:
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -153,7 +160,7 @@ def torch_index(cpu: bool = False) -> str:
 def matching_pair() -> tuple[str, str]:
     """(torch, torchvision) version specifiers that belong together, from the installed torch (torchvision 0.N pairs
     with torch 2.(N - 15))."""
-    torch_v = (_version("torch") or "").split("+")[0]
+    torch_v = (installed_version("torch") or "").split("+")[0]
     parts = torch_v.split(".")
     if len(parts) >= 2 and parts[0] == "2" and parts[1].isdigit():
         return f"torch=={torch_v}", f"torchvision==0.{int(parts[1]) + 15}.*"
@@ -169,9 +176,9 @@ def torchvision_fix(cpu: bool = False) -> str:
 def torchvision_message(reason: str) -> str:
     """One line: torchvision's operators cannot run, why, and the fix."""
     reason = " ".join(str(reason).split())
-    return (f"torchvision {_version('torchvision') or '?'} cannot run its C++ operators with torch "
-            f"{_version('torch') or '?'} ({reason}): the two come from different builds; reinstall both from one "
-            f"index: {torchvision_fix()}")
+    return (f"torchvision {installed_version('torchvision') or '?'} cannot run its C++ operators with torch "
+            f"{installed_version('torch') or '?'} ({reason}): the two come from different builds; reinstall both "
+            f"from one index: {torchvision_fix()}")
 
 
 def is_torchvision_ops_error(error: BaseException) -> bool:
