@@ -1,9 +1,9 @@
 """SAM 3 concept tracking over a long video: resident memory and time per frame, samkit against Meta's video model.
 
 Both run the test-size SAM 3 (``sam3_test``, 224 px) with the same shaped random weights (several objects found,
-tracked and removed, as with a trained model; see ``tests/sam3_video_reference.shape_weights_``) on the same JPEG
+tracked and removed, as with a trained model; see ``benchmarks/sam3_video_reference.shape_weights_``) on the same JPEG
 folder of a synthetic clip, each in a fresh Python process. Meta's model runs on the CPU with the patches of
-``tests/sam3_video_reference.video_cpu_patches`` and reads the folder with its own loader (every frame up front, as
+``benchmarks/sam3_video_reference.video_cpu_patches`` and reads the folder with its own loader (every frame up front, as
 it always does); samkit streams it (``model(folder, texts=..., stream=True)``). Each video length runs in fresh
 processes. Reported: resident set size at the end of an N-frame video minus the RSS right before it was opened,
 raw and after glibc's ``malloc_trim`` (the memory still in use: the raw figure also holds heap pages the allocator
@@ -99,8 +99,8 @@ def run_samkit(ckpt: str, frames: str, at: list[int]) -> dict:
 
 def run_reference(ckpt: str, frames: str, at: list[int]) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import sam3_video_reference as vref
     from samkit.nn.registry import model_registry
-    from tests import sam3_video_reference as vref
 
     os.environ["TQDM_DISABLE"] = "1"
     arch = model_registry().architecture("sam3_test")
@@ -125,7 +125,6 @@ def run_ultralytics(ckpt: str, frames: str, at: list[int]) -> dict:
     not a video to it); its algorithm differs from Meta's in defaults and steps, so this is a timing comparison."""
     import logging
 
-    from ultralytics.models.sam.modules.sam import SAM3Model
     from ultralytics.models.sam.predict import SAM3SemanticPredictor, SAM3VideoSemanticPredictor
 
     from samkit.nn import build_network
@@ -136,7 +135,7 @@ def run_ultralytics(ckpt: str, frames: str, at: list[int]) -> dict:
     net = build_network("sam3_test", replacements=False)
     arch = model_registry().architecture("sam3_test")
     net.load_state_dict(network_tensors(arch, torch.load(ckpt, weights_only=True)["model"]), strict=True)
-    net.tracker.__class__ = SAM3Model  # Ultralytics' memory logic (samkit's subclass adds SAM 3's selection)
+    del net.tracker._prepare_memory_conditioned_features  # Ultralytics' memory logic, not SAM 3's selection
     threads = torch.get_num_threads()
 
     class Injected(SAM3VideoSemanticPredictor):
@@ -162,8 +161,8 @@ def run(table: Table, memory: Table, folder: Path, counts: list[int]) -> None:
     """Adds resident memory rows (MB) to ``memory`` and the time per frame (ms) to ``table``: one video of each
     length in ``counts``, each system in its own process per video (the reference loads the whole video first)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import sam3_video_reference as vref
     from samkit.nn.registry import model_registry
-    from tests import sam3_video_reference as vref
 
     arch = model_registry().architecture("sam3_test")
     with vref.video_cpu_patches():

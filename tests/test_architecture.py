@@ -27,6 +27,7 @@ LAYERS = {
     "samkit.results": 5,
     "samkit.engine": 6,
     "samkit.model": 7,
+    "samkit.runners": 7,
     "samkit.integrations": 8,
     "samkit.annotate": 9,
     "samkit.benchmark": 9,
@@ -136,3 +137,25 @@ def test_only_the_families_name_a_family():
                     node.slice.attr == "family":
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} looks a table up by family")
     assert not found, "\n".join(found)
+
+
+def test_the_engines_call_the_network_only_through_its_adapter():
+    """No engine touches ``runtime.net`` (or a network's ``tracker`` / ``detector``) and none calls a private method
+    of another object: every network call goes through ``runtime.network`` (samkit.families.network)."""
+    found = []
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("net", "tracker", "detector"):
+                found.append(f"{path.name}:{node.lineno} reads .{node.attr}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                name, owner = node.func.attr, node.func.value
+                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                if name.startswith("_") and not name.startswith("__") and not mine:
+                    found.append(f"{path.name}:{node.lineno} calls {ast.unparse(node.func)}")
+    assert not found, "\n".join(found)
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
+    assert not long, long

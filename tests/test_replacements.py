@@ -252,3 +252,27 @@ def test_checks_report_the_table(monkeypatch, fresh_gate):
     assert f"faster Ultralytics methods (tested with ultralytics {replacements.TESTED_ULTRALYTICS}): 0 of {n} " \
            "in use" in lines
     assert sum("runs Ultralytics' own code: ultralytics 9.0.0 not in" in line for line in lines) == n
+
+
+def test_sam3_memory_selection_is_a_required_family_entry(monkeypatch, caplog):
+    """SAM 3's memory selection is the family's own entry of the table (fingerprinted like the others): on every
+    SAM 3 network, ``replacements=False`` too; when the Ultralytics code it plugs into changed it is still used (the
+    results would not be SAM 3's without it) and one warning says so."""
+    pytest.importorskip("timm")
+    from samkit import families
+
+    entries = replacements.family_entries(families.family("sam3"))
+    assert [r.name for r in entries] == ["SAM3Model._prepare_memory_conditioned_features"]
+    assert all(r.required and fingerprint(r.mirrors) == r.fingerprint for r in entries)
+    assert replacements.family_entries(families.family("sam2")) == ()
+    name = "SAM3Model._prepare_memory_conditioned_features"
+    assert name in installed(build_network("sam3_test", replacements=False))
+    assert name not in installed(build_network("sam2_test")), "a family's entries go on its own networks only"
+
+    changed = (dataclasses.replace(entries[0], fingerprint="0" * 16),)
+    monkeypatch.setattr(replacements, "_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="samkit"):
+        assert replacements.required_entries(changed) == changed
+        replacements.required_entries(changed)
+    warned = [r.getMessage() for r in caplog.records if "results may differ" in r.getMessage()]
+    assert len(warned) == 1 and "sam.SAM2Model._track_step" in warned[0] and "0" * 16 in warned[0]

@@ -15,7 +15,7 @@ from tests.helpers import mask_iou
 pytest.importorskip("sam3", reason="Meta's sam3 reference is a dev dependency (pip install -e '.[dev]')")
 pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip install -e '.[dev]')")
 
-from tests import sam3_reference as ref  # noqa: E402
+from benchmarks import sam3_reference as ref  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """SAM 3 concept tracking through video against Meta's ``sam3`` video model (same random weights, the test size).
 
 Both sides get the same frames (samkit's preprocessed tensors replace Meta's loader) and the same settings; the
-weights are shaped (:func:`tests.sam3_video_reference.shape_weights_`) so that several objects are born, tracked,
+weights are shaped (:func:`benchmarks.sam3_video_reference.shape_weights_`) so that several objects are born, tracked,
 matched, removed on probation and re-found, as with a trained model. Each case compares every frame the reference
 yields: the same object ids, and mask IoU >= 0.97 per object (they come out equal here).
 """
@@ -21,7 +21,7 @@ from samkit.nn.registry import model_registry
 pytest.importorskip("sam3", reason="Meta's sam3 reference is a dev dependency (pip install -e '.[dev]')")
 pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip install -e '.[dev]')")
 
-from tests import sam3_video_reference as vref  # noqa: E402
+from benchmarks import sam3_video_reference as vref  # noqa: E402
 
 TEXT = "a red disc"
 ARCH = model_registry().architecture("sam3_test")

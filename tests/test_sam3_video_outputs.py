@@ -1,6 +1,6 @@
 """SAM 3 on video as users call it: model(video, texts=...), track(), model.video() sessions, the CLI, the writers,
 every source kind and bad input. The test network's weights are shaped so that phrases find objects
-(:func:`tests.sam3_video_reference.shape_weights_`); fidelity to Meta's model is in test_sam3_video.py."""
+(:func:`benchmarks.sam3_video_reference.shape_weights_`); fidelity to Meta's model is in test_sam3_video.py."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tests.helpers import offline_text_encoder, read_video, write_video
 
 pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip install -e '.[dev]')")
 
-from tests.sam3_reference import fill_random_  # noqa: E402
-from tests.sam3_video_reference import shape_weights_  # noqa: E402
+from benchmarks.sam3_reference import fill_random_  # noqa: E402
+from benchmarks.sam3_video_reference import shape_weights_  # noqa: E402
 from tests.test_sam3_video import TEXT  # noqa: E402
 
 N = 20

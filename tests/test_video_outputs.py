@@ -302,7 +302,7 @@ def test_a_failed_add_leaves_the_session_as_it_was(tiny, clip, monkeypatch):
         def device_lost(*a, **k):
             raise RuntimeError("device lost")
 
-        monkeypatch.setattr(v.net, "track_step", device_lost)
+        monkeypatch.setattr(v.network, "track_step", device_lost)
         for obj_id, kw in ((2, dict(box=[40, 30, 64, 54])), (1, dict(frame=3, points=[[10, 40]], cls=4))):
             with pytest.raises(RuntimeError, match="device lost"):
                 v.add(**{"frame": 0, **kw}, obj_id=obj_id)

@@ -126,7 +126,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _project(model, root: Path, src: Path, images: Path, dataset, video: bool, everything, conf, max_det):
-    from samkit.app.session import ImageProject, VideoProject
+    from samkit.app.session import ImageProject
+    from samkit.app.video import VideoProject
     from samkit.data.sources import IMAGE_SUFFIXES, SourceError
 
     if video:

@@ -22,8 +22,9 @@ from urllib.parse import parse_qs
 
 import cv2
 
-from samkit.app.session import ImageProject, VideoProject, check_int, check_keys
+from samkit.app.session import ImageProject, check_int, check_keys
 from samkit.app.store import FORMATS, AppError
+from samkit.app.video import VideoProject
 from samkit.utils import LOGGER
 
 STATIC = Path(__file__).parent / "static"

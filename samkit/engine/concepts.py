@@ -142,8 +142,9 @@ class ConceptEngine:
         self.texts_encoded = 0
 
     @property
-    def detector(self):
-        return self.runtime.net.detector
+    def network(self):
+        """The family's network adapter (:class:`~samkit.families.network.ConceptNetwork`)."""
+        return self.runtime.network
 
     def clear_cache(self) -> None:
         self._images.clear()
@@ -160,7 +161,7 @@ class ConceptEngine:
             return cached
         x = self.transforms.image_to_input(image, rt.device)[None]
         with rt.autocast():
-            out = self.detector.backbone.forward_image(rt.encoder_layout(x))
+            out = self.network.encode_concept_image(rt.encoder_layout(x))
         self.images_encoded += 1
         return self._images.put(key, out)
 
@@ -173,7 +174,7 @@ class ConceptEngine:
         todo = [p for p, f in found.items() if f is None]
         if todo:
             with rt.autocast():
-                out = self.detector.backbone.forward_text(todo)
+                out = self.network.encode_text(todo)
             for i, p in enumerate(todo):
                 found[p] = self._texts.put((p, rt.generation), {
                     "language_features": out["language_features"][:, i : i + 1],
@@ -193,25 +194,19 @@ class ConceptEngine:
         for exemplars alone): ``pred_logits`` (Q, N, 1), ``presence_logit_dec`` (Q, 1), ``pred_boxes`` (Q, N, 4)
         normalised centre form, ``pred_masks`` (Q, N, r, r). ``features``: the image's backbone outputs when the
         caller has them (video frames: not cached)."""
-        from ultralytics.models.sam.sam3.geometry_encoders import Prompt
-
-        rt, det = self.runtime, self.detector
+        rt = self.runtime
         phrases = query.texts or [VISUAL]
         q = len(phrases)
         feats = self.image_features(image) if features is None else features
-        det.text_embeddings = self.text_features(phrases)
+        text = self.text_features(phrases)
         e = len(query.boxes)
-        dev = rt.device
-        prompt = Prompt(box_embeddings=torch.zeros(0, q, 4, device=dev),
-                        box_mask=torch.zeros(q, 0, dtype=torch.bool, device=dev))
+        boxes = labels = None
         if e:
-            boxes = upload(self.transforms.boxes_to_input(query.boxes, image.shape[:2]), dev)
-            labels = upload(torch.from_numpy(query.labels.astype(np.int64)), dev)
-            prompt.append_boxes(boxes[:, None].expand(e, q, 4), labels[:, None].expand(e, q))
-        backbone_out = {k: (list(v) if isinstance(v, list) else v) for k, v in feats.items()}
+            boxes = upload(self.transforms.boxes_to_input(query.boxes, image.shape[:2]), rt.device)
+            labels = upload(torch.from_numpy(query.labels.astype(np.int64)), rt.device)
+            boxes, labels = boxes[:, None].expand(e, q, 4), labels[:, None].expand(e, q)
         with rt.autocast():
-            out = det.forward_grounding(backbone_out, text_ids=torch.arange(q, device=dev), geometric_prompt=prompt)
-        return {k: out[k] for k in ("pred_logits", "presence_logit_dec", "pred_boxes", "pred_masks")}
+            return self.network.ground(feats, text, boxes, labels)
 
     def detect(self, image: np.ndarray, path: str, query: ConceptQuery, conf: float = DEFAULT_CONF,
                max_det: int | None = None):

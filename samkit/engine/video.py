@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from samkit.data.video import READ_AHEAD, VideoSource, open_video, prefetch
 from samkit.engine.transforms import transforms_for
 from samkit.families import require_capability
+from samkit.families.network import FrameFeatures
 from samkit.nn.runtime import Runtime
 from samkit.ops import fill_holes
 from samkit.prompts import ObjectPrompts, object_prompt
@@ -116,14 +117,14 @@ class VideoSession:
         require_capability(runtime.arch, "video", "video tracking with a memory (VideoSession)")
         self.transforms = transforms_for(runtime.arch)
         self.runtime = runtime
-        self.net = runtime.net
+        self.network = runtime.network  # the family's MemoryNetwork adapter
         self.video: VideoSource = source if isinstance(source, VideoSource) else open_video(source)
         self.size = self.transforms.size
         self.fill_hole_area = int(fill_hole_area)
         self.correct_as_cond = bool(correct_as_cond)
         self.max_prompt_frames = max_prompt_frames
         self.names = dict(names) if names else {0: "object"}
-        self.window = max(self.net.num_maskmem, self.net.max_obj_ptrs_in_encoder)
+        self.window = max(self.network.memory_frames, self.network.pointer_frames)
         self.objects: dict[int, _Object] = {}
         self._features: tuple[int, int, dict] | None = None  # (frame, runtime generation, backbone output)
         self._last_frame: tuple[int, np.ndarray] | None = None
@@ -166,19 +167,15 @@ class VideoSession:
                 self._last_frame = (index, self.video.read(index))
         return self._last_frame[1]
 
-    def _feats(self, index: int):
-        """(vision_feats, vision_pos_embeds, feat_sizes) of frame ``index``; the last frame's are kept."""
+    def _feats(self, index: int) -> FrameFeatures:
+        """The features of frame ``index``; the last frame's encoding is kept."""
         rt = self.runtime
         if self._features is None or self._features[:2] != (index, rt.generation):
             with torch.inference_mode(), rt.autocast():
-                backbone_out = self.net.forward_image(rt.encoder_layout(self._frame_input(index)))
-            self._features = (index, rt.generation, backbone_out)
+                encoded = self.network.encode_frame(rt.encoder_layout(self._frame_input(index)))
+            self._features = (index, rt.generation, encoded)
             self.frames_encoded += 1
-        backbone_out = dict(self._features[2])
-        backbone_out["backbone_fpn"] = list(backbone_out["backbone_fpn"])
-        backbone_out["vision_pos_enc"] = list(backbone_out["vision_pos_enc"])
-        _, feats, pos, sizes = self.net._prepare_backbone_features(backbone_out)
-        return feats, pos, sizes
+        return self.network.frame_features(self._features[2])
 
     def frame_image(self, frame: int) -> np.ndarray:
         """Frame ``frame`` (BGR), decoded once for its features and its Results."""
@@ -296,14 +293,11 @@ class VideoSession:
         reverse = False if is_init else obj.tracked[frame]
         prev = obj.output_at(frame)
         prev_logits = None if prev is None or mask_in is not None else torch.clamp(prev["pred_masks"], -32.0, 32.0)
-        feats, pos, sizes = self._feats(frame)
+        features = self._feats(frame)
         with torch.inference_mode(), self.runtime.autocast():
-            out = self.net.track_step(
-                frame_idx=frame, is_init_cond_frame=is_init, current_vision_feats=feats,
-                current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=point_inputs, mask_inputs=mask_in,
-                output_dict=obj.outputs, num_frames=self._num_frames_for_memory(), track_in_reverse=reverse,
-                run_mem_encoder=False, prev_sam_mask_logits=prev_logits,
-            )
+            out = self.network.track_step(
+                frame, features, obj.outputs, self._num_frames_for_memory(), first=is_init, reverse=reverse,
+                points=point_inputs, mask=mask_in, prev_logits=prev_logits)
         obj.pending[frame] = (self._compact(out), is_init or self.correct_as_cond)
 
     def _point_inputs(self, prompt: dict) -> dict:
@@ -349,13 +343,11 @@ class VideoSession:
         for obj in self.objects.values():
             for frame, (out, is_cond) in list(obj.pending.items()):
                 if out["maskmem_features"] is None:
-                    feats, _, sizes = self._feats(frame)
+                    features = self._feats(frame)
                     high = F.interpolate(out["pred_masks"], size=(self.size, self.size), mode="bilinear",
                                          align_corners=False)
                     with torch.inference_mode(), self.runtime.autocast():
-                        mem, mem_pos = self.net._encode_new_memory(
-                            current_vision_feats=feats, feat_sizes=sizes, pred_masks_high_res=high,
-                            object_score_logits=out["object_score_logits"], is_mask_from_pts=True)
+                        mem, mem_pos = self.network.encode_memory(features, high, out["object_score_logits"], True)
                     out["maskmem_features"], out["maskmem_pos_enc"] = mem, mem_pos
                 key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
                 obj.outputs[key][frame] = out
@@ -427,17 +419,11 @@ class VideoSession:
         """Track frame ``t`` for objects whose memories sit on the same frames, as one batch: memory attention
         and the decoder run once for all of them (each row attends only to its own object's memory)."""
         b = len(group)
-        feats, pos, sizes = self._feats(t)
-        if b > 1:
-            feats = [f.expand(-1, b, -1) for f in feats]
-            pos = [p.expand(-1, b, -1) for p in pos]
+        features = self._feats(t).expand(b)
         outputs = group[0].outputs if b == 1 else _stack_outputs([o.outputs for o in group])
         with torch.inference_mode(), self.runtime.autocast():
-            out = self.net.track_step(
-                frame_idx=t, is_init_cond_frame=False, current_vision_feats=feats, current_vision_pos_embeds=pos,
-                feat_sizes=sizes, point_inputs=None, mask_inputs=None, output_dict=outputs,
-                num_frames=self._num_frames_for_memory(), track_in_reverse=reverse, run_mem_encoder=True,
-            )
+            out = self.network.track_step(t, features, outputs, self._num_frames_for_memory(), reverse=reverse,
+                                          encode_memory=True)
         out = self._compact(out)
         for i, obj in enumerate(group):
             obj.outputs["non_cond_frame_outputs"][t] = out if b == 1 else _row(out, i)

@@ -3,8 +3,9 @@
 A record says everything samkit needs to know of a family: its versions (the default first) and their display
 names, which section of a registry architecture configures it, what its weights look like (the *signature* read
 off a state dict, compared with each architecture's), how to build its network from Ultralytics' modules, how its
-checkpoints' keys map onto the network, its transforms (image and prompt arithmetic, the network calls), the
-packages it needs beyond the base install, and its **capabilities**: what a front end may ask of it.
+checkpoints' keys map onto the network, its transforms (image and prompt arithmetic), the
+packages it needs beyond the base install, its network adapter (:mod:`samkit.families.network`: every call the
+engines make into the network), and its **capabilities**: what a front end may ask of it.
 
 Adding a family is one module that calls :func:`register` with its record (and architectures in the registry's
 data, ``cfg/models.yaml``, or registered with :meth:`samkit.nn.registry.Registry.add_architecture`); nothing else
@@ -23,6 +24,10 @@ from typing import Any
 #: (prompted objects tracked with a memory: :class:`~samkit.engine.video.VideoSession`), ``concepts`` (phrases and
 #: exemplar boxes: every instance), ``concept_video`` (phrases and clicks through video: SAM 3's session).
 CAPABILITIES = ("prompts", "everything", "video", "concepts", "concept_video")
+
+
+def _none() -> tuple:
+    return ()
 
 
 def _same(state_dict: dict) -> dict:
@@ -44,7 +49,12 @@ class Family:
             damaged.
         build: ``(architecture, version)`` -> the untrained network (Ultralytics' modules, eval mode not needed).
         transforms: Input size -> the family's transforms object (see :mod:`samkit.engine.transforms`).
+        network: The built network -> its adapter, the only way the engines call it (see
+            :mod:`samkit.families.network`: one protocol per capability).
         capabilities: A subset of :data:`CAPABILITIES`.
+        replacements: ``()`` -> the family's own entries of the replacement table
+            (:class:`samkit.nn.replacements.Replacement`; e.g. SAM 3's memory selection, ``required``), installed by
+            :func:`samkit.nn.build.build_network` on this family's networks only.
         network_tensors: A checkpoint's state dict -> the tensors under the network's names (default: as given).
         requires: ``(extra, modules, what)``: packages the network needs beyond the base install, checked before
             anything is read or built (:func:`samkit.utils.requirements.require`); None when it needs none.
@@ -61,7 +71,9 @@ class Family:
     read_signature: Callable[[Mapping, str], tuple[tuple, str] | None]
     build: Callable[[Any, str], Any]
     transforms: Callable[[int], Any]
+    network: Callable[[Any], Any]
     capabilities: frozenset[str]
+    replacements: Callable[[], tuple] = _none
     network_tensors: Callable[[dict], dict] = _same
     requires: tuple[str, tuple[str, ...], str] | None = None
     detect_first: bool = False

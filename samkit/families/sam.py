@@ -1,8 +1,8 @@
 """SAM (ViT image encoders) and MobileSAM (a TinyViT encoder with SAM's decoder): images only, no memory.
 
 Two records, one module: :data:`SAM_FAMILY` and :data:`MOBILE_SAM_FAMILY` share the network wiring
-(Ultralytics' ``SAMModel``) and :class:`SAMTransforms`, the arithmetic of Meta's ``ResizeLongestSide`` (the long
-side resized to the input, padded bottom and right).
+(Ultralytics' ``SAMModel``, called through :class:`SAMNetwork`) and :class:`SAMTransforms`, the arithmetic of Meta's
+``ResizeLongestSide`` (the long side resized to the input, padded bottom and right).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ PIXEL_MEAN, PIXEL_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
 class SAMTransforms(SAM2Transforms):
-    """SAM / MobileSAM input and output arithmetic and network calls, for input side ``size`` (no video)."""
+    """SAM / MobileSAM input and output arithmetic, for input side ``size`` (no video)."""
 
     pred_iou_thresh = 0.88
     clean_low_res = False
@@ -64,10 +64,19 @@ class SAMTransforms(SAM2Transforms):
         x = F.interpolate(low_res.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
         return F.interpolate(x[..., :ih, :iw], size=orig_hw, mode="bilinear", align_corners=False)
 
-    def image_features(self, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-        return [net.image_encoder(x)]
 
-    def decode(self, net, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
+class SAMNetwork:
+    """The network adapter of SAM and MobileSAM (:class:`~samkit.families.network.PromptNetwork`): Ultralytics'
+    ``SAMModel``, called as Meta's ``SamPredictor`` calls its model."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.net.image_encoder(x)]
+
+    def decode(self, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
+        net = self.net
         points = (coords, labels) if coords is not None else None
         sparse, dense = net.prompt_encoder(points=points, boxes=None if boxes is None else boxes.reshape(-1, 4),
                                            masks=mask_in)
@@ -175,6 +184,7 @@ SAM_FAMILY = register(Family(
     read_signature=read_sam,
     build=build_sam1,
     transforms=SAMTransforms,
+    network=SAMNetwork,
     capabilities=frozenset({"prompts", "everything"}),
 ))
 MOBILE_SAM_FAMILY = register(Family(
@@ -186,5 +196,6 @@ MOBILE_SAM_FAMILY = register(Family(
     read_signature=read_mobile_sam,
     build=build_sam1,
     transforms=SAMTransforms,
+    network=SAMNetwork,
     capabilities=frozenset({"prompts", "everything"}),
 ))

@@ -3,7 +3,7 @@
 The record (:data:`FAMILY`): versions ``"2.1"`` (default) and ``"2.0"``, told apart by the weights (2.1 adds
 ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj``); the network is Ultralytics' ``SAM2Model`` with Meta's published
 flags for each version; :class:`SAM2Transforms` holds the image, prompt and mask arithmetic of Meta's
-``SAM2Transforms`` and the network calls.
+``SAM2Transforms``, :class:`SAM2Network` the network calls (the adapter, :mod:`samkit.families.network`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.families import Family, register
+from samkit.families.network import FrameFeatures
 from samkit.utils.devices import upload
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -30,7 +31,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class SAM2Transforms:
-    """SAM 2 / 2.1 input and output arithmetic and network calls, for input side ``size``.
+    """SAM 2 / 2.1 input and output arithmetic, for input side ``size``.
 
     Attributes:
         size: Network input side ``S`` in pixels.
@@ -108,40 +109,88 @@ class SAM2Transforms:
         """(n, k, r, r) logits -> (n, k, H, W) float32 logits at the original image size."""
         return F.interpolate(low_res.float(), size=orig_hw, mode="bilinear", align_corners=False)
 
-    # ------------------------------------------------------------------ network calls
-    def image_features(self, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, S, S) input -> feature maps, highest resolution first, the image embedding last (with the
-        no-memory embedding added, as the reference's image predictor)."""
-        return self.feature_maps(net, net.forward_image(x), x.shape[0])
 
-    @staticmethod
-    def feature_maps(net: nn.Module, backbone_out: dict, b: int) -> list[torch.Tensor]:
-        """A SAM 2 model's backbone outputs -> (B, C, h, w) maps, highest resolution first, with the no-memory
-        embedding added to the last (the image embedding)."""
-        _, vision_feats, _, feat_sizes = net._prepare_backbone_features(backbone_out)
-        if net.directly_add_no_mem_embed:
-            vision_feats[-1] = vision_feats[-1] + net.no_mem_embed
-        return [f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+class SAM2Network:
+    """The network adapter of SAM 2 / 2.1 (:mod:`samkit.families.network`): Ultralytics' ``SAM2Model``, called as
+    Meta's image and video predictors call theirs. Implements :class:`~samkit.families.network.PromptNetwork` and
+    :class:`~samkit.families.network.MemoryNetwork`."""
 
-    def decode(self, net: nn.Module, image_embed: torch.Tensor, high_res: list[torch.Tensor],
-               coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None,
-               mask_in: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts in network-input space for B objects on one image -> ``(low_res_logits (B, K, r, r),
-        iou (B, K))``. ``boxes`` are (B, 2, 2) corners, ``coords`` (B, P, 2) with ``labels`` (B, P)."""
-        b = next(len(t) for t in (coords, boxes, mask_in) if t is not None)
-        points = None
-        if boxes is not None:
-            corner_labels = upload(torch.tensor([[2, 3]], dtype=torch.int32), boxes.device).repeat(b, 1)
-            points = (boxes, corner_labels)
-        if coords is not None:
-            points = (coords, labels) if points is None else (
-                torch.cat([points[0], coords], 1), torch.cat([points[1], labels], 1))
-        sparse, dense = net.sam_prompt_encoder(points=points, boxes=None, masks=mask_in)
-        low_res, iou, _, _ = net.sam_mask_decoder(
-            image_embeddings=image_embed, image_pe=net.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
-            repeat_image=b > 1, high_res_features=high_res)
-        return low_res, iou
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    @property
+    def memory_frames(self) -> int:
+        return int(self.net.num_maskmem)
+
+    @property
+    def pointer_frames(self) -> int:
+        return int(self.net.max_obj_ptrs_in_encoder)
+
+    # ------------------------------------------------------------------ images
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps, the image embedding last with the no-memory embedding added (the reference's image
+        predictor)."""
+        return feature_maps(self.net, self.net.forward_image(x), x.shape[0])
+
+    def decode(self, image_embed: torch.Tensor, high_res: list[torch.Tensor], coords: torch.Tensor | None,
+               labels: torch.Tensor | None, boxes: torch.Tensor | None, mask_in: torch.Tensor | None,
+               multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return decode_sam2_heads(self.net, image_embed, high_res, coords, labels, boxes, mask_in, multimask)
+
+    # ------------------------------------------------------------------ video
+    def encode_frame(self, x: torch.Tensor) -> dict:
+        return self.net.forward_image(x)
+
+    def frame_features(self, encoded: dict) -> FrameFeatures:
+        out = dict(encoded)
+        out["backbone_fpn"], out["vision_pos_enc"] = list(out["backbone_fpn"]), list(out["vision_pos_enc"])
+        _, feats, pos, sizes = self.net._prepare_backbone_features(out)
+        return FrameFeatures(feats, pos, sizes)
+
+    def track_step(self, frame: int, features: FrameFeatures, outputs: dict, num_frames: int, *, first: bool = False,
+                   reverse: bool = False, points: dict | None = None, mask: torch.Tensor | None = None,
+                   encode_memory: bool = False, prev_logits: torch.Tensor | None = None) -> dict:
+        return self.net.track_step(
+            frame_idx=frame, is_init_cond_frame=first, current_vision_feats=features.feats,
+            current_vision_pos_embeds=features.pos, feat_sizes=features.sizes, point_inputs=points,
+            mask_inputs=mask, output_dict=outputs, num_frames=num_frames, track_in_reverse=reverse,
+            run_mem_encoder=encode_memory, prev_sam_mask_logits=prev_logits)
+
+    def encode_memory(self, features: FrameFeatures, masks_high_res: torch.Tensor, object_scores: torch.Tensor,
+                      from_points: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.net._encode_new_memory(
+            current_vision_feats=features.feats, feat_sizes=features.sizes, pred_masks_high_res=masks_high_res,
+            object_score_logits=object_scores, is_mask_from_pts=from_points)
+
+
+def feature_maps(net: nn.Module, backbone_out: dict, b: int) -> list[torch.Tensor]:
+    """A SAM 2 model's backbone outputs -> (B, C, h, w) maps, highest resolution first, with the no-memory
+    embedding added to the last (the image embedding)."""
+    _, vision_feats, _, feat_sizes = net._prepare_backbone_features(backbone_out)
+    if net.directly_add_no_mem_embed:
+        vision_feats[-1] = vision_feats[-1] + net.no_mem_embed
+    return [f.permute(1, 2, 0).reshape(b, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+
+
+def decode_sam2_heads(net: nn.Module, image_embed: torch.Tensor, high_res: list[torch.Tensor],
+                      coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None,
+                      mask_in: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM 2's prompt encoder and mask decoder on one image (``net``: a ``SAM2Model`` or SAM 3's tracker); see
+    :meth:`~samkit.families.network.PromptNetwork.decode`. Box corners go first, labelled 2 and 3."""
+    b = next(len(t) for t in (coords, boxes, mask_in) if t is not None)
+    points = None
+    if boxes is not None:
+        corner_labels = upload(torch.tensor([[2, 3]], dtype=torch.int32), boxes.device).repeat(b, 1)
+        points = (boxes, corner_labels)
+    if coords is not None:
+        points = (coords, labels) if points is None else (
+            torch.cat([points[0], coords], 1), torch.cat([points[1], labels], 1))
+    sparse, dense = net.sam_prompt_encoder(points=points, boxes=None, masks=mask_in)
+    low_res, iou, _, _ = net.sam_mask_decoder(
+        image_embeddings=image_embed, image_pe=net.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
+        repeat_image=b > 1, high_res_features=high_res)
+    return low_res, iou
 
 
 def sam2_flags(version: str) -> dict:
@@ -268,6 +317,7 @@ FAMILY = register(Family(
     read_signature=read_signature,
     build=build_sam2,
     transforms=SAM2Transforms,
+    network=SAM2Network,
     capabilities=frozenset({"prompts", "everything", "video"}),
     version_prefixes={"sam2.1_": "2.1", "sam2.0_": "2.0"},
 ))

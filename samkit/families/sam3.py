@@ -4,7 +4,8 @@ tracker on its image features (Meta's ``sam3``).
 The record (:data:`FAMILY`): one version, ``"3"``; the network is built by :mod:`samkit.families.sam3_net` from
 Ultralytics' SAM 3 modules with every size from the registry; its checkpoints (``sam3.pt``) are mapped onto the
 network by :func:`~samkit.families.sam3_net.network_state_dict`; :class:`SAM3Transforms` stretches the image to the
-square input and maps exemplar boxes and detections. Its ViT needs ``timm`` (the ``sam3`` extra).
+square input and maps exemplar boxes and detections; :class:`SAM3Network` makes the network calls. Its ViT needs
+``timm`` (the ``sam3`` extra).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.families import Family, register
-from samkit.families.sam2 import SAM2Transforms
+from samkit.families.network import FrameFeatures
+from samkit.families.sam2 import SAM2Transforms, decode_sam2_heads, feature_maps
 from samkit.utils.devices import upload
 
 
@@ -30,16 +32,6 @@ class SAM3Transforms(SAM2Transforms):
     def __init__(self, size: int):
         super().__init__(size)
         self.low_res = size // self.patch * 4
-
-    def image_features(self, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-        tracker = net.tracker
-        backbone_out = net.detector.backbone.forward_image_sam2(x)
-        fpn = backbone_out["backbone_fpn"]
-        fpn[0], fpn[1] = tracker.sam_mask_decoder.conv_s0(fpn[0]), tracker.sam_mask_decoder.conv_s1(fpn[1])
-        return self.feature_maps(tracker, backbone_out, x.shape[0])
-
-    def decode(self, net, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
-        return super().decode(net.tracker, image_embed, high_res, coords, labels, boxes, mask_in, multimask)
 
     def input_hw(self, orig_hw: tuple[int, int]) -> tuple[int, int]:
         return self.size, self.size  # stretched, not letterboxed
@@ -71,6 +63,133 @@ class SAM3Transforms(SAM2Transforms):
         """(N, r, r) mask logits -> (N, H, W) bool (bilinear, then sigmoid > 0.5, i.e. logit > 0)."""
         up = F.interpolate(logits.float()[:, None], size=orig_hw, mode="bilinear", align_corners=False)
         return up[:, 0] > 0.0
+
+
+class SAM3Network:
+    """The network adapter of SAM 3 (:mod:`samkit.families.network`): clicks, boxes and masks on images go to the
+    tracker's SAM 2 heads on the vision backbone's SAM 2 neck (Meta's ``predict_inst``,
+    :class:`~samkit.families.network.PromptNetwork`); phrases and exemplars to the detector
+    (:class:`~samkit.families.network.ConceptNetwork`); video to the tracker on the detector's frames
+    (:class:`~samkit.families.network.ConceptTracker`)."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self.detector = net.detector
+        self.tracker = net.tracker
+
+    # ------------------------------------------------------------------ prompts on images
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        dec = self.tracker.sam_mask_decoder
+        backbone_out = self.detector.backbone.forward_image_sam2(x)
+        fpn = backbone_out["backbone_fpn"]
+        fpn[0], fpn[1] = dec.conv_s0(fpn[0]), dec.conv_s1(fpn[1])
+        return feature_maps(self.tracker, backbone_out, x.shape[0])
+
+    def decode(self, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
+        return decode_sam2_heads(self.tracker, image_embed, high_res, coords, labels, boxes, mask_in, multimask)
+
+    # ------------------------------------------------------------------ concepts
+    def encode_concept_image(self, x: torch.Tensor) -> dict:
+        return self.detector.backbone.forward_image(x)
+
+    def encode_text(self, phrases: list[str]) -> dict:
+        out = self.detector.backbone.forward_text(phrases)
+        return {k: out[k] for k in ("language_features", "language_mask", "language_embeds")}
+
+    def ground(self, encoded: dict, text: dict, boxes: torch.Tensor | None = None,
+               box_labels: torch.Tensor | None = None) -> dict:
+        """Ultralytics' ``forward_grounding`` with the text features in the backbone outputs it is given (it adds
+        the network's own ``text_embeddings``, which samkit leaves empty, to them)."""
+        from ultralytics.models.sam.sam3.geometry_encoders import Prompt
+
+        q = text["language_mask"].shape[0]
+        dev = text["language_mask"].device
+        prompt = Prompt(box_embeddings=torch.zeros(0, q, 4, device=dev),
+                        box_mask=torch.zeros(q, 0, dtype=torch.bool, device=dev))
+        if boxes is not None and len(boxes):
+            prompt.append_boxes(boxes, box_labels)
+        backbone_out = {k: (list(v) if isinstance(v, list) else v) for k, v in encoded.items()}
+        backbone_out.update(text)
+        out = self.detector.forward_grounding(backbone_out, text_ids=torch.arange(q, device=dev),
+                                              geometric_prompt=prompt)
+        return {k: out[k] for k in ("pred_logits", "presence_logit_dec", "pred_boxes", "pred_masks")}
+
+    # ------------------------------------------------------------------ the tracker
+    @property
+    def memory_frames(self) -> int:
+        return int(self.tracker.num_maskmem)
+
+    @property
+    def pointer_frames(self) -> int:
+        return int(self.tracker.max_obj_ptrs_in_encoder)
+
+    @property
+    def memory_threshold(self) -> float:
+        from samkit.families.sam3_net import MEMORY_THRESHOLD
+
+        return MEMORY_THRESHOLD
+
+    @property
+    def cond_frames_in_attention(self) -> int:
+        return int(self.tracker.max_cond_frames_in_attn)
+
+    @property
+    def pointer_dim(self) -> int:
+        return int(self.tracker.hidden_dim)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.tracker.image_size)
+
+    @property
+    def memory_mask_size(self) -> tuple[int, int]:
+        return tuple(self.tracker.memory_encoder.mask_downsampler.interpol_size)
+
+    def tracker_maps(self, encoded: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The SAM 2 neck's maps rounded to bf16 (as the reference stores them), the two finest projected by the
+        decoder's high-resolution convolutions."""
+        sam2 = encoded["sam2_backbone_out"]
+        fpn = [f.to(torch.bfloat16).float() for f in sam2["backbone_fpn"]]
+        dec = self.tracker.sam_mask_decoder
+        return [dec.conv_s0(fpn[0]), dec.conv_s1(fpn[1]), fpn[2]], list(sam2["vision_pos_enc"])
+
+    def frame_features(self, maps: list[torch.Tensor], pos: list[torch.Tensor], batch: int) -> FrameFeatures:
+        out = {"backbone_fpn": list(maps), "vision_pos_enc": list(pos)}
+        _, feats, pos, sizes = self.tracker._prepare_backbone_features(out, batch=batch)
+        return FrameFeatures(feats, pos, sizes)
+
+    def track(self, frame: int, features: FrameFeatures, outputs: dict, num_frames: int, reverse: bool = False,
+              points: dict | None = None, prev_logits: torch.Tensor | None = None, no_memory: bool = False,
+              encode_memory: bool = False) -> dict:
+        from samkit.families.sam3_net import track
+
+        return track(self.tracker, frame, features.feats, features.pos, features.sizes, outputs, num_frames, reverse,
+                     point_inputs=points, prev_logits=prev_logits, no_memory=no_memory, encode_memory=encode_memory)
+
+    def memory_score(self, object_scores: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+        from samkit.families.sam3_net import memory_score
+
+        return memory_score(object_scores, iou)
+
+    def mask_output(self, frame: int, features: FrameFeatures, mask: torch.Tensor, num_frames: int):
+        sam, _, _ = self.tracker._track_step(frame, True, features.feats, features.pos, features.sizes, None, mask,
+                                             {}, num_frames, False, None)
+        _, _, ious, _, _, obj_ptr, obj_scores = sam
+        return ious, obj_ptr, obj_scores
+
+    def encode_memory(self, features: FrameFeatures, masks_high_res: torch.Tensor, object_scores: torch.Tensor,
+                      from_points: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.tracker._encode_new_memory(features.feats, features.sizes, masks_high_res, object_scores,
+                                               from_points)
+
+    def empty_pointer(self) -> torch.Tensor:
+        return self.tracker.no_obj_ptr[0]
+
+
+def _replacements() -> tuple:
+    from samkit.families.sam3_net import replacements
+
+    return replacements()
 
 
 def _build(arch, version: str = "3") -> nn.Module:
@@ -106,8 +225,10 @@ FAMILY = register(Family(
     read_signature=_read,
     build=_build,
     transforms=SAM3Transforms,
+    network=SAM3Network,
     capabilities=frozenset({"prompts", "everything", "concepts", "concept_video"}),
     network_tensors=_tensors,
     requires=("sam3", ("timm",), "SAM 3 (Ultralytics' SAM 3 ViT imports timm)"),
     detect_first=True,
+    replacements=_replacements,
 ))

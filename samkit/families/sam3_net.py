@@ -15,7 +15,6 @@ backbone's SAM 2 neck), and its memory is for video; the published names are ren
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -257,122 +256,133 @@ def memory_score(object_score_logits: torch.Tensor, iou: torch.Tensor) -> torch.
     return (present * iou).mean()
 
 
-@functools.lru_cache(maxsize=1)
-def _tracker_class():
-    from ultralytics.models.sam.modules.sam import SAM3Model
+#: The memory score a tracked frame needs for a later frame to attend to it (Meta's ``mf_threshold``).
+MEMORY_THRESHOLD = 0.01
+
+
+def selected_frames(tracker: nn.Module, output_dict: dict, frame_idx: int, num_frames: int,
+                    reverse: bool) -> list[int]:
+    """The non-conditioning frames frame ``frame_idx`` may attend to, oldest first (Meta's ``Sam3TrackerBase``):
+    scanning back from the previous frame (frame 0 going forward, the last frame going backward, excluded), the most
+    recent ``min(num_frames, max_obj_ptrs_in_encoder) - 1`` frames whose memory score (``eff_score``, a float read
+    once when the frame was stored) exceeds :data:`MEMORY_THRESHOLD`, and the previous frame always."""
+    if (frame_idx == 0 and not reverse) or (frame_idx == num_frames - 1 and reverse):
+        return []
+    limit = min(num_frames, tracker.max_obj_ptrs_in_encoder) - 1
+    prev = frame_idx + 1 if reverse else frame_idx - 1
+    scan = range(prev, num_frames) if reverse else range(prev, 0, -1)
+    stored = output_dict["non_cond_frame_outputs"]
+    picked = []
+    for i in scan:
+        out = stored.get(i)
+        if out is None or "eff_score" not in out:
+            continue
+        if out["eff_score"] > MEMORY_THRESHOLD:
+            picked.insert(0, i)
+        if len(picked) >= limit:
+            break
+    if prev not in picked:
+        picked.append(prev)
+    return picked
+
+
+def memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds,
+                                feat_sizes, output_dict, num_frames, track_in_reverse=False):
+    """SAM 3's memory selection in place of SAM 2's fixed window (installed on the tracker by the family's
+    replacement entry, :func:`replacements`): a tracked frame attends to its conditioning frames (at most
+    ``max_cond_frames_in_attn``, the nearest) and to the frames :func:`selected_frames` picks; object pointers
+    likewise."""
     from ultralytics.models.sam.modules.utils import get_1d_sine_pe, select_closest_cond_frames
 
-    class _Sam3Tracker(SAM3Model):
-        """Ultralytics' ``SAM3Model`` with SAM 3's memory selection (Meta's ``Sam3TrackerBase``): a tracked frame
-        attends to its conditioning frames (at most ``max_cond_frames_in_attn``, the nearest) and to the recent
-        frames whose memory score (:func:`memory_score`, stored as ``eff_iou_score``) exceeds ``mf_threshold``,
-        instead of SAM 2's fixed window of the previous frames."""
-
-        mf_threshold = 0.01
-
-        def selected_frames(self, output_dict: dict, frame_idx: int, num_frames: int, reverse: bool) -> list[int]:
-            """The non-conditioning frames frame ``frame_idx`` may attend to, oldest first: scanning back from the
-            previous frame (frame 0 going forward, the last frame going backward, excluded), the most recent
-            ``min(num_frames, max_obj_ptrs_in_encoder) - 1`` frames scoring above ``mf_threshold``, and the previous
-            frame always."""
-            if (frame_idx == 0 and not reverse) or (frame_idx == num_frames - 1 and reverse):
-                return []
-            limit = min(num_frames, self.max_obj_ptrs_in_encoder) - 1
-            prev = frame_idx + 1 if reverse else frame_idx - 1
-            scan = range(prev, num_frames) if reverse else range(prev, 0, -1)
-            stored = output_dict["non_cond_frame_outputs"]
-            picked = []
-            for i in scan:
-                out = stored.get(i)
-                if out is None or "eff_score" not in out:
-                    continue
-                if out["eff_score"] > self.mf_threshold:  # a float, read once when the frame was stored
-                    picked.insert(0, i)
-                if len(picked) >= limit:
-                    break
-            if prev not in picked:
-                picked.append(prev)
-            return picked
-
-        def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats,
-                                                 current_vision_pos_embeds, feat_sizes, output_dict, num_frames,
-                                                 track_in_reverse=False):
-            b, c = current_vision_feats[-1].size(1), self.hidden_dim
-            h, w = feat_sizes[-1]
-            device = current_vision_feats[-1].device
-            if is_init_cond_frame:
-                feat = current_vision_feats[-1] + self.no_mem_embed
-                return feat.permute(1, 2, 0).view(b, c, h, w)
-            sign = -1 if track_in_reverse else 1
-            cond, unselected = select_closest_cond_frames(frame_idx, output_dict["cond_frame_outputs"],
-                                                          self.max_cond_frames_in_attn)
-            memories = [(0, out) for out in cond.values()]  # conditioning frames: temporal position 0
-            picked = self.selected_frames(output_dict, frame_idx, num_frames, track_in_reverse)
-            for t_pos in range(1, self.num_maskmem):
-                back = self.num_maskmem - t_pos
-                if back > len(picked):
-                    continue
-                f = picked[-back]
-                memories.append((t_pos, output_dict["non_cond_frame_outputs"].get(f, unselected.get(f))))
-            feats, pos = [], []
-            for t_pos, out in memories:
-                if out is None:
-                    continue
-                feats.append(out["maskmem_features"].to(device=device, dtype=torch.float32).flatten(2).permute(2, 0, 1))
-                enc = out["maskmem_pos_enc"][-1].to(device).flatten(2).permute(2, 0, 1)
-                pos.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
-            max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
-            ptrs = [((frame_idx - t) * sign, out["obj_ptr"]) for t, out in cond.items()
-                    if (t >= frame_idx if track_in_reverse else t <= frame_idx)]
-            for rank in range(1, max_ptrs):
-                if rank >= len(picked):
-                    break
-                out = output_dict["non_cond_frame_outputs"].get(picked[-rank], unselected.get(picked[-rank]))
-                if out is not None:
-                    ptrs.append((rank, out["obj_ptr"]))
-            n_ptr_tokens = 0
-            if ptrs:
-                rel, stack = zip(*ptrs)
-                obj_ptrs = torch.stack(stack, 0)
-                t_pos_enc = torch.tensor(rel, dtype=torch.float32).to(device) / (max_ptrs - 1)
-                obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(t_pos_enc, dim=c)).unsqueeze(1).expand(-1, b, -1)
-                if self.mem_dim < c:  # a pointer becomes c // mem_dim tokens
-                    split = c // self.mem_dim
-                    obj_ptrs = obj_ptrs.reshape(-1, b, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-                    obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
-                feats.append(obj_ptrs)
-                pos.append(obj_pos)
-                n_ptr_tokens = obj_ptrs.shape[0]
-            out = self.memory_attention(curr=current_vision_feats, curr_pos=current_vision_pos_embeds,
-                                        memory=torch.cat(feats, 0), memory_pos=torch.cat(pos, 0),
-                                        num_obj_ptr_tokens=n_ptr_tokens)
-            return out.permute(1, 2, 0).view(b, c, h, w)
-
-        def track(self, frame_idx: int, feats, pos, sizes, output_dict: dict, num_frames: int, reverse: bool = False,
-                  point_inputs=None, mask_inputs=None, prev_logits=None, no_memory: bool = False,
-                  encode_memory: bool = False) -> dict:
-            """One tracking step for a batch of objects: ``pred_masks`` (B, 1, r, r), ``obj_ptr``,
-            ``object_score_logits`` (B, 1), ``iou_score`` (B,) (the best predicted IoU), ``eff_iou_score``
-            (:func:`memory_score`), and ``maskmem_features`` / ``maskmem_pos_enc`` when ``encode_memory`` (from the
-            prediction itself; else None). ``no_memory``: decode without attending to any memory (a correction click
-            in SAM 3's video predictor)."""
-            sam, _, _ = self._track_step(frame_idx, no_memory, feats, pos, sizes, point_inputs, mask_inputs,
-                                         output_dict, num_frames, reverse, prev_logits)
-            _, _, ious, low_res, high_res, obj_ptr, obj_scores = sam
-            iou = ious.max(-1)[0]
-            out = {"pred_masks": low_res, "obj_ptr": obj_ptr, "object_score_logits": obj_scores, "iou_score": iou,
-                   "eff_iou_score": memory_score(obj_scores, iou), "maskmem_features": None, "maskmem_pos_enc": None}
-            if encode_memory:
-                out["maskmem_features"], out["maskmem_pos_enc"] = self._encode_new_memory(
-                    feats, sizes, high_res, obj_scores, point_inputs is not None)
-            return out
-
-    return _Sam3Tracker
+    b, c = current_vision_feats[-1].size(1), self.hidden_dim
+    h, w = feat_sizes[-1]
+    device = current_vision_feats[-1].device
+    if is_init_cond_frame:
+        feat = current_vision_feats[-1] + self.no_mem_embed
+        return feat.permute(1, 2, 0).view(b, c, h, w)
+    sign = -1 if track_in_reverse else 1
+    cond, unselected = select_closest_cond_frames(frame_idx, output_dict["cond_frame_outputs"],
+                                                  self.max_cond_frames_in_attn)
+    memories = [(0, out) for out in cond.values()]  # conditioning frames: temporal position 0
+    picked = selected_frames(self, output_dict, frame_idx, num_frames, track_in_reverse)
+    for t_pos in range(1, self.num_maskmem):
+        back = self.num_maskmem - t_pos
+        if back > len(picked):
+            continue
+        f = picked[-back]
+        memories.append((t_pos, output_dict["non_cond_frame_outputs"].get(f, unselected.get(f))))
+    feats, pos = [], []
+    for t_pos, out in memories:
+        if out is None:
+            continue
+        feats.append(out["maskmem_features"].to(device=device, dtype=torch.float32).flatten(2).permute(2, 0, 1))
+        enc = out["maskmem_pos_enc"][-1].to(device).flatten(2).permute(2, 0, 1)
+        pos.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
+    max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
+    ptrs = [((frame_idx - t) * sign, out["obj_ptr"]) for t, out in cond.items()
+            if (t >= frame_idx if track_in_reverse else t <= frame_idx)]
+    for rank in range(1, max_ptrs):
+        if rank >= len(picked):
+            break
+        out = output_dict["non_cond_frame_outputs"].get(picked[-rank], unselected.get(picked[-rank]))
+        if out is not None:
+            ptrs.append((rank, out["obj_ptr"]))
+    n_ptr_tokens = 0
+    if ptrs:
+        rel, stack = zip(*ptrs)
+        obj_ptrs = torch.stack(stack, 0)
+        t_pos_enc = torch.tensor(rel, dtype=torch.float32).to(device) / (max_ptrs - 1)
+        obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(t_pos_enc, dim=c)).unsqueeze(1).expand(-1, b, -1)
+        if self.mem_dim < c:  # a pointer becomes c // mem_dim tokens
+            split = c // self.mem_dim
+            obj_ptrs = obj_ptrs.reshape(-1, b, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            obj_pos = obj_pos.repeat_interleave(c // self.mem_dim, dim=0)
+        feats.append(obj_ptrs)
+        pos.append(obj_pos)
+        n_ptr_tokens = obj_ptrs.shape[0]
+    out = self.memory_attention(curr=current_vision_feats, curr_pos=current_vision_pos_embeds,
+                                memory=torch.cat(feats, 0), memory_pos=torch.cat(pos, 0),
+                                num_obj_ptr_tokens=n_ptr_tokens)
+    return out.permute(1, 2, 0).view(b, c, h, w)
 
 
-def Sam3Tracker(**kwargs) -> nn.Module:  # noqa: N802 (a class made on first use: Ultralytics loads lazily)
-    """SAM 3's tracker: Ultralytics' ``SAM3Model`` with memory selection (see ``_Sam3Tracker``)."""
-    return _tracker_class()(**kwargs)
+def replacements() -> tuple:
+    """The family's entries in the replacement table (:mod:`samkit.nn.replacements`): SAM 3's memory selection on
+    Ultralytics' ``SAM3Model``. It is *required* (it makes tracking Meta's SAM 3 rather than SAM 2): installed on
+    every SAM 3 network, with a warning when the Ultralytics code it plugs into changed."""
+    from samkit.nn.replacements import Replacement
+
+    return (Replacement("sam.SAM3Model", "_prepare_memory_conditioned_features", memory_conditioned_features,
+                        ("sam.SAM2Model._prepare_memory_conditioned_features", "sam.SAM2Model._track_step",
+                         "utils.select_closest_cond_frames"), "26123ac4fdf1bba8",
+                        "SAM 3's memory selection (Meta's Sam3TrackerBase)", required=True),)
+
+
+def track(tracker: nn.Module, frame_idx: int, feats, pos, sizes, output_dict: dict, num_frames: int,
+          reverse: bool = False, point_inputs=None, mask_inputs=None, prev_logits=None, no_memory: bool = False,
+          encode_memory: bool = False) -> dict:
+    """One tracking step of SAM 3's tracker for a batch of objects: ``pred_masks`` (B, 1, r, r), ``obj_ptr``,
+    ``object_score_logits`` (B, 1), ``iou_score`` (B,) (the best predicted IoU), ``eff_iou_score``
+    (:func:`memory_score`), and ``maskmem_features`` / ``maskmem_pos_enc`` when ``encode_memory`` (from the
+    prediction itself; else None). ``no_memory``: decode without attending to any memory (a correction click in
+    SAM 3's video predictor)."""
+    sam, _, _ = tracker._track_step(frame_idx, no_memory, feats, pos, sizes, point_inputs, mask_inputs, output_dict,
+                                    num_frames, reverse, prev_logits)
+    _, _, ious, low_res, high_res, obj_ptr, obj_scores = sam
+    iou = ious.max(-1)[0]
+    out = {"pred_masks": low_res, "obj_ptr": obj_ptr, "object_score_logits": obj_scores, "iou_score": iou,
+           "eff_iou_score": memory_score(obj_scores, iou), "maskmem_features": None, "maskmem_pos_enc": None}
+    if encode_memory:
+        out["maskmem_features"], out["maskmem_pos_enc"] = tracker._encode_new_memory(
+            feats, sizes, high_res, obj_scores, point_inputs is not None)
+    return out
+
+
+def Sam3Tracker(**kwargs) -> nn.Module:  # noqa: N802 (Ultralytics' modules load lazily)
+    """SAM 3's tracker: Ultralytics' ``SAM3Model`` (its memory selection comes with the replacement table)."""
+    from ultralytics.models.sam.modules.sam import SAM3Model
+
+    return SAM3Model(**kwargs)
 
 
 def sam3_signature(state_dict) -> tuple | None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from samkit import families
 from samkit.nn.registry import Architecture, model_registry
-from samkit.nn.replacements import install
+from samkit.nn.replacements import family_entries, install, required_entries
 from samkit.utils.requirements import no_autoinstall, require
 
 
@@ -36,8 +36,8 @@ def build_network(arch: Architecture | str, version: str | None = None, replacem
     Args:
         arch: An :class:`Architecture` or its registry name (``"sam2_b"``, ``"sam_h"``, ``"sam2_test"``...).
         version: One of the family's versions (None: its default, e.g. ``"2.1"`` for SAM 2).
-        replacements: Install the replacement table (False: Ultralytics' modules exactly as they are, for
-            comparisons).
+        replacements: Install the replacement table (False: Ultralytics' modules as they are, for comparisons; a
+            family's required entries, such as SAM 3's memory selection, are installed either way).
 
     Returns:
         The family's network (Ultralytics' ``SAM2Model``, ``SAMModel``; SAM 3's ``Sam3Network``).
@@ -51,6 +51,7 @@ def build_network(arch: Architecture | str, version: str | None = None, replacem
         net = fam.build(arch, version)
     if replacements:
         install(net)
+    install(net, required_entries(family_entries(fam)))  # the family's own behaviour, always
     return net.eval()
 
 

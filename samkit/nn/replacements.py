@@ -55,6 +55,10 @@ class Replacement:
         fingerprint: SHA-256 (first 16 hex digits) of the mirrored sources, as tested.
         why: What it buys, in a few words (for ``samkit checks``).
         target: Which instance under an ``owner`` instance gets the replacement (default: that instance).
+        required: The replacement makes the network compute what the reference computes (a family's own
+            behaviour, e.g. SAM 3's memory selection), not the same thing faster: it is installed whatever the gates
+            say, ``replacements=False`` included; when the sources it plugs into changed, it is installed anyway and
+            a warning says that results may differ from the reference's.
     """
 
     owner: str
@@ -64,6 +68,7 @@ class Replacement:
     fingerprint: str
     why: str
     target: Callable[[nn.Module], nn.Module] | None = None
+    required: bool = False
 
     @property
     def name(self) -> str:
@@ -106,6 +111,38 @@ def table() -> tuple[Replacement, ...]:
                      "transformer.TwoWayAttentionBlock.forward", "transformer.Attention.forward"), "1e193dcad951e033",
                     "image-side work done once for all objects; factored prompt attention on the CPU"),
     )
+
+
+def family_entries(family=None) -> tuple[Replacement, ...]:
+    """The entries families contribute (:attr:`samkit.families.Family.replacements`): one family's, or every
+    registered family's."""
+    from samkit import families
+
+    fams = families.all_families() if family is None else [family]
+    return tuple(r for f in fams for r in f.replacements())
+
+
+_WARNED: set[str] = set()
+
+
+def required_entries(entries: tuple[Replacement, ...]) -> tuple[Replacement, ...]:
+    """The required entries of ``entries``, each checked against its fingerprint: a changed source is warned about
+    once per process (the entry is still used: without it the results would not be the reference's)."""
+    out = []
+    for r in entries:
+        if not r.required:
+            continue
+        try:
+            seen = fingerprint(r.mirrors)
+        except (ImportError, AttributeError, OSError, TypeError, SyntaxError) as e:
+            seen = f"unreadable: {e}"
+        if seen != r.fingerprint and r.name not in _WARNED:
+            _WARNED.add(r.name)
+            LOGGER.warning("ultralytics %s changed %s (fingerprint %s, tested %s), which samkit's %s (%s) plugs into; "
+                           "it is used anyway, but results may differ from the reference's", _ultralytics_version(),
+                           ", ".join(r.mirrors), seen, r.fingerprint, r.name, r.why)
+        out.append(r)
+    return tuple(out)
 
 
 def _resolve(dotted: str):
@@ -194,7 +231,7 @@ def installed(net: nn.Module) -> list[str]:
     """Names (``Class.attribute``) of the replacements present under ``net``."""
     names = set()
     for module in net.modules():
-        for r in table():
+        for r in (*table(), *family_entries()):
             if isinstance(module, _resolve(r.owner)):
                 target = module if r.target is None else r.target(module)
                 if r.attribute in target.__dict__:
@@ -202,4 +239,5 @@ def installed(net: nn.Module) -> list[str]:
     return sorted(names)
 
 
-__all__ = ["TESTED_ULTRALYTICS", "Replacement", "active", "fingerprint", "install", "installed", "table"]
+__all__ = ["TESTED_ULTRALYTICS", "Replacement", "active", "family_entries", "fingerprint", "install", "installed",
+           "required_entries", "table"]

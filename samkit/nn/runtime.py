@@ -1,9 +1,10 @@
 """The one owner of a built network at inference time: its device, precision, memory layout and compilation.
 
-The image engine and every video session receive the same :class:`Runtime` and run the network only inside
-``runtime.autocast()`` on ``runtime.device``. Whatever changes how the network computes (moving it, switching
-half precision, compiling) goes through the runtime and moves its :attr:`Runtime.generation`, which the engines'
-caches are keyed on: an embedding computed before a change is never served after it.
+The image engine and every video session receive the same :class:`Runtime` and run the network only through its
+family's adapter (``runtime.network``), inside ``runtime.autocast()`` on ``runtime.device``. Whatever changes how the
+network computes (moving it, switching half precision, compiling) goes through the runtime and moves its
+:attr:`Runtime.generation`, which the engines' caches are keyed on: an embedding computed before a change is never
+served after it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Runtime:
 
     Attributes:
         net, arch, version: As given.
+        network: The family's adapter over ``net`` (:mod:`samkit.families.network`): what the engines call.
         device: Where the network is.
         half_dtype: The autocast dtype in use, or None (fp32).
         compiled: Whether :meth:`compile` ran.
@@ -37,8 +39,11 @@ class Runtime:
     """
 
     def __init__(self, net: nn.Module, arch: Architecture, version: str, device="cpu", half: bool = False):
+        from samkit import families
+
         self.net = net.eval()
         self.arch = arch
+        self.network = families.of(arch).network(self.net)
         self.version = version
         self.device = torch.device("cpu")
         self.half_dtype: torch.dtype | None = None

@@ -1,7 +1,7 @@
 """Meta's SAM 3 video model (``sam3`` 0.1.4, ``Sam3VideoInferenceWithInstanceInteractivity``) in the sizes of a samkit
 registry architecture, on the CPU: the oracle of samkit's concept tracking through video (a test-only dependency).
 
-The detector and the tracker come from :mod:`tests.sam3_reference` (the tracker with memory selection, as Meta's
+The detector and the tracker come from :mod:`benchmarks.sam3_reference` (the tracker with memory selection, as Meta's
 ``build_tracker`` builds it). Meta's video code needs four patches on a CPU beyond the image ones, applied only
 inside :func:`video_cpu_patches` and undone on exit; each one was found by the failure it names:
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tests import sam3_reference as ref
+from benchmarks import sam3_reference as ref
 
 
 def cc_cpu(input_tensor: torch.Tensor):
@@ -60,7 +60,7 @@ def cc_cv2(values: torch.Tensor):
 
 @contextlib.contextmanager
 def video_cpu_patches():
-    """The image patches of :func:`tests.sam3_reference.cpu_patches` and patches 4-7 above."""
+    """The image patches of :func:`benchmarks.sam3_reference.cpu_patches` and patches 4-7 above."""
     from sam3.model import sam3_image as msi
     from sam3.model import sam3_tracking_predictor as mtp
     from sam3.perflib import connected_components as pcc
