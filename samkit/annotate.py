@@ -47,13 +47,11 @@ from samkit.utils import LOGGER
 from samkit.utils.detectors import check_phrase_detector, load_detector, set_detector_classes
 from samkit.utils.downloads import file_sha256
 from samkit.utils.requirements import require, require_phrases
-from samkit.writers import FORMATS
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations
-from samkit.writers.masks import save_mask_pngs
-from samkit.writers.yolo import box_polygon, mask_polygons
-from samkit.writers.yolo import write_data_yaml as yolo_data_yaml
-from samkit.writers.yolo import write_yolo_seg
+from samkit.writers.formats import check_format, per_image, write_dataset, write_image
+
+BY = "samkit's auto-annotation"  # what data.yaml says wrote the labels
 
 EMPTY = ("box", "skip")
 #: The detector's confidence threshold when none is given (Ultralytics' predict default).
@@ -257,13 +255,8 @@ class Annotator:
                 "names": {str(k): v for k, v in self.names.items()}, "settings": self.settings, "inputs": inputs}
         keep = [k for k in range(len(masks)) if not (empty[k] and self.empty == "skip")]  # box order
         stem = Path(path).stem
-        if self.format == "yolo":  # a mask too thin for a polygon: its box's rectangle instead
-            polys = mask_polygons(masks[keep])
-            polys = [p if len(p) >= 3 else box_polygon(xyxy[k], (h, w)) for k, p in zip(keep, polys)]
-            write_yolo_seg(self.out / f"{stem}.txt", polys, cls[keep].tolist(), warn_empty=False)
-            part["files"] = [f"{stem}.txt"]
-        elif self.format == "png":  # named by box index; masks of an earlier run on this image must not stay behind
-            written = save_mask_pngs(masks[keep], self.out, stem, obj_ids=keep, clear_others=True)
+        if per_image(self.format):  # YOLO: a mask too thin for a polygon gets its box's rectangle; PNG: by box index
+            written = write_image(self.format, self.out, stem, masks[keep], cls[keep], keep, boxes=xyxy[keep])
             part["files"] = [p.name for p in written]
         else:  # numbered and given their image ids when merge_coco gathers the records
             part["annotations"] = coco_annotations(masks[keep], cls[keep], None, image_id=0, first_id=None,
@@ -287,11 +280,6 @@ def _sam_capabilities(sam_model) -> frozenset[str]:
     if entry is not None:  # a registry name says the family without reading gigabytes
         return families.capabilities(entry.arch)
     return families.capabilities(detect_architecture(read_checkpoint(path), str(path))[0])
-
-
-def write_data_yaml(out: Path, names: dict[int, str]) -> Path:
-    """``out/data.yaml`` naming the classes of a YOLO-seg label folder (Ultralytics' ``names:`` mapping)."""
-    return yolo_data_yaml(out, names, by="samkit's auto-annotation")
 
 
 def _detector_checksum(det) -> str:
@@ -413,7 +401,7 @@ def merge_coco(out: Path, images: list[str], names: dict[int, str], settings: di
         names = {**{int(k): v for k, v in part.get("names", {}).items()}, **names}
         image = {"id": image_id, "file_name": part["file_name"], "height": part["height"], "width": part["width"]}
         coco.add(image, part["annotations"])
-    return coco.write(out / "annotations.json", names, name_all=True)
+    return write_dataset("coco", out, names, by=BY, coco=coco)
 
 
 def auto_annotate(
@@ -488,8 +476,7 @@ def auto_annotate(
     elif (det_model is None) == (labels is None):
         raise ValueError("give exactly one source of boxes: det_model= (a YOLO detector), labels= (a box label "
                          "folder) or texts= (phrases, with a SAM 3 model or an open-vocabulary det_model)")
-    if format not in FORMATS:
-        raise ValueError(f"format={format!r} must be one of {', '.join(FORMATS)}")
+    check_format(format)
     if empty not in EMPTY:
         raise ValueError(f"empty={empty!r} must be one of {', '.join(EMPTY)}")
     if engine not in ("local", "ray"):
@@ -536,10 +523,10 @@ def auto_annotate(
                        "them", out, summary.holes)
     if texts is not None:
         names = {**names, **dict(enumerate(texts))}
-    if format == "coco":
+    if format == "coco":  # the per-image records gathered
         merge_coco(out, images, names, annotator.settings)
-    elif format == "yolo" and names:
-        write_data_yaml(out, names)
+    elif names:
+        write_dataset(format, out, names, by=BY)
     summary.seconds = time.perf_counter() - t0
     if verbose and _log_summary:
         LOGGER.info("%s", summary)

@@ -200,13 +200,13 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         print(f"saved to {report.markdown_path} and {report.csv_path}")
         return 0
     if mode == "app":
-        from samkit.app import FORMATS, check_port, serve
+        from samkit.app import check_port, serve
         from samkit.model import SAM
         from samkit.utils.requirements import require
+        from samkit.writers.formats import check_format
 
         require("app")  # settings and packages that can fail do so before the model loads
-        if cfg["format"] not in FORMATS:
-            raise ConfigError(f"format={cfg['format']!r} is not a dataset format; use one of {', '.join(FORMATS)}")
+        check_format(cfg["format"], ConfigError)
         if cfg["source"] is None:
             raise ConfigError("give source=: a folder of images, a video file or a folder of frames (with video=True)")
         check_port(cfg["host"], cfg["port"])

@@ -125,7 +125,7 @@ def test_detector_boxes(dataset, tiny_ckpt, tmp_path):
     [
         (dict(), "exactly one source of boxes"),
         (dict(labels="nope"), "is not a folder of YOLO box labels"),
-        (dict(labels=".", format="voc"), "format='voc' must be one of yolo, coco, png"),
+        (dict(labels=".", format="voc"), "format='voc' is not a dataset format; use one of yolo, coco, png"),
         (dict(labels=".", empty="drop"), "empty='drop' must be one of box, skip"),
     ],
 )

@@ -610,16 +610,16 @@ def test_a_slow_label_file_does_not_stall_edits_of_other_images(model, tmp_path,
     from samkit.app import AppServer
     from samkit.app import store as store_module
 
-    real = store_module.write_yolo_seg
+    real = store_module.write_image
     writing = threading.Event()
 
-    def slow(path, *a, **k):
-        if Path(path).name == "img0.txt":
+    def slow(fmt, folder, stem, *a, **k):
+        if stem == "img0":
             writing.set()
             time.sleep(3.0)
-        return real(path, *a, **k)
+        return real(fmt, folder, stem, *a, **k)
 
-    monkeypatch.setattr(store_module, "write_yolo_seg", slow)
+    monkeypatch.setattr(store_module, "write_image", slow)
     folder = image_folder(tmp_path / "images")
     project = open_project(model, folder)
     with AppServer(project, port=0) as server, httpx.Client(base_url=server.url, timeout=60) as c:

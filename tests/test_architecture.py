@@ -142,17 +142,31 @@ def test_only_the_families_name_a_family():
 def test_the_engines_call_the_network_only_through_its_adapter():
     """No engine touches ``runtime.net`` (or a network's ``tracker`` / ``detector``) and none calls a private method
     of another object: every network call goes through ``runtime.network`` (samkit.families.network)."""
-    found = []
-    for path in sorted((PACKAGE / "engine").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and node.attr in ("net", "tracker", "detector"):
-                found.append(f"{path.name}:{node.lineno} reads .{node.attr}")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                name, owner = node.func.attr, node.func.value
-                mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
-                if name.startswith("_") and not name.startswith("__") and not mine:
-                    found.append(f"{path.name}:{node.lineno} calls {ast.unparse(node.func)}")
+    found = [f"{path.name}:{line}" for path in sorted((PACKAGE / "engine").glob("*.py"))
+             for line in network_reaches(path.read_text(encoding="utf-8"))]
     assert not found, "\n".join(found)
+
+
+def network_reaches(source: str) -> list[str]:
+    """Where code reaches a network other than through its adapter: reading ``.net`` / ``.tracker`` / ``.detector``,
+    or calling a private method of an object other than ``self`` / ``cls``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ("net", "tracker", "detector"):
+            found.append(f"{node.lineno} reads .{node.attr}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, owner = node.func.attr, node.func.value
+            mine = isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+            if name.startswith("_") and not name.startswith("__") and not mine:
+                found.append(f"{node.lineno} calls {ast.unparse(node.func)}")
+    return found
+
+
+def test_the_adapter_check_catches_a_direct_network_call():
+    bad = "def f(rt, x):\n    a = rt.net.forward_image(x)\n    return rt.network.net._encode_new_memory(a)\n"
+    assert sorted(network_reaches(bad)) == ["2 reads .net", "3 calls rt.network.net._encode_new_memory",
+                                            "3 reads .net"]
+    assert network_reaches("def f(self, x):\n    return self._own(x) + self.network.encode_image(x)\n") == []
 
 
 def test_no_module_is_over_600_lines():

@@ -22,8 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from samkit.app.store import FORMATS, AppError, Dataset, inside
+from samkit.app.store import AppError, Dataset, inside
 from samkit.utils import LOGGER
+from samkit.writers.formats import FORMATS, check_format
 
 __all__ = ("AppError", "AppServer", "check_port", "open_project", "serve", "FORMATS")
 
@@ -66,8 +67,7 @@ def open_project(model, source, out: str | None = None, format: str = "yolo", na
 
     if source is None:
         raise SourceError("give source=: a folder of images, a video file or a folder of frames (with video=True)")
-    if format not in FORMATS:
-        raise ValueError(f"format={format!r} is not a dataset format; use one of {', '.join(FORMATS)}")
+    check_format(format)
     src = Path(source).expanduser()
     if not src.exists():
         raise SourceError(f"source {str(source)!r} does not exist")

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 import cv2
 
 from samkit.app.session import ImageProject, check_int, check_keys
-from samkit.app.store import FORMATS, AppError
+from samkit.app.store import AppError, check_format
 from samkit.app.video import VideoProject
 from samkit.utils import LOGGER
 
@@ -234,8 +234,7 @@ def create_app(project: ImageProject | VideoProject, token: str | None = None, l
     def export(request, body):
         b = check_keys(body, ("format",), "export")
         fmt = b.get("format")
-        if fmt not in FORMATS:
-            raise AppError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+        check_format(fmt, AppError)
         got = dataset.export(fmt, dataset.out / "exports" / fmt)
         return got
 

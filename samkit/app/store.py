@@ -34,11 +34,10 @@ import numpy as np
 
 from samkit.utils import LOGGER
 from samkit.utils.lru import LRU
-from samkit.writers import FORMATS
 from samkit.writers.atomic import atomic_write_text, make_dirs
 from samkit.writers.coco import CocoBuilder, HoleWarning, coco_annotations, mask_to_rle
-from samkit.writers.masks import save_mask_pngs
-from samkit.writers.yolo import mask_polygons, write_data_yaml, write_yolo_seg
+from samkit.writers.formats import check_format, image_files, write_dataset, write_image
+from samkit.writers.yolo import mask_polygons
 
 WRITE_DELAY = 0.3  # seconds an item's dataset files wait for its next edit (records are written at once)
 
@@ -69,12 +68,6 @@ def row_runs(mask: np.ndarray) -> str:
     if flat[0]:
         runs = np.concatenate(([0], runs))
     return base64.b64encode(runs.astype("<u4").tobytes()).decode("ascii")
-
-
-def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r} is not a dataset format; use one of {', '.join(FORMATS)}")
-    return fmt
 
 
 def inside(root: Path, path: Path) -> bool:
@@ -202,15 +195,15 @@ class Dataset:
         with self.lock:
             _write_json(self.meta / "project.json", {"format": self.fmt, "names": self.names})
         with self.files_lock:
-            if self.fmt == "yolo":
+            if self.fmt != "coco":
                 self.write_data_yaml(self.out, self.train)
-            if self.fmt == "coco" and self._coco:
+            elif self._coco:
                 self.write_coco()
 
     def write_data_yaml(self, folder: Path, train: str | None) -> Path:
         """``data.yaml`` naming the classes; with ``train`` (the images folder beside ``labels/``), a dataset file
         Ultralytics trains on."""
-        return write_data_yaml(folder, self.names, by="samkit app", train=train)
+        return write_dataset(self.fmt, folder, self.names, by="samkit app", train=train)
 
     def save_frame(self, name: str, image: np.ndarray) -> None:
         """A video frame as the dataset's image ``frames/<name>`` (written once)."""
@@ -364,8 +357,9 @@ class Dataset:
                 self.write_coco()
             return
         stem = item.get("label") or Path(item["file_name"]).stem
+        kept = [o for o in objects if o.get("mask") is not None]
+        cls, ids = [int(o["cls"]) for o in kept], [int(o["id"]) for o in kept]
         if fmt == "yolo":  # each object's polygons computed once for each mask it has
-            kept = [o for o in objects if o.get("mask") is not None]
             polygons = []
             for o in kept:
                 digest = _digest(o["mask"])
@@ -373,11 +367,9 @@ class Dataset:
                 if poly is None:
                     poly = self._poly_cache.put(digest, mask_polygons(rle_decode(o["mask"])[None])[0])
                 polygons.append(poly)
-            write_yolo_seg(out / f"{stem}.txt", polygons, [int(o["cls"]) for o in kept], warn_empty=False)
+            write_image(fmt, out, stem, None, cls, ids, polygons=polygons)
         else:
-            kept, masks = self._masks(item, objects)
-            make_dirs(out)
-            save_mask_pngs(masks, out, stem, obj_ids=[int(o["id"]) for o in kept], clear_others=True)
+            write_image(fmt, out, stem, self._masks(item, objects)[1], cls, ids)
 
     @staticmethod
     def _masks(item: dict, objects: list[dict]) -> tuple[list[dict], np.ndarray]:
@@ -456,10 +448,7 @@ class Dataset:
         """Whether an item's dataset files are missing or older than its record."""
         stem = item.get("label") or Path(item["file_name"]).stem
         since = self.record_path(key).stat().st_mtime
-        if self.fmt == "yolo":
-            files = [self.labels / f"{stem}.txt"]
-        else:
-            files = [self.labels / f"{stem}_{int(o['id']):03d}.png" for o in objects if o.get("mask")]
+        files = image_files(self.fmt, self.labels, stem, [o["id"] for o in objects if o.get("mask")])
         return any(not f.exists() or f.stat().st_mtime < since for f in files)
 
     def _load_coco(self, doc: Path, keys: list[str]) -> bool:
@@ -496,8 +485,8 @@ class Dataset:
                     self.write_labels(key, item, rec["objects"], out=out, fmt=fmt)
             if fmt == "coco":
                 self.write_coco(out / "annotations.json", coco)
-            elif fmt == "yolo":
-                self.write_data_yaml(out, None)
+            else:
+                write_dataset(fmt, out, self.names, by="samkit app")
             return {"format": fmt, "items": len(self.keys()), "folder": str(out)}
 
 

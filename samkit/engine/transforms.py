@@ -1,4 +1,5 @@
-"""The transforms: what differs between model families in the engines' arithmetic, one object per family.
+"""The transforms: what differs between model families in the engines' arithmetic (no network calls: those go
+through the family's adapter, :mod:`samkit.families.network`), one object per family.
 
 A family's record (:mod:`samkit.families`) names its transforms class; :func:`transforms_for` makes one for an
 architecture's input size. The engines call only its methods and never ask which family they run:
@@ -9,7 +10,6 @@ architecture's input size. The engines call only its methods and never ask which
   video frame, as the family's reference video loader does);
 - ``coords_to_input``, ``mask_prompt``, ``frame_mask_prompt`` (prompts into input space), ``logits_to_image``
   (mask logits back to the image);
-- ``image_features(net, x)`` and ``decode(net, ...)`` (the network calls for images);
 - ``pred_iou_thresh`` and ``clean_low_res`` (the reference automatic generator's defaults);
 - SAM 3 also ``boxes_to_input``, ``boxes_to_image``, ``masks_to_image`` (exemplars and detections).
 
