@@ -16,6 +16,10 @@ Modes:
     benchmark size, parameters, ms per image and video FPS of SAM models and Ultralytics models beside them:
               samkit benchmark model=sam2.1_t.pt,mobile_sam.pt,yolo11n-seg.pt device=cuda random=True
               (random=True: random weights of each architecture, nothing downloaded; writes benchmark.md and .csv)
+    val       measure models on a dataset with box and click prompts (images) or first-frame prompts (video):
+              samkit val model=sam2.1_t.pt data=dataset/data.yaml prompts=box,click
+              several models in one table: samkit val model=sam2.1_t.pt,mobile_sam.pt data=coco/annotations.json
+              (writes runs/val/exp: metrics.json, per_item.csv, summary.md, clicks.png, iou_hist.png, worst.jpg)
     app       prompt SAM in the browser on a folder of images or a video, saving the dataset on every change
               (pip install 'samkit[app]'): samkit app source=images/ model=sam2.1_t.pt format=coco names="cat,dog"
               a video: samkit app source=clip.mp4 (a folder of frames: add video=True); it prints the URL to open
@@ -52,7 +56,7 @@ from samkit.cfg import (
 )
 from samkit.checks import failures, run_checks
 
-MODES = ("predict", "track", "annotate", "benchmark", "app", "info", "checks", "help", "version")
+MODES = ("predict", "track", "val", "annotate", "benchmark", "app", "info", "checks", "help", "version")
 _EVERYTHING = EVERYTHING_KEYS
 _OUTPUTS = OUTPUT_KEYS
 _COMMON = ("model", "device", "half", "compile", "verbose")
@@ -70,6 +74,8 @@ MODE_KEYS = {
     "app": (*_COMMON, "cache", "source", "video", "names", "format", "out", "rle", "host", "port", "token",
             "conf", "max_det", *_EVERYTHING),
     "benchmark": (*_COMMON, "random", "source", "repeats", "video_frames", "project", "name", "exist_ok"),
+    "val": (*_COMMON, "data", "prompts", "split", "max_clicks", "stop_iou", "min_area", "worst", "plots", "project",
+            "name", "exist_ok"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
 }
@@ -199,6 +205,8 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         print(report.markdown())
         print(f"saved to {report.markdown_path} and {report.csv_path}")
         return 0
+    if mode == "val":
+        return _val(cfg)
     if mode == "app":
         from samkit.app import check_port, serve
         from samkit.model import SAM
@@ -232,6 +240,29 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         ok = summary.images_done + summary.images_resumed or not summary.images_total
         return 0 if ok else 1  # every image skipped: a failed run
     raise AssertionError(mode)
+
+
+def _val(cfg: dict[str, Any]) -> int:
+    from samkit.model import SAM
+    from samkit.val import check_prompts, open_dataset, run
+    from samkit.val.datasets import VideoDataset
+
+    names = [m.strip() for m in str(cfg["model"]).split(",") if m.strip()] if isinstance(cfg["model"], str) else \
+        list(cfg["model"])
+    if not names:
+        raise ConfigError("give model=: one model or a comma-separated list")
+    dataset = open_dataset(cfg["data"], cfg["split"])  # a bad dataset or prompt fails before any model loads
+    from samkit.val import IMAGE_PROMPTS, VIDEO_PROMPTS
+
+    check_prompts(cfg["prompts"], VIDEO_PROMPTS if isinstance(dataset, VideoDataset) else IMAGE_PROMPTS)
+    models = [SAM(n, device=cfg["device"], half=cfg["half"], compile=cfg["compile"], verbose=cfg["verbose"])
+              for n in names]
+    res = run(models, cfg["data"], prompts=cfg["prompts"], split=cfg["split"], max_clicks=cfg["max_clicks"],
+              stop_iou=cfg["stop_iou"], min_area=cfg["min_area"], worst=cfg["worst"], plots=cfg["plots"],
+              project=cfg["project"], name=cfg["name"], exist_ok=cfg["exist_ok"], verbose=False)
+    print(res.table())
+    print(f"saved to {res.save_dir}")
+    return 0
 
 
 def _predict(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:

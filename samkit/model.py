@@ -437,6 +437,33 @@ class SAM:
                                        settings=concept_tracking(None, None, kwargs), interactive=interactive)
         return VideoSession(self.runtime, source, **kwargs)
 
+    # ------------------------------------------------------------------ val
+    def val(self, data, prompts="box,click", split: str | None = None, max_clicks: int = 20,
+            stop_iou: float | None = None, min_area: int = 0, worst: int = 8, plots: bool = True,
+            project: str | os.PathLike | None = None, name: str | None = None, exist_ok: bool = False,
+            verbose: bool | None = None):
+        """Measure this model on a dataset with the prompts annotators give (see :mod:`samkit.val`).
+
+        Args:
+            data: A YOLO-seg ``data.yaml`` or folder, a COCO ``.json``, a folder of PNG masks, or a DAVIS folder
+                (video).
+            prompts: ``"box,click"`` on images (box mIoU; the click robot's mIoU@1/3/5, NoC@85, NoC@90);
+                ``"mask,box,click"`` on video (J&F from a first-frame prompt).
+            split, max_clicks, stop_iou, min_area, worst, plots: See :func:`samkit.val.run`.
+            project, name, exist_ok: The run folder (default ``runs/val/exp``, numbered); kept in ``save_dir``.
+            verbose: Log the table and a progress bar; default the model's ``verbose``.
+
+        Returns:
+            :class:`~samkit.val.ValResults`: ``metrics`` (per prompt kind), ``results_dict``, ``save_dir``.
+        """
+        from samkit.val import run
+
+        res = run([self], data, prompts=prompts, split=split, max_clicks=max_clicks, stop_iou=stop_iou,
+                  min_area=min_area, worst=worst, plots=plots, project=project, name=name, exist_ok=exist_ok,
+                  verbose=self.verbose if verbose is None else bool(verbose))
+        self.save_dir = res.save_dir
+        return res
+
     # ------------------------------------------------------------------ description
     @property
     def family(self) -> str:

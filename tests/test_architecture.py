@@ -28,6 +28,7 @@ LAYERS = {
     "samkit.engine": 6,
     "samkit.model": 7,
     "samkit.runners": 7,
+    "samkit.val": 7,
     "samkit.integrations": 8,
     "samkit.annotate": 9,
     "samkit.benchmark": 9,

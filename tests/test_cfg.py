@@ -179,7 +179,12 @@ def test_defaults_file_agrees_with_the_code():
     python_only = {"save": False, "sam_model": DEFAULT_MODEL}
     checked = set()
     per_call = ("verbose", "device")  # None per call: the model's own
-    for call, skip in ((SAM.__init__, ()), (SAM.predict, per_call), (SAM.track, per_call),
+    # predict / track take prompts=[{...}] (objects, Python only); val's prompts= names prompt kinds ("box,click")
+    from samkit.val import run as val_run
+
+    for call, skip in ((SAM.__init__, ()), (SAM.predict, (*per_call, "prompts")),
+                       (SAM.track, (*per_call, "prompts")), (SAM.val, per_call),
+                       (val_run, ()),
                        (VideoSession.__init__, ("names",)),
                        (auto_annotate, ("rle", "output_dir", "labels")), (open_project, ("rle",)),
                        (AppServer.__init__, ())):
@@ -190,7 +195,8 @@ def test_defaults_file_agrees_with_the_code():
                 checked.add(name)
     assert {"model", "device", "half", "compile", "cache", "batch", "multimask", "max_pixels", "frame", "max_frames",
             "fill_hole_area", "correct_as_cond", "max_prompt_frames", "conf", "iou", "imgsz", "max_det", "format",
-            "empty", "engine", "sam_model", "out", "names", "video", "host", "port", "token", *OUTPUT_KEYS} <= checked
+            "empty", "engine", "sam_model", "out", "names", "video", "host", "port", "token", "prompts", "split",
+            "max_clicks", "stop_iou", "min_area", "worst", "plots", *OUTPUT_KEYS} <= checked
     predict = inspect.signature(SAM.predict).parameters
     track = inspect.signature(SAM.track).parameters
     assert all(k in predict and k in track for k in OUTPUT_KEYS)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from samkit.writers.formats import write_image
 from tests.helpers import offline_text_encoder, read_video, save_random, write_video
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -55,6 +56,16 @@ def weights(tmp_path, monkeypatch, sam3_weights):
     (tmp_path / "labels").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "bus.jpg"), cv2.resize(cv2.imread(str(ASSETS / "bus.jpg")), (405, 540)))
     (tmp_path / "labels" / "bus.txt").write_text("5 0.5 0.6 0.8 0.5\n0 0.2 0.7 0.15 0.4\n")
+    dataset = tmp_path / "dataset"  # a YOLO-seg dataset (images/ + labels/): two images, discs and a square
+    for i in range(2):
+        img = np.full((96, 128, 3), 40 + 30 * i, np.uint8)
+        masks = np.zeros((2, 96, 128), np.uint8)
+        cv2.circle(masks[0], (30 + 10 * i, 40), 15, 1, -1)
+        masks[1, 55:85, 70:110] = 1
+        img[masks[0] > 0], img[masks[1] > 0] = (200, 90, 40), (40, 200, 90)
+        (dataset / "images").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(dataset / "images" / f"shapes{i}.jpg"), img)
+        write_image("yolo", dataset / "labels", f"shapes{i}", masks.astype(bool), [0, 1], [0, 1])
     YOLO("yolo11n.yaml").save(str(tmp_path / "yolo11n.pt"))  # random weights under the name the examples use
     YOLO("yoloe-11s-seg.yaml").save(str(tmp_path / "yoloe-11s-seg.pt"))  # and YOLOE, without its text model
     offline_text_encoder(monkeypatch)
@@ -105,7 +116,7 @@ def check_outputs(root: Path) -> dict[str, int]:
                 image.unlink()
             assert out[8] == 0, f"Ultralytics' label checker refuses {p}: {out[-1]}"
             counts["txt"] += 1
-        elif p.suffix == ".json":
+        elif p.suffix == ".json" and p.name != "metrics.json":  # val's metrics are checked by check_val_run
             coco = COCO(str(p))
             for a in coco.loadAnns(coco.getAnnIds()):
                 assert coco.annToMask(a).sum() > 0 and a["category_id"] in coco.cats, p
@@ -114,6 +125,22 @@ def check_outputs(root: Path) -> dict[str, int]:
             assert set(np.unique(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE))) <= {0, 255}, p
             counts["png"] += 1
     return counts
+
+
+def check_val_run(out: Path, kinds: int) -> None:
+    """A val run folder as a user opens it: the metrics, one CSV row per object and prompt kind, the plots."""
+    import csv
+
+    import cv2
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["counts"] == {"images": 2, "objects": 4, "small": 0, "empty": 0, "images_without_objects": 0}
+    with open(out / "per_item.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4 * kinds
+    for name in ("clicks.png", "iou_hist.png", "worst.jpg"):
+        assert cv2.imread(str(out / name)) is not None, name
+    assert "| sam2.1_t.pt |" in (out / "summary.md").read_text()
+    check_outputs(out)
 
 
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
@@ -126,6 +153,8 @@ def test_python_examples(code, weights, tmp_path, monkeypatch):
         assert len(list((tmp_path / "runs" / "track" / "exp" / "labels").glob("clip_*.json"))) == 3
     if "det_model=" in code and "model.track(" in code:  # SAM 3's phrases and Grounded SAM 2: one video each
         assert written["video"] == 2 and written["coco"] >= 2
+    if ".val(" in code:
+        check_val_run(tmp_path / "runs" / "val" / "exp", kinds=2)
     if "save_coco=True" in code and "save_masks(" in code:
         assert written["txt"] >= 2 and written["coco"] >= 2 and written["png"] >= 2
 
@@ -200,6 +229,9 @@ def test_cli_examples(command, weights, tmp_path):
             rows = list(csv.DictReader(f))
         assert [r["model"] for r in rows] == models and all(float(r["ms_image"]) > 0 for r in rows)
         assert all(f"| {m} |" in (tmp_path / "runs" / "benchmark" / "exp" / "benchmark.md").read_text() for m in models)
+    if args[1] == "val":
+        check_val_run(tmp_path / "runs" / "val" / "exp", kinds=2)
+        assert "NoC@90" in r.stdout and "saved to runs/val/exp" in r.stdout
     if args[1] == "annotate":
         out = tmp_path / "images_auto_annotate_labels"
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == (
