@@ -356,3 +356,114 @@ def test_cli_compares_two_models_in_one_table(tmp_path, scenes, tiny_ckpt, prese
     bad = subprocess.run([*cmd[:4], f"model={tiny_ckpt}", f"data={tmp_path / 'nowhere'}"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------- SAM 3 concepts: cgF1 and AP
+def _cgf1_oracle(tmp_path, points):
+    """Meta's cgF1 evaluator (sam3.eval) on datapoints ``[(gt masks, [(det mask, score), ...]), ...]``."""
+    from sam3.eval.cgf1_eval import CGF1Evaluator
+
+    from samkit.val.concepts import rle
+
+    images, anns, preds = [], [], []
+    for i, (gts, dts) in enumerate(points, 1):
+        h, w = (gts[0] if gts else dts[0][0]).shape if gts or dts else (8, 8)
+        images.append({"id": i, "height": h, "width": w, "file_name": f"{i}.png", "is_instance_exhaustive": True})
+        for g in gts:
+            ys, xs = np.nonzero(g)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "segmentation": rle(g),
+                         "area": float(g.sum()), "iscrowd": 0,
+                         "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]})
+        for m, s in dts:
+            preds.append({"image_id": i, "category_id": 1, "segmentation": rle(m), "score": s})
+    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                  "categories": [{"id": 1, "name": "thing"}]}))
+    (tmp_path / "dt.json").write_text(json.dumps(preds))
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = CGF1Evaluator(str(tmp_path / "gt.json")).evaluate(str(tmp_path / "dt.json"))
+    return {k.split("segm_")[1]: v for k, v in out.items()}
+
+
+def test_cgf1_equals_sam3s_evaluator(tmp_path):
+    pytest.importorskip("sam3")
+    from samkit.val.concepts import CGF1_THRESHOLD, cgf1, datapoint_counts, rle
+
+    rng = np.random.default_rng(4)
+
+    def disc(h, w):
+        m = np.zeros((h, w), np.uint8)
+        cv2.circle(m, (int(rng.integers(0, w)), int(rng.integers(0, h))), int(rng.integers(3, 14)), 1, -1)
+        return m.astype(bool)
+
+    def jitter(m):  # a detection near a ground truth: shifted by a pixel or a few
+        return np.roll(m, tuple(rng.integers(-3, 4, 2)), axis=(0, 1))
+
+    points = []
+    for _ in range(40):
+        gts = [disc(40, 50) for _ in range(rng.integers(0, 4))]
+        dts = [(jitter(g), float(rng.random())) for g in gts if rng.random() < 0.8]
+        dts += [(disc(40, 50), float(rng.random())) for _ in range(rng.integers(0, 3))]
+        if not gts and not dts:
+            gts = []
+        points.append((gts, dts))
+    mine = cgf1([datapoint_counts([rle(g) for g in gts], [rle(m) for m, s in dts if s >= CGF1_THRESHOLD])
+                 for gts, dts in points])
+    meta = _cgf1_oracle(tmp_path, points)
+    assert mine["cgF1"] == pytest.approx(meta["cgF1"], abs=2e-3)
+    assert mine["cgF1@50"] == pytest.approx(meta["cgF1@0.5"], abs=2e-3)
+    assert mine["cgF1@75"] == pytest.approx(meta["cgF1@0.75"], abs=2e-3)
+    assert mine["pmF1"] == pytest.approx(meta["positive_micro_F1"], abs=2e-3)
+    assert mine["IL_MCC"] == pytest.approx(meta["IL_MCC"], abs=2e-3)
+    assert 0.05 < mine["cgF1"] < 0.95, "a mix of hits and misses, not a degenerate case"
+
+
+def test_ap_of_perfect_detections_is_one_and_of_none_zero():
+    from samkit.val.concepts import coco_ap, rle
+
+    m = np.zeros((30, 30), bool)
+    m[5:20, 5:25] = True
+    images = [{"id": 1, "file_name": "a", "height": 30, "width": 30}]
+    gts = [{"id": 1, "image_id": 1, "category_id": 3, "segmentation": rle(m), "area": float(m.sum()),
+            "bbox": [5.0, 5.0, 20.0, 15.0], "iscrowd": 0}]
+    perfect = [{"image_id": 1, "category_id": 3, "segmentation": rle(m), "score": 0.9}]
+    assert coco_ap(images, gts, perfect, {3: "thing"}) == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})
+    wrong = [{"image_id": 1, "category_id": 3, "segmentation": rle(~m), "score": 0.9}]
+    assert coco_ap(images, gts, wrong, {3: "thing"})["AP"] == 0.0
+
+
+def test_sam3_concepts_val_equals_the_oracles_on_its_own_detections(tmp_path, scenes):
+    pytest.importorskip("open_clip", reason="the SAM 3 tokenizer is open_clip's (pip install -e '.[dev]')")
+    pytest.importorskip("sam3")
+    data = _coco_dataset(tmp_path / "coco", scenes)
+    from benchmarks.sam3_reference import fill_random_
+    from benchmarks.sam3_video_reference import shape_weights_
+
+    sam3 = SAM.untrained("sam3_test", device="cpu", verbose=False)
+    fill_random_(sam3.net, seed=0)
+    shape_weights_(sam3.net, offset=3.0)  # phrases find objects (random heads find none): detections to score
+    res = sam3.val(data, prompts="text", project=tmp_path / "runs", verbose=False)
+    got = res.metrics["text"]
+    assert got["image_level"]["tp"] + got["image_level"]["fp"] > 0, "detections above 0.5 to score"
+    assert sorted(p.name for p in res.save_dir.iterdir()) == ["metrics.json", "per_item.csv", "summary.md"]
+    rows = list(csv.DictReader((res.save_dir / "per_item.csv").open()))
+    assert len(rows) == 4 * 2 and {r["phrase"] for r in rows} == {"thing", "box"}  # images x category names
+    # the same detections through the one-line call, scored by Meta's evaluator
+    points = []
+    for i in range(4):
+        img, masks = scenes[[0, 1, 2, 0][i]]  # the fourth image is s0.png again, with a crowd annotation only
+        gt_cls = [1, 1, 2] if i < 3 else []
+        r = sam3(img, texts=["thing", "box"], conf=0.05, max_det=100)[0]
+        for q, cat in enumerate((1, 2)):
+            gts = [m for m, c in zip(masks, gt_cls) if c == cat]
+            dts = [(m.cpu().numpy(), float(s)) for m, s, c in zip(r.masks.data, r.boxes.conf, r.boxes.cls) if c == q]
+            points.append((gts, dts))
+    meta = _cgf1_oracle(tmp_path, points)
+    assert got["cgF1"] == pytest.approx(meta["cgF1"], abs=2e-3)
+    assert got["IL_MCC"] == pytest.approx(meta["IL_MCC"], abs=2e-3)
+    with pytest.raises(ValueError, match="'text' .* is measured on its own"):
+        sam3.val(data, prompts="text,box", verbose=False)
+    with pytest.raises(ValueError, match="no 'concepts' capability"):
+        SAM.untrained("sam2_test", device="cpu", verbose=False).val(data, prompts="text", verbose=False)

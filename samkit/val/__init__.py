@@ -22,7 +22,7 @@ from samkit.utils import LOGGER
 from samkit.val.datasets import DatasetError, ImageDataset, VideoDataset, open_dataset
 
 #: Prompt kinds per dataset kind.
-IMAGE_PROMPTS = ("box", "click")
+IMAGE_PROMPTS = ("box", "click", "text")
 VIDEO_PROMPTS = ("mask", "box", "click")
 
 
@@ -133,8 +133,12 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
     dataset = open_dataset(data, split)
     video = isinstance(dataset, VideoDataset)
     kinds = check_prompts(prompts, VIDEO_PROMPTS if video else IMAGE_PROMPTS)
+    concepts = "text" in kinds
+    if concepts and len(kinds) > 1:
+        raise ValueError(f"prompts={prompts!r}: 'text' (SAM 3's concept prompts: the category names as phrases) is "
+                         "measured on its own; run box / click in another val")
     for label, m in pairs:
-        need = "video" if video else "prompts"
+        need = "video" if video else "concepts" if concepts else "prompts"
         if need not in m.capabilities:
             raise ValueError(f"{label} ({m.family}) cannot be measured on {'a video' if video else 'images'} "
                              f"dataset: it has no {need!r} capability")
@@ -144,6 +148,8 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
             from samkit.val.video import measure_videos
 
             r, scores = measure_videos(m, dataset, kinds, verbose=verbose)
+        elif concepts:
+            r, scores = _concepts(m, dataset, min_area, verbose)
         else:
             r, scores = _images(m, dataset, kinds, max_clicks, stop_iou, min_area, verbose)
         r.update(model=label, slug=_slug(label), data=str(data), split=dataset.split, format=dataset.kind,
@@ -152,7 +158,7 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
         all_scores.append(scores)
     # the folder is claimed once everything was measured: a run that fails leaves no folder behind
     save_dir = claim_run_dir(Path(project or Path("runs") / "val") / (name or "exp"), exist_ok)
-    files = _write(save_dir, runs, all_scores, dataset, kinds, max_clicks, worst, plots, video)
+    files = _write(save_dir, runs, all_scores, dataset, kinds, max_clicks, worst, plots, video or concepts)
     res = ValResults(runs, save_dir, files)
     if verbose:
         LOGGER.info("%s\nresults saved to %s", res.table(), save_dir)
@@ -204,6 +210,18 @@ def _images(model, dataset: ImageDataset, kinds, max_clicks, stop_iou, min_area,
             "settings": {"prompts": list(kinds), "max_clicks": max_clicks, "stop_iou": stop_iou,
                          "min_area": min_area},
             "notes": notes}, scores
+
+
+def _concepts(model, dataset, min_area, verbose):
+    from samkit.utils.progress import progress
+    from samkit.val.concepts import measure_concepts
+
+    bar = (lambda it: progress(it, total=len(dataset.items), desc="val", unit="image")) if verbose else None
+    r, rows = measure_concepts(model, dataset, min_area=min_area, progress=bar)
+    r["memory"] = {"peak_mb": peak_memory_mb(model.device),
+                   "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
+                   "peak resident memory of the process"}
+    return r, rows
 
 
 def _write(save_dir, runs, all_scores, dataset, kinds, max_clicks, worst, plots, video) -> list[Path]:

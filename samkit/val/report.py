@@ -46,6 +46,9 @@ def table_rows(metrics: dict) -> list[tuple[str, str]]:
     """(column, value) pairs for the printed table."""
     cols = []
     for kind, m in metrics.items():
+        if "cgF1" in m:  # concepts
+            cols += [("mask AP", f"{m['AP']:.4f}"), ("AP50", f"{m['AP50']:.4f}"), ("cgF1", f"{m['cgF1']:.4f}"),
+                     ("pmF1", f"{m['pmF1']:.4f}"), ("IL_MCC", f"{m['IL_MCC']:.4f}")]
         if "J&F" in m:  # video
             cols += [(f"{kind} J&F", f"{m['J&F']:.4f}"), (f"{kind} J", f"{m['J']:.4f}"), (f"{kind} F", f"{m['F']:.4f}")]
     if "miou" in metrics.get("box", {}):
@@ -63,6 +66,11 @@ def table_rows(metrics: dict) -> list[tuple[str, str]]:
 def per_item_csv(scores, max_clicks: int) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    if scores and isinstance(scores[0], tuple):  # concepts: one row per image and phrase
+        w.writerow(["item", "phrase", "objects", "detections", "tp@50", "fp@50", "fn@50", "image_level"])
+        for item, phrase, n_g, n_d, c in scores:
+            w.writerow([item, phrase, n_g, n_d, int(c["tp"][0]), int(c["fp"][0]), int(c["fn"][0]), c["level"]])
+        return buf.getvalue()
     if scores and hasattr(scores[0], "j"):  # video: one row per object and prompt kind
         w.writerow(["video", "object", "prompt", "J", "F", "J&F", "frames"])
         for s in scores:
