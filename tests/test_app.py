@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -464,6 +465,20 @@ def test_video_reopen_replays_prompts_and_coco(model, clip):
         ev = _events(c, {"start": 0, "max_frames": 5})  # the session is rebuilt from the saved prompts
         again = {e["frame"]: e["objects"] for e in ev if e["event"] == "frame"}
         assert again[4] == before["objects"]
+
+
+def test_val_reads_the_apps_video_dataset(model, clip, tmp_path):
+    """samkit val measures tracking on a video dataset the app wrote (COCO with frame, video and track_id)."""
+    out = clip.parent / "clip_labels"
+    with served(open_project(model, clip, format="coco")) as (_, c):
+        c.post("/api/video/prompt", json={"frame": 0, "points": [[30, 40, 1]]})
+        _events(c, {"start": 0, "max_frames": 5})
+    res = model.val(out / "annotations.json", prompts="mask,click", project=tmp_path / "runs", verbose=False)
+    assert res.runs[0]["format"] == "coco-video" and res.runs[0]["counts"]["videos"] == 1
+    rows = list(csv.DictReader((res.save_dir / "per_item.csv").open()))
+    assert [(r["video"], r["object"], r["prompt"], r["frames"]) for r in rows] == [
+        ("clip.avi", "1", "mask", "4"), ("clip.avi", "1", "click", "4")]  # 6 frames saved; first and last not measured
+    assert 0.0 <= res.metrics["mask"]["J&F"] <= 1.0
 
 
 def test_video_stop_busy_and_flat_memory(model, tmp_path):

@@ -73,11 +73,14 @@ class ImageDataset:
 
 @dataclass
 class VideoItem:
-    """One video: its frames (sorted) and, per frame, its annotation file (None where it has none)."""
+    """One video: its frames in order, per frame how to read its map of object ids at the frame's size (None
+    where it has no annotation), and the folder of the frames (what tracking reads)."""
 
     name: str
     frames: list[Path]
-    annotations: list[Path | None]
+    annotations: list[Callable[[tuple[int, int]], np.ndarray] | None]
+    folder: Path
+    where: list[str] = field(default_factory=list)  # per frame, the annotation's file (for messages)
 
 
 @dataclass
@@ -306,7 +309,7 @@ def _read_png(path: Path, hw: tuple[int, int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- COCO
-def _coco(path: Path, split: str | None) -> ImageDataset:
+def _coco(path: Path, split: str | None) -> ImageDataset | VideoDataset:
     from pycocotools import mask as mask_utils
 
     try:
@@ -324,6 +327,8 @@ def _coco(path: Path, split: str | None) -> ImageDataset:
         by_image.setdefault(a["image_id"], []).append(a)
     notes = [f"{crowd} crowd annotation(s) (iscrowd=1) skipped"] if crowd else []
     roots = [path.parent, path.parent / "images", path.parent.parent, path.parent.parent / "images"]
+    if images and all("frame" in im and "video" in im for im in images):
+        return _coco_video(path, doc, split, roots)
     items, missing = [], []
     for im in images:
         found = next((r / im["file_name"] for r in roots if (r / im["file_name"]).is_file()), None)
@@ -386,19 +391,70 @@ def _davis(root: Path, split: str | None) -> VideoDataset:
         if not frames:
             raise DatasetError(f"{frames_root / name}: no frames")
         anns = [ann_root / name / f"{f.stem}.png" for f in frames]
-        have = [a if a.is_file() else None for a in anns]
-        if have[0] is None:
+        if not anns[0].is_file():
             raise DatasetError(f"{ann_root / name}: no annotation of the first frame ({anns[0].name}): the objects "
                                "to track are given there")
-        gone = sum(a is None for a in have)
-        if gone:
-            msg = f"{name}: {gone} of {len(frames)} frames have no annotation (not measured)"
-            LOGGER.warning("%s: %s", root, msg)
-            notes.append(msg)
-        videos.append(VideoItem(name, frames, have))
+        have = [(lambda hw, a=a: read_ids(a, hw)) if a.is_file() else None for a in anns]
+        _note_missing(root, name, have, notes)
+        videos.append(VideoItem(name, frames, have, frames_root / name, [str(a) for a in anns]))
     if not videos:
         raise DatasetError(f"{root}: split {split or 'val'!r} holds no video")
     return VideoDataset("davis", root, split or "val", videos, notes)
+
+
+def _note_missing(root, name: str, have: list, notes: list[str]) -> None:
+    gone = sum(a is None for a in have)
+    if gone:
+        msg = f"{name}: {gone} of {len(have)} frames have no annotation (not measured)"
+        LOGGER.warning("%s: %s", root, msg)
+        notes.append(msg)
+
+
+def _coco_video(path: Path, doc: dict, split, roots: list[Path]) -> VideoDataset:
+    """A COCO file whose images are video frames (``video`` and ``frame`` keys) and whose annotations carry
+    ``track_id`` (what ``samkit app`` writes for a video): one video per ``video`` name."""
+    from pycocotools import mask as mask_utils
+
+    by_image: dict[int, list[dict]] = {}
+    for a in doc.get("annotations", []):
+        if not a.get("iscrowd"):
+            by_image.setdefault(a["image_id"], []).append(a)
+    groups: dict[str, list[dict]] = {}
+    for im in doc["images"]:
+        groups.setdefault(str(im["video"]), []).append(im)
+    videos, notes = [], []
+    for name, ims in sorted(groups.items()):
+        ims.sort(key=lambda im: int(im["frame"]))
+        frames = []
+        for im in ims:
+            found = next((r / im["file_name"] for r in roots if (r / im["file_name"]).is_file()), None)
+            if found is None:
+                raise DatasetError(f"{path}: frame {im['frame']} of video {name!r} ({im['file_name']}) not found")
+            frames.append(found)
+        folder = frames[0].parent
+        alone = {p.resolve() for p in _images_in(folder)} == {f.resolve() for f in frames}
+        if not alone or any(f.parent != folder for f in frames):
+            raise DatasetError(f"{path}: the frames of video {name!r} must be the only images of one folder "
+                               f"(found others beside them in {folder})")
+
+        def reader(im):
+            def read(hw):
+                ids = np.zeros(hw, np.int64)
+                for a in by_image.get(im["id"], []):
+                    if "track_id" not in a:
+                        raise DatasetError(f"{path}: annotation {a.get('id')} of {im['file_name']} has no track_id "
+                                           "(a video's objects are followed by their track ids)")
+                    seg = a["segmentation"]
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, *hw)) if isinstance(seg, list) else \
+                        (mask_utils.frPyObjects(seg, *hw) if isinstance(seg.get("counts"), list) else seg)
+                    ids[mask_utils.decode(rle).astype(bool)] = int(a["track_id"])
+                return ids
+            return read
+
+        have = [reader(im) if by_image.get(im["id"]) or im is ims[0] else None for im in ims]
+        _note_missing(path, name, have, notes)
+        videos.append(VideoItem(name, frames, have, folder, [im["file_name"] for im in ims]))
+    return VideoDataset("coco-video", path.parent, split, videos, notes)
 
 
 def read_ids(path: Path, hw: tuple[int, int] | None = None) -> np.ndarray:

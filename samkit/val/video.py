@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from samkit.val.clicks import first_click
-from samkit.val.datasets import DatasetError, VideoDataset, read_ids
+from samkit.val.datasets import DatasetError, VideoDataset
 from samkit.val.images import mask_box
 from samkit.val.metrics import boundary_f, iou
 
@@ -58,23 +58,25 @@ def _prompt(kind: str, mask: np.ndarray, obj: int) -> dict:
 
 def measure_video(model, video, kind: str) -> tuple[list[VideoScore], int, float]:
     """One video under one prompt kind: the objects' scores, frames tracked, seconds."""
-    first = read_ids(video.annotations[0])
-    hw = first.shape[:2]
+    from samkit.data.sources import read_image
+
+    hw = read_image(video.frames[0]).shape[:2]
+    first = video.annotations[0](hw)
     objs = [int(v) for v in np.unique(first) if v not in (0, 255)]
     if not objs:
-        raise DatasetError(f"{video.annotations[0]}: the first frame's annotation holds no object")
+        raise DatasetError(f"{video.where[0]}: the first frame's annotation holds no object")
     prompts = [_prompt(kind, first == k, k) for k in objs]
     t0 = time.perf_counter()
     per_obj = {k: ([], []) for k in objs}
     n = 0
     last = len(video.frames) - 1
-    for r in model.track(str(video.frames[0].parent), prompts=prompts, stream=True, verbose=False):
+    for r in model.track(str(video.folder), prompts=prompts, stream=True, verbose=False):
         n += 1
         t = r.frame
         ann = video.annotations[t]
         if ann is None or t == 0 or t == last:
             continue
-        gt = read_ids(ann, hw)
+        gt = ann(hw)
         masks = r.masks.data.cpu().numpy() if len(r) else np.zeros((0, *hw), bool)
         if masks.shape[1:] != hw:
             raise DatasetError(f"{video.frames[t]}: the frame is {masks.shape[2]}x{masks.shape[1]} but its annotation "
