@@ -11,8 +11,9 @@ inside :func:`video_cpu_patches` and undone on exit; each one was found by the f
    must have the same dtype") when no fp32 object pointer promotes the concatenation.
 5. ``Sam3TrackerPredictor.init_state`` sets ``storage_device`` to "cuda" (``sam3_tracking_predictor.py:81``): the
    model's device instead.
-6. ``sam3.perflib.connected_components.connected_components_cpu`` needs scikit-image (not installed) and fails on an
-   empty batch: OpenCV's 8-connected labelling instead (the same component sizes as scikit-image's default).
+6. ``sam3.perflib.connected_components.connected_components_cpu`` needs scikit-image (a test dependency, but not
+   of Meta's package) and fails on an empty batch: OpenCV's 8-connected labelling instead (the same component sizes
+   as scikit-image's default).
 7. ``Sam3ImageOnVideoMultiGPU._gather_tensor``: the SAM 2-neck features are cast to bf16 unconditionally
    (``sam3_image.py:839``), and the tracker's fp32 convolutions then fail on a CPU: cast back to fp32 (Meta's bf16
    rounding is kept; samkit rounds the same way).

@@ -84,9 +84,10 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
-def fill_holes(logits: torch.Tensor, max_area: int, sprinkles: bool = False) -> torch.Tensor:
+def fill_holes(logits: torch.Tensor, max_area: int, sprinkles: bool = False, value: float = 0.1) -> torch.Tensor:
     """Background regions (logit <= 0) of at most ``max_area`` pixels, 8-connected, inside (n, 1, r, r) mask logits
-    get logit 0.1. Runs where the logits are: OpenCV's labelling on the CPU, label propagation on accelerators.
+    get logit ``value`` (0.1: SAM 2 / 3's video post-processing; SAM 3's image predictor uses 10). Runs where the
+    logits are: OpenCV's labelling on the CPU, label propagation on accelerators.
 
     ``sprinkles``: then foreground regions (logit > 0, after the filling) of at most ``min(max_area, area // 2)``
     pixels, where ``area`` is the mask's foreground, get logit -0.1 (SAM 3's video post-processing): specks go,
@@ -94,7 +95,7 @@ def fill_holes(logits: torch.Tensor, max_area: int, sprinkles: bool = False) -> 
     if max_area <= 0:
         return logits
     if logits.device.type != "cpu":
-        fill = torch.as_tensor(0.1, dtype=logits.dtype, device=logits.device)
+        fill = torch.as_tensor(value, dtype=logits.dtype, device=logits.device)
         out = torch.where(small_regions(logits <= 0, max_area), fill, logits)
         if sprinkles:
             fg = out > 0
@@ -105,7 +106,7 @@ def fill_holes(logits: torch.Tensor, max_area: int, sprinkles: bool = False) -> 
         return out
     out = logits.detach().float().numpy().copy()
     for m in out[:, 0]:
-        m[small_components(m <= 0, max_area)] = 0.1
+        m[small_components(m <= 0, max_area)] = value
         if sprinkles:
             fg = m > 0
             m[small_components(fg, min(max_area, int(fg.sum()) // 2))] = -0.1

@@ -28,6 +28,9 @@ class SAM3Transforms(SAM2Transforms):
     and masks to the tracker's SAM 2 heads on the vision backbone's SAM 2 neck, as Meta's ``predict_inst``."""
 
     patch = 14  # the ViT's patch: the tracker's low-resolution masks are 4x its token grid
+    #: Meta's SAM 3 image predictor fills background holes of up to this many low-resolution pixels (8-connected)
+    #: with a mask score of 10 before upsampling (``SAM3InteractiveImagePredictor(max_hole_area=256)``).
+    hole_area, hole_score = 256, 10.0
 
     def __init__(self, size: int):
         super().__init__(size)
@@ -35,6 +38,15 @@ class SAM3Transforms(SAM2Transforms):
 
     def input_hw(self, orig_hw: tuple[int, int]) -> tuple[int, int]:
         return self.size, self.size  # stretched, not letterboxed
+
+    def logits_to_image(self, low_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+        """The reference's post-processing: small background holes filled on the low-resolution logits, then
+        upsampled (the logits a Results keeps are the unfilled ones, as the reference returns them)."""
+        from samkit.ops import fill_holes
+
+        n, k, r, _ = low_res.shape
+        filled = fill_holes(low_res.float().reshape(n * k, 1, r, r), self.hole_area, value=self.hole_score)
+        return super().logits_to_image(filled.reshape(n, k, r, r), orig_hw)
 
     def image_to_input(self, image: np.ndarray, device: torch.device) -> torch.Tensor:
         """BGR uint8 HxWx3 -> (3, S, S) float32 on ``device``."""

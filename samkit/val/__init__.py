@@ -144,6 +144,10 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
                              f"dataset: it has no {need!r} capability")
     runs, all_scores = [], []
     for label, m in pairs:
+        if m.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(m.device)  # each model's own peak
         if video:
             from samkit.val.video import measure_videos
 
@@ -152,7 +156,8 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
             r, scores = _concepts(m, dataset, min_area, verbose)
         else:
             r, scores = _images(m, dataset, kinds, max_clicks, stop_iou, min_area, verbose)
-        r.update(model=label, slug=_slug(label), data=str(data), split=dataset.split, format=dataset.kind,
+        slug = _slug(label) if _slug(label) not in [x["slug"] for x in runs] else f"{_slug(label)}-{len(runs) + 1}"
+        r.update(model=label, slug=slug, data=str(data), split=dataset.split, format=dataset.kind,
                  notes=list(dataset.notes) + r.pop("notes", []))
         runs.append(r)
         all_scores.append(scores)
@@ -206,7 +211,7 @@ def _images(model, dataset: ImageDataset, kinds, max_clicks, stop_iou, min_area,
                       "objects_per_second": per_kind_objects / max(work, 1e-9), "seconds": seconds},
             "memory": {"peak_mb": peak_memory_mb(model.device),
                        "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
-                       "peak resident memory of the process"},
+                       "peak resident memory of the process so far (compare CPU models in runs of their own)"},
             "settings": {"prompts": list(kinds), "max_clicks": max_clicks, "stop_iou": stop_iou,
                          "min_area": min_area},
             "notes": notes}, scores
@@ -220,7 +225,7 @@ def _concepts(model, dataset, min_area, verbose):
     r, rows = measure_concepts(model, dataset, min_area=min_area, progress=bar)
     r["memory"] = {"peak_mb": peak_memory_mb(model.device),
                    "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
-                   "peak resident memory of the process"}
+                   "peak resident memory of the process so far (compare CPU models in runs of their own)"}
     return r, rows
 
 

@@ -125,6 +125,6 @@ def measure_videos(model, dataset: VideoDataset, kinds, verbose: bool = True):
                      "seconds": seconds},
            "memory": {"peak_mb": peak_memory_mb(model.device),
                       "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
-                      "peak resident memory of the process"},
+                      "peak resident memory of the process so far"},
            "settings": {"prompts": list(kinds)}}
     return run, scores
