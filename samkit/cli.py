@@ -244,17 +244,18 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
 
 def _val(cfg: dict[str, Any]) -> int:
     from samkit.model import SAM
-    from samkit.val import check_prompts, open_dataset, run
+    from samkit.val import allowed_prompts, check_prompts, check_settings, open_dataset, run
     from samkit.val.datasets import VideoDataset
 
     names = [m.strip() for m in str(cfg["model"]).split(",") if m.strip()] if isinstance(cfg["model"], str) else \
         list(cfg["model"])
     if not names:
         raise ConfigError("give model=: one model or a comma-separated list")
-    dataset = open_dataset(cfg["data"], cfg["split"])  # a bad dataset or prompt fails before any model loads
-    from samkit.val import IMAGE_PROMPTS, VIDEO_PROMPTS
-
-    check_prompts(cfg["prompts"], VIDEO_PROMPTS if isinstance(dataset, VideoDataset) else IMAGE_PROMPTS)
+    check_settings(cfg["max_clicks"], cfg["stop_iou"], cfg["min_area"], cfg["worst"], cfg["project"], cfg["name"])
+    dataset = open_dataset(cfg["data"], cfg["split"])  # bad settings, dataset or prompts fail before any model loads
+    video = isinstance(dataset, VideoDataset)
+    check_prompts(cfg["prompts"], allowed_prompts(video) + (() if video else ("text",)),  # text: SAM 3, checked later
+                  allowed_prompts(video) + (() if video else ("text (SAM 3)",)))
     models = [SAM(n, device=cfg["device"], half=cfg["half"], compile=cfg["compile"], verbose=cfg["verbose"])
               for n in names]
     res = run(models, cfg["data"], prompts=cfg["prompts"], split=cfg["split"], max_clicks=cfg["max_clicks"],

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from samkit import SAM
-from samkit.val import DatasetError, open_dataset
+from samkit.val import DatasetError, open_dataset, run
 from samkit.val.clicks import depth, first_click, next_click
 from samkit.val.metrics import boundary_f, boundary_map, disk, iou, miou_at, noc
 from samkit.writers.coco import CocoBuilder, coco_annotations
@@ -356,6 +356,16 @@ def test_cli_compares_two_models_in_one_table(tmp_path, scenes, tiny_ckpt, prese
     bad = subprocess.run([*cmd[:4], f"model={tiny_ckpt}", f"data={tmp_path / 'nowhere'}"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    early = subprocess.run([*cmd[:4], "model=no_such_model.pt", f"data={data}", "max_clicks=0"], capture_output=True,
+                           text=True, timeout=120)  # the settings fail before any model is looked for
+    assert early.returncode == 2 and "max_clicks=0 must be an integer in [1, 100]" in early.stderr
+    early = subprocess.run([*cmd[:4], "model=no_such_model.pt", f"data={data}", "prompts=scribble"],
+                           capture_output=True, text=True, timeout=120)
+    assert early.returncode == 2 and "unknown prompt kind 'scribble'" in early.stderr
+    twice = run([SAM(str(tiny_ckpt), device="cpu", verbose=False)] * 2, data, prompts="box", project=tmp_path / "r",
+                plots=False, verbose=False)
+    assert [r["model"] for r in twice.runs] == [tiny_ckpt.name, f"{tiny_ckpt.name} #2"]
+    assert (twice.save_dir / f"per_item_{tiny_ckpt.name}__2.csv").is_file()
 
 
 # ---------------------------------------------------------------------- SAM 3 concepts: cgF1 and AP

@@ -64,8 +64,9 @@ class ValResults:
         return self.table()
 
 
-def check_prompts(prompts, allowed) -> tuple[str, ...]:
-    """``"box,click"`` or a list -> a tuple of prompt kinds, each one of ``allowed``."""
+def check_prompts(prompts, allowed, listed=None) -> tuple[str, ...]:
+    """``"box,click"`` or a list -> a tuple of prompt kinds, each one of ``allowed`` (an error lists ``listed``, by
+    default ``allowed``)."""
     if isinstance(prompts, str):
         kinds = [p.strip() for p in prompts.split(",") if p.strip()]
     elif isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
@@ -75,7 +76,7 @@ def check_prompts(prompts, allowed) -> tuple[str, ...]:
     bad = [k for k in kinds if k not in allowed]
     if bad or not kinds:
         raise ValueError(f"prompts={prompts!r}: {'unknown prompt kind ' + repr(bad[0]) if bad else 'none given'}; "
-                         f"this dataset takes {', '.join(allowed)}")
+                         f"this dataset takes {', '.join(listed or allowed)}")
     return tuple(dict.fromkeys(kinds))
 
 
@@ -95,6 +96,28 @@ def peak_memory_mb(device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def check_settings(max_clicks=20, stop_iou=None, min_area=0, worst=8, project=None, name=None) -> None:
+    """Every val setting that needs no dataset or model, checked (the CLI calls this before loading any model)."""
+    _check_int("max_clicks", max_clicks, 1, 100)
+    _check_int("min_area", min_area, 0)
+    _check_int("worst", worst, 0, 64)
+    if stop_iou is not None and (isinstance(stop_iou, bool) or not isinstance(stop_iou, (int, float))
+                                 or not 0.0 < stop_iou <= 1.0):
+        raise ValueError(f"stop_iou={stop_iou!r} must be a number in (0, 1] or None")
+    if project is not None and not isinstance(project, (str, os.PathLike)):
+        raise TypeError(f"project={project!r} must be a folder path (str or Path)")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name={name!r} must be a folder name (non-empty text), or None for 'exp'")
+
+
+def allowed_prompts(video: bool, models=()) -> tuple[str, ...]:
+    """The prompt kinds a dataset takes: video's, or images' (``text`` only where every model has concepts)."""
+    if video:
+        return VIDEO_PROMPTS
+    concepts = bool(models) and all("concepts" in m.capabilities for m in models)
+    return IMAGE_PROMPTS if concepts else tuple(k for k in IMAGE_PROMPTS if k != "text")
 
 
 def run(models: list, data, prompts="box,click", split: str | None = None, max_clicks: int = 20,
@@ -120,19 +143,16 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
     pairs = [m if isinstance(m, tuple) else (_label(m), m) for m in models]
     if not pairs:
         raise ValueError("val needs at least one model")
-    max_clicks = _check_int("max_clicks", max_clicks, 1, 100)
-    min_area = _check_int("min_area", min_area, 0)
-    worst = _check_int("worst", worst, 0, 64)
-    if stop_iou is not None and (isinstance(stop_iou, bool) or not isinstance(stop_iou, (int, float))
-                                 or not 0.0 < stop_iou <= 1.0):
-        raise ValueError(f"stop_iou={stop_iou!r} must be a number in (0, 1] or None")
-    if project is not None and not isinstance(project, (str, os.PathLike)):
-        raise TypeError(f"project={project!r} must be a folder path (str or Path)")
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ValueError(f"name={name!r} must be a folder name (non-empty text), or None for 'exp'")
+    seen: dict[str, int] = {}
+    for i, (label, m) in enumerate(pairs):  # one name per row: the same model twice is "name", "name #2"
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            pairs[i] = (f"{label} #{seen[label]}", m)
+    check_settings(max_clicks, stop_iou, min_area, worst, project, name)
     dataset = open_dataset(data, split)
     video = isinstance(dataset, VideoDataset)
-    kinds = check_prompts(prompts, VIDEO_PROMPTS if video else IMAGE_PROMPTS)
+    kinds = check_prompts(prompts, VIDEO_PROMPTS if video else IMAGE_PROMPTS,
+                          allowed_prompts(video, [m for _, m in pairs]))  # "text" without SAM 3: named below
     concepts = "text" in kinds
     if concepts and len(kinds) > 1:
         raise ValueError(f"prompts={prompts!r}: 'text' (SAM 3's concept prompts: the category names as phrases) is "
@@ -156,8 +176,7 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
             r, scores = _concepts(m, dataset, min_area, verbose)
         else:
             r, scores = _images(m, dataset, kinds, max_clicks, stop_iou, min_area, verbose)
-        slug = _slug(label) if _slug(label) not in [x["slug"] for x in runs] else f"{_slug(label)}-{len(runs) + 1}"
-        r.update(model=label, slug=slug, data=str(data), split=dataset.split, format=dataset.kind,
+        r.update(model=label, slug=_slug(label), data=str(data), split=dataset.split, format=dataset.kind,
                  notes=list(dataset.notes) + r.pop("notes", []))
         runs.append(r)
         all_scores.append(scores)
@@ -183,7 +202,8 @@ def _images(model, dataset: ImageDataset, kinds, max_clicks, stop_iou, min_area,
     from samkit.val.images import measure_images
     from samkit.val.report import summarize
 
-    t0 = time.perf_counter()
+    model.engine.decode_clicks(model.engine.encode([np.zeros((64, 64, 3), np.uint8)])[0], np.array([[8.0, 8.0]]))
+    t0 = time.perf_counter()  # after one warm-up pass: first-call costs are not the model's speed
     bar = (lambda it: progress(it, total=len(dataset.items), desc="val", unit="image")) if verbose else None
     scores, counts = measure_images(model, dataset, kinds, max_clicks=max_clicks, min_clicks=5,
                                     stop_iou=2.0 if stop_iou is None else stop_iou, min_area=min_area, progress=bar)
@@ -267,4 +287,4 @@ def _worst(path: Path, dataset: ImageDataset, scores, n: int) -> Path:
     return draw_worst(path, drawn)
 
 
-__all__ = ["DatasetError", "ValResults", "check_prompts", "open_dataset", "run"]
+__all__ = ["DatasetError", "ValResults", "allowed_prompts", "check_prompts", "check_settings", "open_dataset", "run"]

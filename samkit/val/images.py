@@ -19,7 +19,7 @@ import torch
 
 from samkit.prompts import ObjectPrompts
 from samkit.val.clicks import first_click, next_click
-from samkit.val.datasets import DatasetError, ImageDataset, Instance
+from samkit.val.datasets import ImageDataset, Instance
 
 
 @dataclass
@@ -145,10 +145,7 @@ def measure_images(model, dataset: ImageDataset, kinds=("box", "click"), max_cli
         except SourceError as e:
             counts["unreadable"].append((item.name, str(e)))
             continue
-        try:
-            objects = item.read(image.shape[:2])
-        except DatasetError:
-            raise
+        objects = item.read(image.shape[:2])  # a DatasetError (a mask of the wrong size...) names the file
         keep = []
         for o in objects:
             area = int(o.mask.sum())

@@ -77,15 +77,15 @@ def per_item_csv(scores, max_clicks: int) -> str:
             w.writerow([s.item, s.object, s.prompt, f"{s.j:.6f}", f"{s.f:.6f}", f"{(s.j + s.f) / 2:.6f}", s.frames])
         return buf.getvalue()
     w.writerow(["item", "object", "class", "area", "prompt", "iou", *(f"iou_{k}" for k in range(1, max_clicks + 1)),
-                "noc85", "noc90", "clicks"])
-    for s in scores:
+                "noc85", "noc90", "box", "clicks"])
+    for s in scores:  # iou: the final IoU (the box's, or the last click's)
         if s.prompt == "box":
             w.writerow([s.item, s.object, s.cls, s.area, "box", f"{s.ious[0]:.6f}", *[""] * max_clicks, "", "",
-                        " ".join(f"{v:g}" for v in s.box)])
+                        " ".join(f"{v:g}" for v in s.box), ""])
         else:
             per = [f"{v:.6f}" for v in s.ious] + [""] * (max_clicks - len(s.ious))
             w.writerow([s.item, s.object, s.cls, s.area, "click", f"{s.ious[-1]:.6f}", *per,
-                        noc(s.ious, 0.85, max_clicks), noc(s.ious, 0.90, max_clicks),
+                        noc(s.ious, 0.85, max_clicks), noc(s.ious, 0.90, max_clicks), "",
                         " ".join(f"{x},{y},{'+' if p else '-'}" for x, y, p in s.clicks)])
     return buf.getvalue()
 
@@ -108,8 +108,11 @@ def summary_md(runs: list[dict]) -> str:
     notes = first.get("notes") or []
     if notes:
         lines += ["", "Left out:", *[f"- {n}" for n in notes]]
-    lines += ["", "Definitions: docs/val.md (box mIoU; mIoU@k: IoU after k clicks of the click robot; NoC@85 / "
-              "NoC@90: clicks to reach that IoU, capped at the click budget)."]
+    if len(runs) > 1:
+        lines += ["", f"worst.jpg draws {first['model']}'s worst objects; per_item_<model>.csv per model."]
+    lines += ["", "Definitions (docs/val.md in samkit's repository): box mIoU; mIoU@k: IoU after k clicks of the click "
+              "robot; NoC@85 / NoC@90: clicks to reach that IoU, capped at the click budget; J&F: DAVIS's region and "
+              "boundary measures; cgF1: SAM 3's concept F1."]
     return "\n".join(lines) + "\n"
 
 
