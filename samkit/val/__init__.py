@@ -88,14 +88,16 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> int:
     return int(value)
 
 
-def peak_memory_mb(device) -> float:
-    """Peak CUDA memory allocated on ``device`` (MB), or the process's peak resident memory elsewhere."""
+def peak_memory(device) -> dict:
+    """``peak_mb``: the peak CUDA memory allocated on ``device``, or the process's peak resident memory elsewhere;
+    ``what``: which of the two."""
     import torch
 
     if getattr(device, "type", "cpu") == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "what": "peak CUDA memory allocated"}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
-    return peak / (2**20 if sys.platform == "darwin" else 1024)
+    return {"peak_mb": peak / (2**20 if sys.platform == "darwin" else 1024),
+            "what": "peak resident memory of the process so far (compare CPU models in runs of their own)"}
 
 
 def check_settings(max_clicks=20, stop_iou=None, min_area=0, worst=8, project=None, name=None) -> None:
@@ -229,9 +231,7 @@ def _images(model, dataset: ImageDataset, kinds, max_clicks, stop_iou, min_area,
             "speed": {"ms_per_object": 1000 * work / max(per_kind_objects, 1),
                       "encode_ms_per_image": 1000 * counts["encode"] / max(counts["images"], 1),
                       "objects_per_second": per_kind_objects / max(work, 1e-9), "seconds": seconds},
-            "memory": {"peak_mb": peak_memory_mb(model.device),
-                       "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
-                       "peak resident memory of the process so far (compare CPU models in runs of their own)"},
+            "memory": peak_memory(model.device),
             "settings": {"prompts": list(kinds), "max_clicks": max_clicks, "stop_iou": stop_iou,
                          "min_area": min_area},
             "notes": notes}, scores
@@ -243,9 +243,7 @@ def _concepts(model, dataset, min_area, verbose):
 
     bar = (lambda it: progress(it, total=len(dataset.items), desc="val", unit="image")) if verbose else None
     r, rows = measure_concepts(model, dataset, min_area=min_area, progress=bar)
-    r["memory"] = {"peak_mb": peak_memory_mb(model.device),
-                   "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
-                   "peak resident memory of the process so far (compare CPU models in runs of their own)"}
+    r["memory"] = peak_memory(model.device)
     return r, rows
 
 

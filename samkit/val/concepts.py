@@ -19,11 +19,17 @@ import time
 
 import numpy as np
 
+from samkit.val.images import mask_box
+
 #: The detection score that AP counts from, and the one cgF1 counts from.
 AP_FLOOR, CGF1_THRESHOLD = 0.05, 0.5
 #: COCO's detections per image.
 MAX_DETS = 100
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+def _xywh(box: list[float]) -> list[float]:
+    return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
 
 
 def rle(mask: np.ndarray) -> dict:
@@ -122,7 +128,7 @@ def measure_concepts(model, dataset, min_area: int = 0, progress=None):
         objects = [o for o in item.read((h, w)) if o.mask.sum() >= max(min_area, 1)]
         for o in objects:
             gts.append({"id": len(gts) + 1, "image_id": n, "category_id": int(o.cls), "segmentation": rle(o.mask),
-                        "area": float(o.mask.sum()), "bbox": _bbox(o.mask), "iscrowd": 0})
+                        "area": float(o.mask.sum()), "bbox": _xywh(mask_box(o.mask)), "iscrowd": 0})
         t0 = time.perf_counter()
         r = model.concepts.detect(image, str(item.path), query, conf=AP_FLOOR, max_det=MAX_DETS)
         seconds += time.perf_counter() - t0
@@ -151,8 +157,3 @@ def measure_concepts(model, dataset, min_area: int = 0, progress=None):
                         "max_dets": MAX_DETS, "min_area": min_area},
            "notes": [f"{len(skipped)} unreadable image(s) skipped (first: {skipped[0][0]})"] if skipped else []}
     return run, rows
-
-
-def _bbox(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]

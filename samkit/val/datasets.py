@@ -309,9 +309,20 @@ def _read_png(path: Path, hw: tuple[int, int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- COCO
-def _coco(path: Path, split: str | None) -> ImageDataset | VideoDataset:
+def segmentation_mask(seg, hw: tuple[int, int]) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as an (H, W) bool mask."""
     from pycocotools import mask as mask_utils
 
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, hw[0], hw[1]))
+    elif isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, hw[0], hw[1])
+    else:
+        rle = seg
+    return mask_utils.decode(rle).astype(bool)
+
+
+def _coco(path: Path, split: str | None) -> ImageDataset | VideoDataset:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         images, anns = doc["images"], doc.get("annotations", [])
@@ -345,13 +356,7 @@ def _coco(path: Path, split: str | None) -> ImageDataset | VideoDataset:
                 seg = a.get("segmentation")
                 if not seg:
                     continue
-                if isinstance(seg, list):
-                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, hw[0], hw[1]))
-                elif isinstance(seg.get("counts"), list):
-                    rle = mask_utils.frPyObjects(seg, hw[0], hw[1])
-                else:
-                    rle = seg
-                out.append(Instance(mask_utils.decode(rle).astype(bool), int(a.get("category_id", 0)),
+                out.append(Instance(segmentation_mask(seg, hw), int(a.get("category_id", 0)),
                                     int(a.get("id", len(out)))))
             return out
 
@@ -413,8 +418,6 @@ def _note_missing(root, name: str, have: list, notes: list[str]) -> None:
 def _coco_video(path: Path, doc: dict, split, roots: list[Path]) -> VideoDataset:
     """A COCO file whose images are video frames (``video`` and ``frame`` keys) and whose annotations carry
     ``track_id`` (what ``samkit app`` writes for a video): one video per ``video`` name."""
-    from pycocotools import mask as mask_utils
-
     by_image: dict[int, list[dict]] = {}
     for a in doc.get("annotations", []):
         if not a.get("iscrowd"):
@@ -444,10 +447,7 @@ def _coco_video(path: Path, doc: dict, split, roots: list[Path]) -> VideoDataset
                     if "track_id" not in a:
                         raise DatasetError(f"{path}: annotation {a.get('id')} of {im['file_name']} has no track_id "
                                            "(a video's objects are followed by their track ids)")
-                    seg = a["segmentation"]
-                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, *hw)) if isinstance(seg, list) else \
-                        (mask_utils.frPyObjects(seg, *hw) if isinstance(seg.get("counts"), list) else seg)
-                    ids[mask_utils.decode(rle).astype(bool)] = int(a["track_id"])
+                    ids[segmentation_mask(a["segmentation"], hw)] = int(a["track_id"])
                 return ids
             return read
 

@@ -109,7 +109,7 @@ def summarize_video(scores: list[VideoScore]) -> dict:
 
 def measure_videos(model, dataset: VideoDataset, kinds, verbose: bool = True):
     from samkit.utils.progress import progress
-    from samkit.val import peak_memory_mb
+    from samkit.val import peak_memory
 
     scores, frames, seconds = [], 0, 0.0
     work = [(v, k) for v in dataset.videos for k in kinds]
@@ -123,8 +123,6 @@ def measure_videos(model, dataset: VideoDataset, kinds, verbose: bool = True):
                       "images": sum(len(v.frames) for v in dataset.videos)},
            "speed": {"ms_per_object": 1000 * seconds / max(frames, 1), "what": "per object and frame",
                      "seconds": seconds},
-           "memory": {"peak_mb": peak_memory_mb(model.device),
-                      "what": "peak CUDA memory allocated" if model.device.type == "cuda" else
-                      "peak resident memory of the process so far"},
+           "memory": peak_memory(model.device),
            "settings": {"prompts": list(kinds)}}
     return run, scores
