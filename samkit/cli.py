@@ -16,6 +16,11 @@ Modes:
     benchmark size, parameters, ms per image and video FPS of SAM models and Ultralytics models beside them:
               samkit benchmark model=sam2.1_t.pt,mobile_sam.pt,yolo11n-seg.pt device=cuda random=True
               (random=True: random weights of each architecture, nothing downloaded; writes benchmark.md and .csv)
+    train     fine-tune a model on a dataset's masks (YOLO-seg, COCO, PNG masks), judged by samkit val each epoch:
+              samkit train model=sam2.1_t.pt data=dataset/data.yaml epochs=20 tune=decoder
+              (writes runs/train/exp: weights/best.pt and last.pt, results.csv, results.png, args.yaml; go on with
+              a stopped run: samkit train resume=True model=runs/train/exp/weights/last.pt; several processes:
+              torchrun --nproc_per_node=2 -m samkit train ...)
     val       measure models on a dataset with box and click prompts (images) or first-frame prompts (video):
               samkit val model=sam2.1_t.pt data=dataset/data.yaml prompts=box,click
               several models in one table: samkit val model=sam2.1_t.pt,mobile_sam.pt data=coco/annotations.json
@@ -56,7 +61,7 @@ from samkit.cfg import (
 )
 from samkit.checks import failures, run_checks
 
-MODES = ("predict", "track", "val", "annotate", "benchmark", "app", "info", "checks", "help", "version")
+MODES = ("predict", "track", "train", "val", "annotate", "benchmark", "app", "info", "checks", "help", "version")
 _EVERYTHING = EVERYTHING_KEYS
 _OUTPUTS = OUTPUT_KEYS
 _COMMON = ("model", "device", "half", "compile", "verbose")
@@ -76,6 +81,10 @@ MODE_KEYS = {
     "benchmark": (*_COMMON, "random", "source", "repeats", "video_frames", "project", "name", "exist_ok"),
     "val": (*_COMMON, "data", "prompts", "split", "max_clicks", "stop_iou", "min_area", "worst", "plots", "project",
             "name", "exist_ok"),
+    "train": (*_COMMON[:2], "verbose", "data", "epochs", "batch", "objects", "lr0", "lrf", "warmup_epochs",
+              "weight_decay", "grad_clip", "accumulate", "schedule", "tune", "lora", "amp", "seed", "val",
+              "val_fraction", "patience", "box_prob", "corrections", "gt_click_prob", "prompts", "max_clicks",
+              "plots", "project", "name", "exist_ok", "resume"),
     "info": ("model", "device", "verbose"),
     "checks": ("verbose",),
 }
@@ -207,6 +216,8 @@ def _run(mode: str, cfg: dict[str, Any], given: dict[str, Any]) -> int:
         return 0
     if mode == "val":
         return _val(cfg)
+    if mode == "train":
+        return _train(cfg, given)
     if mode == "app":
         from samkit.app import check_port, serve
         from samkit.model import SAM
@@ -263,6 +274,35 @@ def _val(cfg: dict[str, Any]) -> int:
               project=cfg["project"], name=cfg["name"], exist_ok=cfg["exist_ok"], verbose=False)
     print(res.table())
     print(f"saved to {res.save_dir}")
+    return 0
+
+
+def _train(cfg: dict[str, Any], given: dict[str, Any]) -> int:
+    from samkit.model import SAM
+    from samkit.train import NAMES, check, read_training_state
+    from samkit.train.data import open_splits
+
+    resume = cfg["resume"]
+    if not isinstance(resume, bool) and not isinstance(resume, str):
+        raise ConfigError(f"resume={resume!r} must be True, False or the path of a run's weights/last.pt")
+    settings = {k: given[k] for k in NAMES if k in given}
+    if resume:
+        path = cfg["model"] if resume is True else resume
+        if resume is True and "model" not in given:
+            raise ConfigError("resume=True needs model=<run>/weights/last.pt (or give resume=<that path>)")
+        read_training_state(path)  # a checkpoint that cannot be resumed fails before any model loads
+        model = SAM(path if "model" not in given else cfg["model"], device=cfg["device"], verbose=cfg["verbose"])
+        res = model.train(data=given.get("data"), resume=path, verbose=cfg["verbose"], **settings)
+    else:
+        if cfg["data"] is None:
+            raise ConfigError("give data=: a data.yaml, a COCO .json or a dataset folder (the layouts samkit val "
+                              "reads)")
+        s = check(**{k: cfg[k] for k in NAMES})  # settings and the dataset fail before any model loads
+        open_splits(cfg["data"], s.val_fraction, s.seed, s.val)
+        model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"])
+        res = model.train(data=cfg["data"], verbose=cfg["verbose"], **{k: cfg[k] for k in NAMES})
+    print(res.table())
+    print(f"saved to {res.save_dir} (best: {res.best})")
     return 0
 
 

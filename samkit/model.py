@@ -128,6 +128,18 @@ class SAM:
         self._setup(net, device, cache, half, compile)
         return self
 
+    @classmethod
+    def from_network(cls, net: nn.Module, arch, version: str, device: str | int | torch.device = "",
+                     verbose: bool = False, cache: int = 8, ckpt_path=None) -> SAM:
+        """A model over an already built network ``net`` of registry architecture ``arch`` (the network is shared,
+        not copied: what changes it changes the model). :mod:`samkit.train` measures the network it trains this
+        way."""
+        self = cls.__new__(cls)
+        self.verbose, self.ckpt_path = verbose, ckpt_path
+        self.arch, self.version = arch, version
+        self._setup(net, device, cache, False, False)
+        return self
+
     def _setup(self, net: nn.Module, device, cache: int, half: bool, compile: bool) -> None:
         self.runtime = Runtime(net, self.arch, self.version, device=device, half=half)
         self.engine = ImageEngine(self.runtime, cache_size=cache)
@@ -461,6 +473,29 @@ class SAM:
         res = run([self], data, prompts=prompts, split=split, max_clicks=max_clicks, stop_iou=stop_iou,
                   min_area=min_area, worst=worst, plots=plots, project=project, name=name, exist_ok=exist_ok,
                   verbose=self.verbose if verbose is None else bool(verbose))
+        self.save_dir = res.save_dir
+        return res
+
+    def train(self, data=None, resume=False, verbose: bool | None = None, **settings):
+        """Fine-tune this model on a dataset (see :mod:`samkit.train` and ``docs/train.md``); the model holds the
+        best weights afterwards, and ``ckpt_path`` / ``save_dir`` point at the run.
+
+        Args:
+            data: A YOLO-seg ``data.yaml`` (``train`` and ``val``), a COCO ``.json``, or a folder of YOLO-seg labels
+                or PNG masks (a ``val_fraction`` of it held out).
+            resume: True to go on with the run this model was loaded from (``weights/last.pt``), or a ``last.pt``
+                path.
+            verbose: Progress bars and the before / after table; default the model's ``verbose``.
+            **settings: ``epochs``, ``batch``, ``tune`` (``decoder``, ``prompt_decoder``, ``all``, ``none``),
+                ``lora``, ``lr0``... (:class:`~samkit.train.settings.TrainSettings`).
+
+        Returns:
+            :class:`~samkit.train.TrainResults`: ``save_dir``, ``rows`` (``results.csv``), ``before`` / ``after``
+            val metrics, ``best``, ``last``.
+        """
+        from samkit.train import train
+
+        res = train(self, data, resume=resume, verbose=self.verbose if verbose is None else bool(verbose), **settings)
         self.save_dir = res.save_dir
         return res
 

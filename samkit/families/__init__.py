@@ -22,8 +22,9 @@ from typing import Any
 #: What a family can do, as front ends ask it (``"video" in model.capabilities``):
 #: ``prompts`` (clicks, boxes, masks on images), ``everything`` (the automatic mask generator), ``video``
 #: (prompted objects tracked with a memory: :class:`~samkit.engine.video.VideoSession`), ``concepts`` (phrases and
-#: exemplar boxes: every instance), ``concept_video`` (phrases and clicks through video: SAM 3's session).
-CAPABILITIES = ("prompts", "everything", "video", "concepts", "concept_video")
+#: exemplar boxes: every instance), ``concept_video`` (phrases and clicks through video: SAM 3's session), ``train``
+#: (fine-tuning with :mod:`samkit.train`).
+CAPABILITIES = ("prompts", "everything", "video", "concepts", "concept_video", "train")
 
 
 def _none() -> tuple:

@@ -9,7 +9,9 @@ capability needs:
 - :class:`MemoryNetwork` (``video``): encode a frame, one tracking step for a batch of objects, encode a memory;
 - :class:`ConceptNetwork` (``concepts``): encode an image for the detector, encode phrases, ground them (the text
   features are an argument: nothing is set on the shared network);
-- :class:`ConceptTracker` (``concept_video``): SAM 3's tracker on the detector's frames.
+- :class:`ConceptTracker` (``concept_video``): SAM 3's tracker on the detector's frames;
+- :class:`TrainNetwork` (``train``): the decoder with every head's output, the parts ``tune=`` unfreezes, where LoRA
+  adapters go.
 
 The shipped adapters run the PyTorch modules Ultralytics builds (:class:`~samkit.families.sam2.SAM2Network`,
 :class:`~samkit.families.sam.SAMNetwork`, :class:`~samkit.families.sam3.SAM3Network`). A second implementation
@@ -193,6 +195,31 @@ class ConceptTracker(ConceptNetwork, Protocol):
         ...
 
 
+@runtime_checkable
+class TrainNetwork(PromptNetwork, Protocol):
+    """What fine-tuning needs (capability ``train``, :mod:`samkit.train`): the prompt decoder with every head's
+    output, the network's parts by parameter name, and where LoRA adapters go. Called with gradients on.
+
+    Attributes:
+        lora_targets: A regular expression of the module names (full match) of the image encoder's attention
+            projections, where ``lora=r`` puts its adapters.
+    """
+
+    lora_targets: str
+
+    def decode_heads(self, image_embed: torch.Tensor, high_res: list[torch.Tensor], coords: torch.Tensor | None,
+                     labels: torch.Tensor | None, boxes: torch.Tensor | None, mask_in: torch.Tensor | None,
+                     multimask: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`PromptNetwork.decode` with the object-score logits (B, 1) as a third output (None for a network
+        without an object-score head)."""
+        ...
+
+    def train_parts(self) -> dict[str, tuple[str, ...]]:
+        """``encoder``, ``prompt``, ``decoder`` -> the parameter-name prefixes of each part (a parameter belongs to
+        the first part whose prefix it has, in that order): what ``tune=`` unfreezes."""
+        ...
+
+
 #: Capability -> the protocol an adapter must implement for it.
 PROTOCOLS: dict[str, Any] = {
     "prompts": PromptNetwork,
@@ -200,6 +227,7 @@ PROTOCOLS: dict[str, Any] = {
     "video": MemoryNetwork,
     "concepts": ConceptNetwork,
     "concept_video": ConceptTracker,
+    "train": TrainNetwork,
 }
 
 

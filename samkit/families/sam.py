@@ -84,6 +84,20 @@ class SAMNetwork:
                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                 multimask_output=multimask)
 
+    def decode_heads(self, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
+        low_res, iou = self.decode(image_embed, high_res, coords, labels, boxes, mask_in, multimask)
+        return low_res, iou, None  # no object-score head
+
+    def train_parts(self) -> dict[str, tuple[str, ...]]:
+        return {"encoder": ("image_encoder.",), "prompt": ("prompt_encoder.",), "decoder": ("mask_decoder.",)}
+
+    @property
+    def lora_targets(self) -> str:
+        """The attention projections of the ViT (SAM) or of TinyViT's transformer layers (MobileSAM)."""
+        if hasattr(self.net.image_encoder, "layers"):
+            return r".*image_encoder\.layers\.\d+\.blocks\.\d+\.attn\.(qkv|proj)"
+        return r".*image_encoder\.blocks\.\d+\.attn\.(qkv|proj)"
+
 
 def build_sam1(arch, version: str = "1") -> nn.Module:
     """Ultralytics' ``SAMModel`` with a ViT (SAM) or TinyViT (MobileSAM) image encoder."""
@@ -185,7 +199,7 @@ SAM_FAMILY = register(Family(
     build=build_sam1,
     transforms=SAMTransforms,
     network=SAMNetwork,
-    capabilities=frozenset({"prompts", "everything"}),
+    capabilities=frozenset({"prompts", "everything", "train"}),
 ))
 MOBILE_SAM_FAMILY = register(Family(
     name=MOBILE_SAM,
@@ -197,5 +211,5 @@ MOBILE_SAM_FAMILY = register(Family(
     build=build_sam1,
     transforms=SAMTransforms,
     network=SAMNetwork,
-    capabilities=frozenset({"prompts", "everything"}),
+    capabilities=frozenset({"prompts", "everything", "train"}),
 ))

@@ -137,6 +137,19 @@ class SAM2Network:
                multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return decode_sam2_heads(self.net, image_embed, high_res, coords, labels, boxes, mask_in, multimask)
 
+    # ------------------------------------------------------------------ training
+    def decode_heads(self, image_embed, high_res, coords, labels, boxes, mask_in, multimask):
+        return decode_sam2_heads(self.net, image_embed, high_res, coords, labels, boxes, mask_in, multimask,
+                                 with_scores=True)
+
+    def train_parts(self) -> dict[str, tuple[str, ...]]:
+        # the decoder's conv_s0 / conv_s1 project the encoder's high-resolution maps in the encoder pass
+        return {"encoder": ("image_encoder.", "sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.",
+                            "no_mem_embed"),
+                "prompt": ("sam_prompt_encoder.",), "decoder": ("sam_mask_decoder.",)}
+
+    lora_targets = r".*image_encoder\.trunk\.blocks\.\d+\.attn\.(qkv|proj)"
+
     # ------------------------------------------------------------------ video
     def encode_frame(self, x: torch.Tensor) -> dict:
         return self.net.forward_image(x)
@@ -174,9 +187,10 @@ def feature_maps(net: nn.Module, backbone_out: dict, b: int) -> list[torch.Tenso
 
 def decode_sam2_heads(net: nn.Module, image_embed: torch.Tensor, high_res: list[torch.Tensor],
                       coords: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None,
-                      mask_in: torch.Tensor | None, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      mask_in: torch.Tensor | None, multimask: bool, with_scores: bool = False) -> tuple:
     """SAM 2's prompt encoder and mask decoder on one image (``net``: a ``SAM2Model`` or SAM 3's tracker); see
-    :meth:`~samkit.families.network.PromptNetwork.decode`. Box corners go first, labelled 2 and 3."""
+    :meth:`~samkit.families.network.PromptNetwork.decode` (``with_scores``: also the object-score logits, as
+    :meth:`~samkit.families.network.TrainNetwork.decode_heads`). Box corners go first, labelled 2 and 3."""
     b = next(len(t) for t in (coords, boxes, mask_in) if t is not None)
     points = None
     if boxes is not None:
@@ -186,11 +200,11 @@ def decode_sam2_heads(net: nn.Module, image_embed: torch.Tensor, high_res: list[
         points = (coords, labels) if points is None else (
             torch.cat([points[0], coords], 1), torch.cat([points[1], labels], 1))
     sparse, dense = net.sam_prompt_encoder(points=points, boxes=None, masks=mask_in)
-    low_res, iou, _, _ = net.sam_mask_decoder(
+    low_res, iou, _, scores = net.sam_mask_decoder(
         image_embeddings=image_embed, image_pe=net.sam_prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
         repeat_image=b > 1, high_res_features=high_res)
-    return low_res, iou
+    return (low_res, iou, scores) if with_scores else (low_res, iou)
 
 
 def sam2_flags(version: str) -> dict:
@@ -318,6 +332,6 @@ FAMILY = register(Family(
     build=build_sam2,
     transforms=SAM2Transforms,
     network=SAM2Network,
-    capabilities=frozenset({"prompts", "everything", "video"}),
+    capabilities=frozenset({"prompts", "everything", "video", "train"}),
     version_prefixes={"sam2.1_": "2.1", "sam2.0_": "2.0"},
 ))

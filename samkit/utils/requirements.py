@@ -54,6 +54,7 @@ EXTRAS = {
                   (("timm", "timm"), ("open_clip", "open_clip_torch"))),
     "app": Extra("app", "samkit app (the browser app)", (("starlette", "starlette"), ("uvicorn", "uvicorn"))),
     "ray": Extra("ray", "auto_annotate(engine='ray') on a Ray cluster", (("ray", "ray"), ("ray.data", "ray[data]"))),
+    "lora": Extra("lora", "samkit train lora=r (LoRA adapters on the image encoder)", (("peft", "peft"),)),
 }
 
 #: Packages of Ultralytics features samkit uses that no samkit extra can bring: (module, what needs it, install).

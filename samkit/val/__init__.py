@@ -191,6 +191,15 @@ def run(models: list, data, prompts="box,click", split: str | None = None, max_c
     return res
 
 
+def measure(model, dataset: ImageDataset, prompts="box,click", max_clicks: int = 20, stop_iou: float | None = None,
+            min_area: int = 0, verbose: bool = False) -> dict:
+    """One model's metrics on an open image dataset (per prompt kind, as :attr:`ValResults.metrics`), with nothing
+    written: what :mod:`samkit.train` measures after every epoch."""
+    kinds = check_prompts(prompts, tuple(k for k in IMAGE_PROMPTS if k != "text"))
+    check_settings(max_clicks, stop_iou, min_area)
+    return _images(model, dataset, kinds, max_clicks, stop_iou, min_area, verbose)[0]["metrics"]
+
+
 def _label(model) -> str:
     return Path(str(model.ckpt_path)).name if model.ckpt_path else f"{model.arch.name} (random weights)"
 
@@ -285,4 +294,5 @@ def _worst(path: Path, dataset: ImageDataset, scores, n: int) -> Path:
     return draw_worst(path, drawn)
 
 
-__all__ = ["DatasetError", "ValResults", "allowed_prompts", "check_prompts", "check_settings", "open_dataset", "run"]
+__all__ = ["DatasetError", "ValResults", "allowed_prompts", "check_prompts", "check_settings", "measure", "open_dataset",
+           "run"]
