@@ -43,6 +43,7 @@ def validate(model, dataset, s, keep_embeddings: bool) -> dict:
     if wrapper is None or not keep_embeddings:
         wrapper = SAM.from_network(net, model.arch, model.version, device=model.device, cache=cache)
         model._train_val_model = wrapper
+    net.eval()  # as inference runs it (SAM 2's decoder picks its single mask by stability only in eval mode)
     try:
         with torch.no_grad():
             return measure(wrapper, dataset, s.prompts, max_clicks=s.max_clicks)

@@ -390,7 +390,8 @@ class Trainer:
                     if "out of memory" in str(e) or "can't allocate memory" in str(e):
                         raise TrainError(self._oom_message()) from None
                     raise
-                totals += torch.tensor([float(out[k].detach()) for k in (*TERMS, "loss")], dtype=torch.float64) / len(chunks)
+                values = [float(out[k].detach()) for k in (*TERMS, "loss")]
+                totals += torch.tensor(values, dtype=torch.float64) / len(chunks)
         self._reduce_gradients()
         if self.s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(list(self.trained.values()), self.s.grad_clip)

@@ -294,5 +294,5 @@ def _worst(path: Path, dataset: ImageDataset, scores, n: int) -> Path:
     return draw_worst(path, drawn)
 
 
-__all__ = ["DatasetError", "ValResults", "allowed_prompts", "check_prompts", "check_settings", "measure", "open_dataset",
-           "run"]
+__all__ = ["DatasetError", "ValResults", "allowed_prompts", "check_prompts", "check_settings", "measure",
+           "open_dataset", "run"]

@@ -1,0 +1,172 @@
+"""samkit train: the prompt simulation against Meta's, a run's outputs opened and checked against samkit val, the
+checkpoints loaded as users load them, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from samkit import SAM
+from samkit.data.synthetic import make_shapes
+from samkit.train import TrainError
+from samkit.train.prompts import PromptSettings, error_clicks, mask_boxes, noisy_boxes
+from samkit.val.datasets import DatasetError
+
+
+# ---------------------------------------------------------------------- prompts
+def _blobs(n=5, h=40, w=56, seed=0):
+    g = np.random.default_rng(seed)
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        y, x = g.integers(0, h - 8), g.integers(0, w - 8)
+        masks[i, y:y + g.integers(2, 8), x:x + g.integers(2, 12)] = True
+    return torch.from_numpy(masks)
+
+
+def test_boxes_equal_metas_noisy_boxes_draw_for_draw():
+    from sam2.modeling.sam2_utils import sample_box_points
+    from sam2.utils.misc import mask_to_box
+
+    masks = _blobs()
+    assert torch.equal(mask_boxes(masks), mask_to_box(masks[:, None])[:, 0].float())
+    for seed in range(3):
+        torch.manual_seed(seed)  # Meta draws from the global generator; samkit from its own, seeded alike
+        want, labels = sample_box_points(masks[:, None])
+        got = noisy_boxes(masks, PromptSettings(), torch.Generator().manual_seed(seed))
+        assert torch.allclose(got, want, atol=1e-5)
+        assert labels.tolist() == [[2, 3]] * len(masks)
+
+
+def test_error_clicks_fall_in_the_errors_with_their_sign():
+    gt = torch.zeros(3, 20, 30, dtype=torch.bool)
+    gt[:, 5:15, 5:15] = True
+    pred = gt.clone()
+    pred[0, 5:15, 5:10] = False  # object 0: its left half missed -> a positive click there
+    pred[1, 0:3, 20:30] = True   # object 1: a false strip -> a negative click there
+    # object 2: exactly right -> a negative click on the background
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        pts, labels = error_clicks(gt, pred, g)
+        (x0, y0), (x1, y1), (x2, y2) = pts[:, 0].long().tolist()
+        assert labels[:, 0].tolist() == [1, 0, 0]
+        assert 5 <= x0 < 10 and 5 <= y0 < 15
+        assert 20 <= x1 < 30 and 0 <= y1 < 3
+        assert not gt[2, y2, x2]
+    # nothing predicted: a positive click inside the mask; a padded input: never outside the image
+    valid = torch.zeros(20, 30, dtype=torch.bool)
+    valid[:, :12] = True
+    for _ in range(50):
+        pts, labels = error_clicks(gt, None, g, valid)
+        assert labels.all() and (pts[..., 0] < 12).all() and gt[0][pts[:, 0, 1].long(), pts[:, 0, 0].long()].all()
+
+
+def test_error_clicks_are_uniform_over_the_error_region():
+    gt = torch.zeros(1, 4, 4, dtype=torch.bool)
+    gt[0, 0, :2] = True  # two missed pixels
+    g = torch.Generator().manual_seed(1)
+    seen = [tuple(error_clicks(gt, None, g)[0][0, 0].long().tolist()) for _ in range(2000)]
+    share = seen.count((0, 0)) / len(seen)
+    assert set(seen) == {(0, 0), (1, 0)} and 0.45 < share < 0.55
+
+
+# ---------------------------------------------------------------------- a run, its files and its numbers
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes(tmp_path_factory.mktemp("shapes"), train=16, val=8, seed=1)
+
+
+@pytest.fixture(scope="module")
+def run(shapes, tiny_ckpt, tmp_path_factory):
+    """A short decoder-only fine-tune of the tiny random SAM 2.1 (what every test of this module opens)."""
+    project = tmp_path_factory.mktemp("runs")
+    model = SAM(str(tiny_ckpt), device="cpu", verbose=False)
+    res = model.train(data=shapes, epochs=3, lr0=1e-3, corrections=3, max_clicks=3, project=project, name="exp",
+                      verbose=False)
+    return model, res
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_writes_what_ultralytics_users_look_for(run, shapes):
+    _, res = run
+    d = res.save_dir
+    assert d.name == "exp" and d.parent.name
+    names = sorted(p.name for p in d.iterdir())
+    assert names == ["args.yaml", "before_after.txt", "results.csv", "results.png", "split.yaml", "weights"]
+    assert sorted(p.name for p in (d / "weights").iterdir()) == ["best.pt", "last.pt"]  # nothing half-written
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [*d.iterdir(), *(d / "weights").iterdir()]:
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+    rows = _rows(d / "results.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    for col in ("train/focal", "train/dice", "train/iou", "train/class", "train/loss", "metrics/box_miou",
+                "metrics/click_miou@1", "metrics/click_miou@3", "fitness", "lr"):
+        assert col in rows[0], col
+    assert rows[0]["train/loss"] == ""  # the starting model has no training loss
+    assert all(math.isfinite(float(r["train/loss"])) for r in rows[1:])
+    with open(d / "results.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    args = yaml.safe_load((d / "args.yaml").read_text())
+    assert args["epochs"] == 3 and args["lr0"] == 1e-3 and args["tune"] == "decoder" and args["data"] == str(shapes)
+    split = yaml.safe_load((d / "split.yaml").read_text())
+    assert len(split["train"]) == 16 and len(split["val"]) == 8 and split["val_from"] == "given"
+
+
+def test_each_epochs_metrics_are_what_samkit_val_gives_for_its_weights(run, shapes, tiny_ckpt, tmp_path):
+    model, res = run
+    rows = _rows(res.save_dir / "results.csv")
+    start = SAM(str(tiny_ckpt), device="cpu", verbose=False).val(shapes, split="val", max_clicks=3, plots=False,
+                                                                 project=tmp_path, name="start", verbose=False)
+    last = SAM(str(res.last), device="cpu", verbose=False).val(shapes, split="val", max_clicks=3, plots=False,
+                                                              project=tmp_path, name="last", verbose=False)
+    for row, measured in ((rows[0], start), (rows[-1], last)):
+        assert float(row["metrics/box_miou"]) == pytest.approx(measured.metrics["box"]["miou"], abs=1e-5)
+        assert float(row["metrics/click_miou@1"]) == pytest.approx(measured.metrics["click"]["miou@1"], abs=1e-5)
+    # the model holds best.pt afterwards, and best.pt is the epoch of highest fitness
+    fits = [float(r["fitness"]) for r in rows]
+    assert res.best_epoch == int(np.argmax(fits))
+    best = torch.load(res.best, weights_only=True)
+    assert best["epoch"] == res.best_epoch
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, best["model"][k]), k
+
+
+def test_a_decoder_fine_tune_learns_and_leaves_the_encoder_alone(run, tiny_ckpt):
+    _, res = run
+    before, after = res.before, res.after
+    assert after["box"]["miou"] > before["box"]["miou"] + 0.03
+    assert after["click"]["miou@1"] > before["click"]["miou@1"] + 0.03
+    start = torch.load(tiny_ckpt, weights_only=True)["model"]
+    trained = torch.load(res.last, weights_only=True)["model"]
+    changed = {k for k in start if not torch.equal(start[k], trained[k])}
+    assert changed and all(k.startswith("sam_mask_decoder.") for k in changed)
+    assert not any(k.startswith(("sam_mask_decoder.conv_s0", "sam_mask_decoder.conv_s1")) for k in changed)
+    table = (res.save_dir / "before_after.txt").read_text()
+    assert "start" in table and f"best (epoch {res.best_epoch})" in table and "change" in table
+
+
+def test_the_checkpoints_are_plain_sam_checkpoints(run, tmp_path):
+    from samkit.nn.checkpoint import read_checkpoint
+
+    _, res = run
+    best = torch.load(res.best, weights_only=True)
+    assert set(best) == {"model", "epoch", "samkit", "date"}
+    last = torch.load(res.last, weights_only=True)  # the training state reads with weights_only too
+    assert {"optimizer", "epoch", "step", "args", "scheduler", "rng"} <= set(last["train"])
+    assert set(read_checkpoint(res.best)) == set(read_checkpoint(res.last))
+    m = SAM(str(res.best), device="cpu", verbose=False)  # recognised from the weights, as any checkpoint
+    assert m.family == "SAM 2.1"
+    out = m(np.zeros((64, 80, 3), np.uint8), bboxes=[10, 10, 40, 40], verbose=False)[0]
+    assert out.masks.data.shape == (1, 64, 80)
