@@ -127,10 +127,9 @@ def test_a_run_writes_what_ultralytics_users_look_for(run, shapes):
 def test_each_epochs_metrics_are_what_samkit_val_gives_for_its_weights(run, shapes, tiny_ckpt, tmp_path):
     model, res = run
     rows = _rows(res.save_dir / "results.csv")
-    start = SAM(str(tiny_ckpt), device="cpu", verbose=False).val(shapes, split="val", max_clicks=3, plots=False,
-                                                                 project=tmp_path, name="start", verbose=False)
-    last = SAM(str(res.last), device="cpu", verbose=False).val(shapes, split="val", max_clicks=3, plots=False,
-                                                              project=tmp_path, name="last", verbose=False)
+    kw = dict(split="val", max_clicks=3, plots=False, project=tmp_path, verbose=False)
+    start = SAM(str(tiny_ckpt), device="cpu", verbose=False).val(shapes, name="start", **kw)
+    last = SAM(str(res.last), device="cpu", verbose=False).val(shapes, name="last", **kw)
     for row, measured in ((rows[0], start), (rows[-1], last)):
         assert float(row["metrics/box_miou"]) == pytest.approx(measured.metrics["box"]["miou"], abs=1e-5)
         assert float(row["metrics/click_miou@1"]) == pytest.approx(measured.metrics["click"]["miou@1"], abs=1e-5)
@@ -245,8 +244,8 @@ def test_ctrl_c_saves_the_last_step_and_resuming_goes_on_from_it(uninterrupted, 
     settings = dict(epochs=3, lr0=1e-3, corrections=2, max_clicks=2)
     # the run to match, made in this process: bit-exact sums depend on how buffers are laid out in memory, which
     # differs between a command and a test process (the killed command above is matched to a command)
-    SAM(str(tiny_ckpt), device="cpu", verbose=False).train(data=data, project=project, name="u", verbose=False,
-                                                            **settings)
+    fresh = SAM(str(tiny_ckpt), device="cpu", verbose=False)
+    fresh.train(data=data, project=project, name="u", verbose=False, **settings)
     monkeypatch.setattr(trainer.Trainer, "_optimizer_step", interrupted)
     model = SAM(str(tiny_ckpt), device="cpu", verbose=False)
     with pytest.raises(KeyboardInterrupt):
@@ -263,3 +262,151 @@ def test_ctrl_c_saves_the_last_step_and_resuming_goes_on_from_it(uninterrupted, 
     _same_run(project / "u", c)
     with pytest.raises(TrainError, match="finished all its 3 epochs"):
         SAM(str(last), device="cpu", verbose=False).train(resume=True)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_shapes(tmp_path_factory.mktemp("tiny-data"), train=4, val=2, seed=3)
+
+
+@pytest.fixture
+def tiny(tiny_ckpt):
+    return SAM(str(tiny_ckpt), device="cpu", verbose=False)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"tune": "none"}, "trains nothing: every weight would stay frozen"),
+    ({"tune": "all", "lora": 4}, "choose one"),
+    ({"tune": "encoder"}, "tune='encoder' must be one of decoder, prompt_decoder, all, none"),
+    ({"epochs": 0}, r"epochs=0 must be an integer in \[1, 100000\]"),
+    ({"lr0": -1}, r"lr0=-1 must be a number in \(0, 1\]"),
+    ({"val_fraction": 1.0}, "must be below 1"),
+    ({"prompts": "text"}, "unknown prompt kind 'text'"),
+    ({"epoch": 3}, "unknown train setting 'epoch'.*epochs"),
+])
+def test_bad_settings_are_named_before_anything_is_read(tiny, settings, match, tmp_path, monkeypatch):
+    from samkit.train import data as train_data
+
+    monkeypatch.setattr(train_data, "open_splits", lambda *a, **k: pytest.fail("the dataset was read"))
+    with pytest.raises((ValueError, TypeError), match=match):
+        tiny.train(data=tmp_path / "nowhere", project=tmp_path, **settings)
+    assert not any(tmp_path.iterdir())  # no run folder
+
+
+def test_bad_datasets_are_named(tiny, tmp_path):
+    boxes = tmp_path / "boxes"
+    (boxes / "images").mkdir(parents=True)
+    (boxes / "labels").mkdir()
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(boxes / "images" / f"{i}.png"), np.zeros((32, 32, 3), np.uint8))
+        (boxes / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DatasetError, match="boxes only.*need masks"):
+        tiny.train(data=boxes, project=tmp_path / "runs")
+    empty = make_shapes(tmp_path / "empty", train=2, val=0)
+    with pytest.raises(DatasetError, match="holds no images"):
+        tiny.train(data=empty, project=tmp_path / "runs")
+    one = tmp_path / "one"
+    (one / "labels").mkdir(parents=True)
+    cv2.imwrite(str(one / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    (one / "labels" / "a.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    with pytest.raises(DatasetError, match="1 image.*no image to validate on"):
+        tiny.train(data=one, project=tmp_path / "runs")
+    davis = tmp_path / "davis"
+    (davis / "JPEGImages" / "v").mkdir(parents=True)
+    (davis / "Annotations" / "v").mkdir(parents=True)
+    cv2.imwrite(str(davis / "JPEGImages" / "v" / "00000.jpg"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(davis / "Annotations" / "v" / "00000.png"), np.zeros((32, 32), np.uint8))
+    with pytest.raises(DatasetError, match="video dataset.*not available yet"):
+        tiny.train(data=davis, project=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_held_out_split_is_seeded_and_written_down(tiny, tmp_path):
+    from samkit.train.data import open_splits
+
+    root = make_shapes(tmp_path / "d", train=10, val=0).parent
+    folder = root / "images" / "train"  # a folder of images with labels/ inside, as the app writes
+    (folder / "labels").mkdir()
+    for f in (root / "labels" / "train").iterdir():
+        f.rename(folder / "labels" / f.name)
+    a, b, c = (open_splits(folder, 0.3, seed) for seed in (0, 0, 1))
+    names = [it.name for it in a.val.items]
+    assert len(names) == 3 and names == [it.name for it in b.val.items] != [it.name for it in c.val.items]
+    assert not {it.name for it in a.train.items} & set(names) and len(a.train.items) == 7
+    res = tiny.train(data=folder, epochs=1, val_fraction=0.3, corrections=0, max_clicks=1, project=tmp_path,
+                     name="held", verbose=False)
+    split = yaml.safe_load((res.save_dir / "split.yaml").read_text())
+    assert split["val"] == names and split["val_from"] == "held out: val_fraction=0.3, seed=0"
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_epoch(tiny, tiny_data, tmp_path, monkeypatch):
+    from samkit.train import trainer
+
+    real, calls = trainer.multistep_loss, []
+
+    def poisoned(*args, **kw):
+        calls.append(1)
+        out = real(*args, **kw)
+        if len(calls) == 6:  # epoch 2, its second image
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer, "multistep_loss", poisoned)
+    with pytest.raises(TrainError, match=r"the loss is nan at step 6 of the run \(epoch 2, image "
+                                         r"images/train/train\d+\.png\).*last finished epoch; lower lr0"):
+        tiny.train(data=tiny_data, epochs=3, corrections=0, max_clicks=1, project=tmp_path, name="nan",
+                   verbose=False)
+    kept = torch.load(tmp_path / "nan" / "weights" / "last.pt", weights_only=True)
+    assert kept["train"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_out_of_memory_names_the_settings_that_lower_it(tiny, tiny_data, tmp_path, monkeypatch):
+    from samkit.families.sam2 import SAM2Network
+
+    def full(*args, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SAM2Network, "decode_heads", full)
+    with pytest.raises(TrainError, match=r"out of memory on cpu.*batch=1 \(now 2\) with accumulate=2.*objects=4 "
+                                         r"\(now 8\).*corrections=3 \(now 7\)"):
+        tiny.train(data=tiny_data, epochs=1, batch=2, project=tmp_path, verbose=False)
+
+
+def test_families_that_cannot_be_trained_say_so(tmp_path, tiny_data, monkeypatch):
+    from samkit.families.sam2 import SAM2Network
+
+    model = SAM.untrained("sam3_test", device="cpu", verbose=False)
+    with pytest.raises(ValueError, match="samkit train needs a .*SAM 2.1.* model; .*SAM 3"):
+        model.train(data=tiny_data, project=tmp_path)
+    monkeypatch.setattr(SAM2Network, "lora_targets", r"image_encoder\.no_such_layer", raising=False)
+    tiny = SAM.untrained("sam2_test", device="cpu", verbose=False)
+    with pytest.raises(ValueError, match="lora=4: SAM 2.1's image encoder has no attention projections"):
+        tiny.train(data=tiny_data, lora=4, project=tmp_path, verbose=False)
+
+
+# ---------------------------------------------------------------------- LoRA
+@pytest.mark.parametrize("arch", ["sam2_test", "sam_test"])
+def test_lora_trains_the_encoders_attention_and_saves_plain_merged_weights(arch, tiny_data, tmp_path):
+    pytest.importorskip("peft")
+    from samkit.nn.build import build_network
+
+    model = SAM.untrained(arch, device="cpu", verbose=False)
+    start = {k: v.clone() for k, v in model.net.state_dict().items()}
+    res = model.train(data=tiny_data, epochs=1, lora=4, tune="none", lr0=1e-2, corrections=1, max_clicks=1,
+                      project=tmp_path, name="lora", verbose=False)
+    last = torch.load(res.last, weights_only=True)
+    plain = build_network(model.arch, model.version)
+    assert set(last["model"]) == set(plain.state_dict())  # no lora_A / base_layer names: a plain checkpoint
+    changed = {k for k in start if not torch.equal(start[k], last["model"][k])}
+    assert changed and all(".attn." in k and k.startswith("image_encoder.") and k.endswith(".weight")
+                           for k in changed)
+    assert any(k.endswith("attn.qkv.weight") for k in changed) and any(k.endswith("attn.proj.weight") for k in changed)
+    assert not any("lora" in type(m).__module__ for m in model.net.modules())  # the model is plain again
+    again = SAM(str(res.last), device="cpu", verbose=False)  # strict load
+    for k, v in again.net.state_dict().items():
+        assert torch.equal(v, last["model"][k])
+    assert last["train"]["network"] is not None and any("lora_A" in k for k in last["train"]["network"])

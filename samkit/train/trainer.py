@@ -380,9 +380,10 @@ class Trainer:
                     loss = out["loss"] / len(chunks)
                     if not torch.isfinite(loss):
                         raise TrainError(
-                            f"the loss is {float(loss)} at epoch {epoch + 1}, step {step + 1} (image "
+                            f"the loss is {float(loss)} at step {step + 1} of the run (epoch {epoch + 1}, image "
                             f"{self.samples[int(i)].name}); training stopped and weights/last.pt keeps the last "
-                            f"finished epoch; lower lr0={self.s.lr0} or raise grad_clip={self.s.grad_clip}")
+                            f"finished epoch; lower lr0={self.s.lr0}, or clip harder with a lower "
+                            f"grad_clip={self.s.grad_clip}")
                     loss.backward()
                 except torch.OutOfMemoryError:
                     raise TrainError(self._oom_message()) from None

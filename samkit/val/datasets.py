@@ -232,8 +232,9 @@ def _yolo_items(root: Path, images: list[tuple[Path, Path]], names: dict[int, st
         rows[img] = parsed
     if kinds["polygon"] == 0:
         if kinds["box"]:
-            raise DatasetError(f"{where}: the labels hold boxes only ({kinds['box']} box rows, no polygon): val "
-                               "measures masks; give YOLO-seg labels (polygons), COCO masks or PNG masks")
+            raise DatasetError(f"{where}: the labels hold boxes only ({kinds['box']} box rows, no polygon): samkit "
+                               "val and train need masks; give YOLO-seg labels (polygons), COCO masks or PNG masks "
+                               "(samkit annotate turns box labels into masks)")
         raise DatasetError(f"{where}: no label file holds an object (expected YOLO-seg rows beside the images)")
     if kinds["box"]:
         msg = f"{kinds['box']} box row(s) without a polygon skipped (no mask to measure)"
