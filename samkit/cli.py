@@ -301,6 +301,13 @@ def _train(cfg: dict[str, Any], given: dict[str, Any]) -> int:
         open_splits(cfg["data"], s.val_fraction, s.seed, s.val)
         model = SAM(cfg["model"], device=cfg["device"], verbose=cfg["verbose"])
         res = model.train(data=cfg["data"], verbose=cfg["verbose"], **{k: cfg[k] for k in NAMES})
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # torchrun: rank 0 reports
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank:
+            return 0
     print(res.table())
     print(f"saved to {res.save_dir} (best: {res.best})")
     return 0

@@ -410,3 +410,30 @@ def test_lora_trains_the_encoders_attention_and_saves_plain_merged_weights(arch,
     for k, v in again.net.state_dict().items():
         assert torch.equal(v, last["model"][k])
     assert last["train"]["network"] is not None and any("lora_A" in k for k in last["train"]["network"])
+
+
+# ---------------------------------------------------------------------- several processes
+def test_two_gloo_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(tiny_ckpt, tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    common = [f"model={tiny_ckpt}", f"data={tiny_data}", "epochs=2", "lr0=0.001", "corrections=2", "max_clicks=2",
+              "verbose=False"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "samkit", "train", *common, "batch=2", f"project={tmp_path / 'one'}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "samkit", "train", *common, "batch=1", f"project={tmp_path / 'two'}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("best (epoch") == 1  # rank 0 reports, alone
+    assert [p.name for p in (tmp_path / "two").iterdir()] == ["exp"]  # and writes, alone
+    ra, rb = _rows(tmp_path / "one" / "exp" / "results.csv"), _rows(tmp_path / "two" / "exp" / "results.csv")
+    assert len(ra) == len(rb) == 3
+    for x, y in zip(ra[1:], rb[1:]):
+        for k in ("train/focal", "train/dice", "train/iou", "train/class", "train/loss"):
+            assert float(y[k]) == pytest.approx(float(x[k]), rel=1e-3, abs=1e-5), k
+    wa = torch.load(tmp_path / "one" / "exp" / "weights" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "two" / "exp" / "weights" / "last.pt", weights_only=True)["model"]
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa if wa[k].is_floating_point()) < 1e-4

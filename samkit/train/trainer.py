@@ -397,7 +397,7 @@ class Trainer:
         if self.s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(list(self.trained.values()), self.s.grad_clip)
         self.optimizer.step()
-        totals = _all_sum(totals)
+        totals = _all_sum(totals) / self.world  # each process divided by its share of the objects
         return dict(zip((*TERMS, "loss"), totals.tolist()))
 
     def _reduce_gradients(self) -> None:
