@@ -1,5 +1,6 @@
 """A family registered from one module (tests/plugin_family.py) works everywhere without another samkit file
-changing: detection, loading, info, predict, segment everything, video tracking, the benchmark and the app."""
+changing: detection, loading, info, predict, segment everything, video tracking, training, the benchmark and the
+app."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_the_new_family_is_detected_loaded_and_described(plugin, ckpt):
     model = SAM(ckpt, device="cpu", verbose=False)
     info = model.info()
     assert (info["family"], info["architecture"], info["version"]) == ("SAM 2.1-X", plugin.ARCH, "2.1")
-    assert model.capabilities == frozenset({"prompts", "everything", "video"})
+    assert model.capabilities == frozenset({"prompts", "everything", "video", "train"})
     assert "SAM 2.1-X" in repr(model)
     # the SAM 2.1 weights without the marker are still SAM 2.1
     sd = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items() if k != plugin.MARKER}
@@ -84,3 +85,14 @@ def test_the_new_family_in_the_app(plugin, ckpt, tmp_path):
         assert r.status_code == 200 and r.json()["objects"][0]["id"] == 1
     assert check_yolo(folder / "labels" / "img0.txt", folder / "img0.jpg") == 1
     assert np.isfinite(model(folder / "img0.jpg", bboxes=[5, 5, 70, 60])[0].iou.numpy()).all()
+
+
+def test_the_new_family_trains_and_its_checkpoint_loads_as_itself(plugin, ckpt, tmp_path):
+    from samkit.data.synthetic import make_shapes
+
+    data = make_shapes(tmp_path / "shapes", train=3, val=2)
+    res = SAM(ckpt, device="cpu", verbose=False).train(data=data, epochs=1, corrections=0, max_clicks=1,
+                                                      project=tmp_path, verbose=False)
+    again = SAM(res.last, device="cpu", verbose=False)
+    assert again.info()["family"] == "SAM 2.1-X"
+    assert len(res.rows) == 2 and res.rows[1]["train/loss"] > 0

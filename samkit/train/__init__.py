@@ -99,13 +99,13 @@ def train(model, data=None, resume=False, verbose: bool = True, **settings) -> T
 
 def _claim(s: TrainSettings, rank: int) -> Path:
     """The run folder, claimed by rank 0 and told to the others."""
-    from samkit.train.trainer import _from_rank0
+    from samkit.train.trainer import from_rank0
     from samkit.writers.run import claim_run_dir
 
     where = None
     if rank == 0:
         where = str(claim_run_dir(Path(s.project or Path("runs") / "train") / (s.name or "exp"), s.exist_ok))
-    return Path(_from_rank0(where))
+    return Path(from_rank0(where))
 
 
 def _write_args(save_dir: Path, model, data, s: TrainSettings, splits) -> None:
@@ -130,7 +130,7 @@ def _restore(model, trainer) -> None:
         p.requires_grad_(True)
     model.net.eval()
     model.runtime.generation += 1
-    model.__dict__.pop("_train_val_model", None)
+    trainer.val_model = None
 
 
 __all__ = ["TUNES", "TrainError", "TrainResults", "TrainSettings", "check", "train"]

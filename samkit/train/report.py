@@ -28,9 +28,10 @@ def fitness(metrics: dict) -> float:
     return float(sum(parts) / len(parts)) if parts else float("nan")
 
 
-def validate(model, dataset, s, keep_embeddings: bool) -> dict:
-    """``samkit val``'s metrics of the network ``model`` is training, on ``dataset`` (nothing written).
-    ``keep_embeddings``: the encoder is frozen, so the val images' embeddings are kept from one epoch to the next."""
+def validate(model, dataset, s, wrapper=None, keep_embeddings: bool = False):
+    """``samkit val``'s metrics of the network ``model`` is training, on ``dataset`` (nothing written), and the
+    model they were measured with. ``keep_embeddings``: the encoder is frozen, so ``wrapper`` (the model of an
+    earlier epoch, over the same network) is measured again with its image embeddings kept."""
     import torch
 
     from samkit.model import SAM
@@ -38,15 +39,13 @@ def validate(model, dataset, s, keep_embeddings: bool) -> dict:
 
     net = model.net
     was_training = net.training
-    cache = len(dataset.items) if keep_embeddings else 0
-    wrapper = getattr(model, "_train_val_model", None)
     if wrapper is None or not keep_embeddings:
-        wrapper = SAM.from_network(net, model.arch, model.version, device=model.device, cache=cache)
-        model._train_val_model = wrapper
+        wrapper = SAM.from_network(net, model.arch, model.version, device=model.device,
+                                   cache=len(dataset.items) if keep_embeddings else 0)
     net.eval()  # as inference runs it (SAM 2's decoder picks its single mask by stability only in eval mode)
     try:
         with torch.no_grad():
-            return measure(wrapper, dataset, s.prompts, max_clicks=s.max_clicks)
+            return measure(wrapper, dataset, s.prompts, max_clicks=s.max_clicks), wrapper
     finally:
         net.train(was_training)
 

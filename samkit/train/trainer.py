@@ -195,6 +195,7 @@ class Trainer:
         if s.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
             self.amp = torch.bfloat16
         self.lora = None
+        self.val_model = None  # the model the val split is measured with (its embeddings kept when they can be)
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -293,7 +294,7 @@ class Trainer:
         if st.get("optimizer"):
             self.optimizer.load_state_dict(st["optimizer"])
         if not st and s.val:
-            before = _from_rank0(self._validate() if self.rank == 0 else {})
+            before = from_rank0(self._validate() if self.rank == 0 else {})
             rows.append({"epoch": 0, **{f"train/{k}": float("nan") for k in (*TERMS, "loss")},
                          **_flat(before), "fitness": fitness(before), "lr": 0.0, "time": 0.0})
             best_fit, best_epoch = fitness(before), 0
@@ -337,7 +338,7 @@ class Trainer:
             row = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in losses.items()}, **_flat(metrics),
                    "fitness": fitness(metrics) if metrics else float("nan"),
                    "lr": self.optimizer.param_groups[0]["lr"], "time": time.time() - t0}
-            row = _from_rank0(row)
+            row = from_rank0(row)
             rows.append(row)
             better = not s.val or best_fit is None or row["fitness"] > best_fit
             if better:
@@ -433,7 +434,10 @@ class Trainer:
     def _validate(self) -> dict:
         from samkit.train.report import validate
 
-        return validate(self.model, self.splits.val, self.s, self.lora is None and self.cached)
+        keep = self.lora is None and self.cached
+        metrics, self.val_model = validate(self.model, self.splits.val, self.s, self.val_model if keep else None,
+                                           keep)
+        return metrics
 
     def plain_state_dict(self) -> dict:
         """The network's weights under their own names (LoRA merged in)."""
@@ -446,10 +450,10 @@ class Trainer:
     def _save_last(self, epoch, position, step, rows, before, best_fit, best_epoch, sums, finished=False,
                    best=False) -> None:
         if self.rank == 0:
-            from samkit import __version__
+            from samkit.utils.requirements import installed_version
 
             weights = self.plain_state_dict()
-            meta = {"epoch": epoch, "samkit": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            meta = {"epoch": epoch, "samkit": installed_version("samkit"), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
             train = {"epoch": epoch, "position": position, "step": step, "rows": rows, "before": before,
                      "best_fitness": best_fit, "best_epoch": best_epoch, "sums": sums, "finished": finished,
                      "optimizer": self.optimizer.state_dict(), "args": {**self.s.dict(), "data": str(self.data)},
@@ -463,7 +467,7 @@ class Trainer:
         _barrier()
 
 
-def _from_rank0(obj):
+def from_rank0(obj):
     """Rank 0's ``obj`` on every process (what only rank 0 measured: val metrics)."""
     import torch.distributed as dist
 
