@@ -91,8 +91,8 @@ def test_the_new_family_trains_and_its_checkpoint_loads_as_itself(plugin, ckpt, 
     from samkit.data.synthetic import make_shapes
 
     data = make_shapes(tmp_path / "shapes", train=3, val=2)
-    res = SAM(ckpt, device="cpu", verbose=False).train(data=data, epochs=1, corrections=0, max_clicks=1,
-                                                      project=tmp_path, verbose=False)
+    model = SAM(ckpt, device="cpu", verbose=False)
+    res = model.train(data=data, epochs=1, corrections=0, max_clicks=1, project=tmp_path, verbose=False)
     again = SAM(res.last, device="cpu", verbose=False)
     assert again.info()["family"] == "SAM 2.1-X"
     assert len(res.rows) == 2 and res.rows[1]["train/loss"] > 0

@@ -66,6 +66,9 @@ def weights(tmp_path, monkeypatch, sam3_weights):
         (dataset / "images").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(dataset / "images" / f"shapes{i}.jpg"), img)
         write_image("yolo", dataset / "labels", f"shapes{i}", masks.astype(bool), [0, 1], [0, 1])
+    from samkit.data.synthetic import make_shapes
+
+    make_shapes(tmp_path / "shapes", train=6, val=2)  # what the README's train line trains on
     YOLO("yolo11n.yaml").save(str(tmp_path / "yolo11n.pt"))  # random weights under the name the examples use
     YOLO("yoloe-11s-seg.yaml").save(str(tmp_path / "yoloe-11s-seg.pt"))  # and YOLOE, without its text model
     offline_text_encoder(monkeypatch)
@@ -143,6 +146,26 @@ def check_val_run(out: Path, kinds: int) -> None:
     check_outputs(out)
 
 
+def check_train_run(out: Path, epochs: int) -> None:
+    """A train run folder as a user opens it: a results.csv row per epoch (and the start), the curves, both
+    checkpoints loading as SAM models."""
+    import csv
+
+    import cv2
+    import torch
+
+    from samkit import SAM
+
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(epochs + 1)]
+    assert all(float(r["train/loss"]) > 0 for r in rows[1:]) and all(r["metrics/box_miou"] for r in rows)
+    assert cv2.imread(str(out / "results.png")) is not None
+    for name in ("best.pt", "last.pt"):
+        assert SAM(out / "weights" / name, device="cpu", verbose=False).family == "SAM 2.1"
+    assert torch.load(out / "weights" / "last.pt", weights_only=True)["train"]["finished"]
+
+
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
 def test_python_examples(code, weights, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...) and read the fixture's files
@@ -155,6 +178,8 @@ def test_python_examples(code, weights, tmp_path, monkeypatch):
         assert written["video"] == 2 and written["coco"] >= 2
     if ".val(" in code:
         check_val_run(tmp_path / "runs" / "val" / "exp", kinds=2)
+    if ".train(" in code:
+        check_train_run(tmp_path / "runs" / "train" / "exp", epochs=2)
     if "save_coco=True" in code and "save_masks(" in code:
         assert written["txt"] >= 2 and written["coco"] >= 2 and written["png"] >= 2
 
@@ -232,6 +257,9 @@ def test_cli_examples(command, weights, tmp_path):
     if args[1] == "val":
         check_val_run(tmp_path / "runs" / "val" / "exp", kinds=2)
         assert "NoC@90" in r.stdout and "saved to runs/val/exp" in r.stdout
+    if args[1] == "train":
+        check_train_run(tmp_path / "runs" / "train" / "exp", epochs=2)
+        assert "best (epoch" in r.stdout and "saved to runs/train/exp" in r.stdout
     if args[1] == "annotate":
         out = tmp_path / "images_auto_annotate_labels"
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == (

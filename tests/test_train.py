@@ -102,7 +102,7 @@ def test_a_run_writes_what_ultralytics_users_look_for(run, shapes):
     d = res.save_dir
     assert d.name == "exp" and d.parent.name
     names = sorted(p.name for p in d.iterdir())
-    assert names == ["args.yaml", "before_after.txt", "results.csv", "results.png", "split.yaml", "weights"]
+    assert names == ["args.yaml", "results.csv", "results.png", "split.yaml", "summary.md", "weights"]
     assert sorted(p.name for p in (d / "weights").iterdir()) == ["best.pt", "last.pt"]  # nothing half-written
     umask = os.umask(0)
     os.umask(umask)
@@ -152,7 +152,7 @@ def test_a_decoder_fine_tune_learns_and_leaves_the_encoder_alone(run, tiny_ckpt)
     changed = {k for k in start if not torch.equal(start[k], trained[k])}
     assert changed and all(k.startswith("sam_mask_decoder.") for k in changed)
     assert not any(k.startswith(("sam_mask_decoder.conv_s0", "sam_mask_decoder.conv_s1")) for k in changed)
-    table = (res.save_dir / "before_after.txt").read_text()
+    table = (res.save_dir / "summary.md").read_text()
     assert "start" in table and f"best (epoch {res.best_epoch})" in table and "change" in table
 
 
@@ -437,3 +437,34 @@ def test_two_gloo_processes_follow_the_loss_curve_of_one_with_the_same_global_ba
     wa = torch.load(tmp_path / "one" / "exp" / "weights" / "last.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "two" / "exp" / "weights" / "last.pt", weights_only=True)["model"]
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa if wa[k].is_floating_point()) < 1e-4
+
+
+# ---------------------------------------------------------------------- real size, Meta's loader
+@pytest.mark.slow
+def test_a_fine_tuned_sam21_tiny_loads_in_metas_build_sam2_and_predicts_the_same(tmp_path, monkeypatch):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from tests.helpers import patch_sam2_reference_for_cpu, sam2_reference, save_random
+
+    ckpt = tmp_path / "sam2.1_t.pt"
+    save_random(ckpt, "sam2_t", "2.1")
+    data = make_shapes(tmp_path / "shapes", train=2, val=1, size=(320, 240))
+    model = SAM(str(ckpt), device="cpu", verbose=False)
+    res = model.train(data=data, epochs=1, lr0=1e-3, corrections=1, max_clicks=1, project=tmp_path, verbose=False)
+    start = torch.load(ckpt, weights_only=True)["model"]
+    best = torch.load(res.last, weights_only=True)["model"]
+    assert any(not torch.equal(start[k], best[k]) for k in start)  # trained
+    patch_sam2_reference_for_cpu(monkeypatch)
+    ref = sam2_reference(res.last, "sam2_t", "2.1", "cpu")  # strict: Meta's builder refuses a key out of place
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, best[k]), k
+    import cv2
+
+    image = cv2.imread(str(next((tmp_path / "shapes" / "images" / "val").iterdir())))
+    predictor = SAM2ImagePredictor(ref)
+    predictor.set_image(image[..., ::-1].copy())
+    want, _, _ = predictor.predict(box=np.array([40, 30, 200, 180]), multimask_output=False)
+    got = SAM(str(res.last), device="cpu", verbose=False)(image, bboxes=[40, 30, 200, 180], verbose=False)[0]
+    inter = (got.masks.data[0].numpy() & want[0].astype(bool)).sum()
+    union = (got.masks.data[0].numpy() | want[0].astype(bool)).sum()
+    assert union > 0 and inter / union > 0.99

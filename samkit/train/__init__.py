@@ -6,7 +6,8 @@ dataset ``samkit val`` reads (:mod:`samkit.train.data`), with the prompts Meta's
 (:mod:`samkit.train.loss`). The run folder, ``runs/train/exp`` (numbered), holds ``weights/last.pt`` (after every
 epoch, with the optimizer, schedule and position for ``resume=True``) and ``weights/best.pt`` (the best val fitness),
 both plain SAM checkpoints (``{"model": state_dict}``, LoRA merged) that ``SAM(...)`` and Meta's builders load;
-``results.csv``, ``results.png``, ``args.yaml``, ``split.yaml`` and ``before_after.txt``. See ``docs/train.md``.
+``results.csv``, ``results.png``, ``args.yaml``, ``split.yaml`` and ``summary.md`` (the before / after
+table). See ``docs/train.md``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def train(model, data=None, resume=False, verbose: bool = True, **settings) -> T
     if rank == 0:
         from samkit.writers.atomic import atomic_write_text
 
-        atomic_write_text(save_dir / "before_after.txt", results.table() + "\n")
+        atomic_write_text(save_dir / "summary.md", f"# samkit train: {save_dir.name}\n\nval split of {data}; "
+                          f"best.pt is epoch {results.best_epoch} of {len(results.rows) - 1}\n\n```\n"
+                          f"{results.table()}\n```\n")
         if verbose:
             LOGGER.info("%s\nresults saved to %s (best: %s)", results.table(), save_dir, best)
     return results

@@ -64,8 +64,8 @@ def open_splits(data, val_fraction: float = 0.2, seed: int = 0, validate: bool =
     if not validate:
         return Splits(whole, None, False)
     n = len(whole.items)
-    k = int(round(n * val_fraction))
-    if n < 2 or k < 1 or k >= n:
+    k = max(1, int(round(n * val_fraction))) if n >= 2 else 0  # at least one image to validate on
+    if n < 2 or k >= n:
         raise DatasetError(f"{data}: {n} image(s): holding out val_fraction={val_fraction} leaves "
                            f"{'no image to validate on' if k < 1 else 'no image to train on'}; give a data.yaml with "
                            "train and val splits, more images, another val_fraction, or val=False")

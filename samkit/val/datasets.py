@@ -147,8 +147,8 @@ def _yolo_yaml(path: Path, split: str | None) -> ImageDataset:
     if not cfg.get(split):
         given = [k for k in ("train", "val", "test") if cfg.get(k)]
         raise DatasetError(f"{path}: no {split!r} split (it names {', '.join(given) or 'none'}); give split=")
-    base = Path(cfg.get("path") or path.parent)
-    base = base if base.is_absolute() else (path.parent / base)
+    base = Path(cfg["path"]) if cfg.get("path") else path.parent
+    base = base if base.is_absolute() or not cfg.get("path") else path.parent / base  # a relative path: the file's
     entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
     images: list[tuple[Path, Path]] = []  # (image, its label file)
     for entry in entries:
