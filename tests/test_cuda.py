@@ -120,3 +120,18 @@ def test_prompts_and_tracked_frames_do_not_wait_for_the_gpu(present_ckpt):
     ours = [f for f in flagged if "/samkit/" in f]
     print("sync sites (Ultralytics):", sorted(set(flagged) - set(ours)))
     assert not ours, ours
+
+
+@pytest.mark.parametrize("tune", ["decoder", "all"])
+def test_training_on_the_gpu_in_bf16_learns_and_saves_cpu_loadable_weights(tiny_ckpt, tmp_path, tune):
+    from samkit import SAM
+    from samkit.data.synthetic import make_shapes
+
+    data = make_shapes(tmp_path / "shapes", train=8, val=4, seed=1)
+    model = SAM(str(tiny_ckpt), device="cuda", verbose=False)
+    res = model.train(data=data, epochs=2, lr0=1e-3, tune=tune, corrections=3, max_clicks=3, amp=True,
+                      project=tmp_path, verbose=False)
+    assert all(np.isfinite(r["train/loss"]) for r in res.rows[1:])
+    assert res.rows[-1]["train/loss"] < res.rows[1]["train/loss"]
+    again = SAM(str(res.best), device="cpu", verbose=False)  # written from the GPU, read on the CPU
+    assert next(again.net.parameters()).device.type == "cpu" and again.family == "SAM 2.1"

@@ -204,6 +204,7 @@ def _same_run(a, b):
         assert {k: v for k, v in x.items() if k != "time"} == {k: v for k, v in y.items() if k != "time"}
 
 
+@pytest.mark.slow
 def test_a_run_killed_and_resumed_ends_as_an_uninterrupted_one(uninterrupted, tiny_ckpt):
     import signal
     import time
@@ -229,15 +230,15 @@ def test_a_run_killed_and_resumed_ends_as_an_uninterrupted_one(uninterrupted, ti
     _same_run(a, b)
 
 
-def test_ctrl_c_saves_the_last_step_and_resuming_goes_on_from_it(uninterrupted, tiny_ckpt, monkeypatch, caplog):
+def test_ctrl_c_saves_the_last_step_and_resuming_goes_on_from_it(tiny_data, tiny_ckpt, tmp_path, monkeypatch, caplog):
     from samkit.train import trainer
 
-    data, project, a = uninterrupted
+    data, project = tiny_data, tmp_path
     real, calls = trainer.Trainer._optimizer_step, []
 
     def interrupted(self, *args):
         calls.append(1)
-        if len(calls) == 14:  # in epoch 2 (10 steps an epoch)
+        if len(calls) == 6:  # in epoch 2 (4 steps an epoch)
             raise KeyboardInterrupt
         return real(self, *args)
 
@@ -253,7 +254,7 @@ def test_ctrl_c_saves_the_last_step_and_resuming_goes_on_from_it(uninterrupted, 
     c = project / "c"
     last = c / "weights" / "last.pt"
     kept = torch.load(last, weights_only=True)["train"]
-    assert (kept["epoch"], kept["position"], kept["step"]) == (1, 3, 13)
+    assert (kept["epoch"], kept["position"], kept["step"]) == (1, 1, 5)
     assert f"resume with: samkit train resume=True model={last}" in caplog.text
     monkeypatch.setattr(trainer.Trainer, "_optimizer_step", real)
     with pytest.raises(TrainError, match=r"lr0=0\.01 \(the run has 0\.001\)"):
@@ -412,7 +413,64 @@ def test_lora_trains_the_encoders_attention_and_saves_plain_merged_weights(arch,
     assert last["train"]["network"] is not None and any("lora_A" in k for k in last["train"]["network"])
 
 
+def test_the_schedules_by_hand():
+    from samkit.train.settings import check
+    from samkit.train.trainer import lr_at
+
+    s = check(lr0=1.0, lrf=0.1, schedule="cosine")
+    # 2 warm-up steps of 10: 1/3, 2/3, then cosine from 1 (step 2) to 0.1 (step 10)
+    assert [round(lr_at(k, 10, 2, s), 6) for k in (0, 1, 2)] == [round(1 / 3, 6), round(2 / 3, 6), 1.0]
+    assert lr_at(6, 10, 2, s) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: the mean of 1 and 0.1
+    assert lr_at(10, 10, 2, s) == pytest.approx(0.1)
+    meta = check(lr0=1.0, schedule="meta")  # Meta's CosineParamScheduler(start, start / 10), no warm-up
+    assert [lr_at(k, 4, 2, meta) for k in (0, 2, 4)] == pytest.approx([1.0, 0.55, 0.1])
+    assert lr_at(3, 4, 2, check(lr0=0.5, schedule="constant")) == 0.5
+
+
+def test_accumulated_steps_equal_one_bigger_batch(tiny_ckpt, tiny_data, tmp_path):
+    kw = dict(data=tiny_data, epochs=1, objects=1, corrections=1, val=False, lr0=1e-3, project=tmp_path,
+              verbose=False)
+    a = SAM(str(tiny_ckpt), device="cpu", verbose=False).train(batch=2, name="batch", **kw)
+    b = SAM(str(tiny_ckpt), device="cpu", verbose=False).train(batch=1, accumulate=2, name="accumulate", **kw)
+    la, lb = (torch.load(r.last, weights_only=True) for r in (a, b))
+    assert la["train"]["step"] == lb["train"]["step"] == 2  # 4 images, 2 a step
+    start = torch.load(tiny_ckpt, weights_only=True)["model"]
+    moved = [k for k in start if not torch.equal(start[k], la["model"][k])]
+    assert moved
+    for k in moved:
+        assert torch.allclose(la["model"][k], lb["model"][k], atol=1e-6), k
+    assert float(a.rows[-1]["train/loss"]) == pytest.approx(float(b.rows[-1]["train/loss"]), rel=1e-5)
+
+
+def test_a_lora_run_resumes_exactly(tiny_ckpt, tiny_data, tmp_path, monkeypatch):
+    pytest.importorskip("peft")
+    from samkit.train import trainer
+
+    kw = dict(data=tiny_data, epochs=2, lora=2, corrections=1, max_clicks=1, lr0=1e-2, project=tmp_path,
+              verbose=False)
+    SAM(str(tiny_ckpt), device="cpu", verbose=False).train(name="whole", **kw)
+    real, calls = trainer.Trainer._optimizer_step, []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(trainer.Trainer, "_optimizer_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        SAM(str(tiny_ckpt), device="cpu", verbose=False).train(name="cut", **kw)
+    monkeypatch.setattr(trainer.Trainer, "_optimizer_step", real)
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    SAM(str(last), device="cpu", verbose=False).train(resume=True, verbose=False)
+    whole = torch.load(tmp_path / "whole" / "weights" / "last.pt", weights_only=True)["model"]
+    cut = torch.load(last, weights_only=True)["model"]
+    for k in whole:
+        assert torch.equal(whole[k], cut[k]), k
+
+
 # ---------------------------------------------------------------------- several processes
+@pytest.mark.slow
 def test_two_gloo_processes_follow_the_loss_curve_of_one_with_the_same_global_batch(tiny_ckpt, tiny_data, tmp_path):
     import subprocess
     import sys

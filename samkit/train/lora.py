@@ -41,15 +41,15 @@ def merged_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
         for name, module in adapted.items():
             base = module.get_base_layer()
             delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
-            merged[f"{name}.weight"] = (base.weight + delta).detach().clone()
+            merged[f"{name}.weight"] = (base.weight + delta).detach().to("cpu", copy=True)
             if base.bias is not None:
-                merged[f"{name}.bias"] = base.bias.detach().clone()
+                merged[f"{name}.bias"] = base.bias.detach().to("cpu", copy=True)
         for key, value in net.state_dict().items():
             if "lora_" in key:
                 continue
             plain = key.replace(".base_layer.", ".")
             if plain not in merged:
-                merged[plain] = value.detach().clone()
+                merged[plain] = value.detach().to("cpu", copy=True)
     return merged
 
 

@@ -204,7 +204,9 @@ class Trainer:
         if s.lora:
             from samkit.train.lora import add_lora
 
-            self.lora = add_lora(self.net, self.network.lora_targets, s.lora, self.model.family)
+            with torch.random.fork_rng(devices=[]):  # the adapters' initial weights follow from the seed
+                torch.manual_seed(s.seed)
+                self.lora = add_lora(self.net, self.network.lora_targets, s.lora, self.model.family)
         self.part_of = assign_parts(self.net, parts)
         wanted = set(TUNES[s.tune])
         self.trained = {}
@@ -381,8 +383,8 @@ class Trainer:
                     loss = out["loss"] / len(chunks)
                     if not torch.isfinite(loss):
                         raise TrainError(
-                            f"the loss is {float(loss)} at step {step + 1} of the run (epoch {epoch + 1}, image "
-                            f"{self.samples[int(i)].name}); training stopped and weights/last.pt keeps the last "
+                            f"the loss is {float(loss.detach())} at step {step + 1} of the run (epoch {epoch + 1}, "
+                            f"image {self.samples[int(i)].name}); training stopped and weights/last.pt keeps the last "
                             f"finished epoch; lower lr0={self.s.lr0}, or clip harder with a lower "
                             f"grad_clip={self.s.grad_clip}")
                     loss.backward()
@@ -442,7 +444,7 @@ class Trainer:
     def plain_state_dict(self) -> dict:
         """The network's weights under their own names (LoRA merged in)."""
         if self.lora is None:
-            return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
         from samkit.train.lora import merged_state_dict
 
         return merged_state_dict(self.net)
