@@ -343,6 +343,40 @@ def test_a_held_out_split_is_seeded_and_written_down(tiny, tmp_path):
     assert split["val"] == names and split["val_from"] == "held out: val_fraction=0.3, seed=0"
 
 
+@pytest.mark.parametrize("layout", ["coco", "png"])
+def test_coco_and_png_datasets_train_as_yolo_ones_do(layout, tiny, tiny_data, tmp_path):
+    """The same images and masks as COCO instances and as PNG masks: read to the same targets, so the same run."""
+    import cv2
+
+    from samkit.val.datasets import open_dataset
+    from samkit.writers.coco import CocoBuilder, coco_annotations
+    from samkit.writers.formats import write_dataset, write_image
+
+    root = tmp_path / layout
+    (root / "images").mkdir(parents=True)
+    coco = CocoBuilder()
+    src = open_dataset(tiny_data, "train")
+    for item in src.items:
+        image = cv2.imread(str(item.path))
+        objects = item.read(image.shape[:2])
+        stem = item.path.stem
+        cv2.imwrite(str(root / "images" / f"{stem}.png"), image)
+        masks = np.stack([o.mask for o in objects])
+        if layout == "png":
+            write_image("png", root / "labels", stem, masks, [0] * len(objects), list(range(1, len(objects) + 1)))
+        else:
+            h, w = image.shape[:2]
+            coco.add({"id": coco.next_image_id, "file_name": f"images/{stem}.png", "height": h, "width": w},
+                     coco_annotations(masks, [1] * len(objects), None, image_id=0, first_id=None, rle=True))
+    if layout == "coco":
+        write_dataset("coco", root, {1: "shape"}, by="test", coco=coco)
+    kw = dict(epochs=1, corrections=1, max_clicks=1, val_fraction=0.25, project=tmp_path, verbose=False)
+    res = tiny.train(data=root, name=layout, **kw)
+    split = yaml.safe_load((res.save_dir / "split.yaml").read_text())
+    assert len(split["train"]) == 3 and len(split["val"]) == 1
+    assert float(res.rows[1]["train/loss"]) > 0 and res.rows[0]["metrics/box_miou"] >= 0
+
+
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_epoch(tiny, tiny_data, tmp_path, monkeypatch):
     from samkit.train import trainer
 
