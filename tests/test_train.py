@@ -325,8 +325,9 @@ def test_bad_datasets_are_named(tiny, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_held_out_split_is_seeded_and_written_down(tiny, tmp_path):
+def test_a_held_out_split_is_seeded_and_written_down(tiny, tmp_path, caplog):
     from samkit.train.data import open_splits
+    from samkit.writers.yolo import write_data_yaml
 
     root = make_shapes(tmp_path / "d", train=10, val=0).parent
     folder = root / "images" / "train"  # a folder of images with labels/ inside, as the app writes
@@ -334,6 +335,11 @@ def test_a_held_out_split_is_seeded_and_written_down(tiny, tmp_path):
     for f in (root / "labels" / "train").iterdir():
         f.rename(folder / "labels" / f.name)
     a, b, c = (open_splits(folder, 0.3, seed) for seed in (0, 0, 1))
+    other = make_shapes(tmp_path / "same", train=4, val=0).parent
+    write_data_yaml(other, {0: "disc"}, by="test", train="images/train")  # train and val the same folder
+    with caplog.at_level("WARNING", logger="samkit"):
+        same = open_splits(other / "data.yaml")
+    assert "its val split is its train split (the same 4 images" in caplog.text and len(same.val.items) == 4
     names = [it.name for it in a.val.items]
     assert len(names) == 3 and names == [it.name for it in b.val.items] != [it.name for it in c.val.items]
     assert not {it.name for it in a.train.items} & set(names) and len(a.train.items) == 7

@@ -56,6 +56,12 @@ def open_splits(data, val_fraction: float = 0.2, seed: int = 0, validate: bool =
         train = open_dataset(data, "train")
         if _has_split(data, "val") or not validate:
             val = open_dataset(data, "val") if validate else None
+            if val is not None and {it.path.resolve() for it in val.items} == {it.path.resolve() for it in train.items}:
+                from samkit.utils import LOGGER
+
+                LOGGER.warning("%s: its val split is its train split (the same %d images, as samkit annotate's "
+                               "data.yaml has it): the val metrics will measure how well the train images are "
+                               "remembered; give the data.yaml a val split of other images", data, len(val.items))
             return Splits(_images_only(train, data), _images_only(val, data) if val else None, False)
         whole = train
     else:
