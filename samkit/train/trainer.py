@@ -352,6 +352,11 @@ class Trainer:
                             best=better)
             if self.rank == 0:
                 write_results(self.save_dir, rows, plots=s.plots)
+                if self.verbose:
+                    shown = "  ".join(f"{k.split('/', 1)[1]} {row[k]:.4f}" for k in row
+                                      if k.startswith("metrics/") and k.endswith(("box_miou", "click_miou@1")))
+                    LOGGER.info("epoch %d/%d: loss %.4f  %s  fitness %.4f%s", epoch + 1, s.epochs, row["train/loss"],
+                                shown, row["fitness"], "  (best so far)" if better and s.val else "")
             if stale >= s.patience:
                 if self.rank == 0:
                     LOGGER.info("no better val fitness for %d epochs (patience=%d): stopping after epoch %d", stale,
