@@ -77,21 +77,29 @@ def error_clicks(gt: torch.Tensor, pred: torch.Tensor | None, generator: torch.G
         ``points`` (N, 1, 2) float ``(x, y)``, ``labels`` (N, 1) int32 (1 positive, 0 negative).
     """
     n, h, w = gt.shape
-    pred = torch.zeros_like(gt) if pred is None else pred
-    missed, spilled = gt & ~pred, ~gt & pred
+    missed = gt if pred is None else gt & ~pred
+    spilled = torch.zeros_like(gt) if pred is None else ~gt & pred
     if valid is not None:
         missed, spilled = missed & valid, spilled & valid
-    exact = ~(missed | spilled).flatten(1).any(1)
-    background = ~gt if valid is None else ~gt & valid
-    spilled = spilled | (exact[:, None, None] & background)  # exactly right: a negative click on the background
-    weights = torch.cat([spilled.flatten(1), missed.flatten(1)], 1).float()  # (N, 2HW): negatives, then positives
-    empty = weights.sum(1) == 0  # nothing to click on at all (a target covering the whole region, exactly right)
-    weights[empty, : h * w] = 1.0
-    pick = torch.multinomial(weights, 1, generator=generator)[:, 0]
-    labels = (pick >= h * w).to(torch.int32)
-    pix = pick % (h * w)
+    region = missed | spilled
+    exact = ~region.flatten(1).any(1)
+    if bool(exact.any()):  # exactly right: a click on the background
+        background = ~gt if valid is None else ~gt & valid
+        region = torch.where(exact[:, None, None], background, region)
+    flat = region.flatten(1)
+    counts = flat.sum(1)
+    if bool((counts == 0).any()):  # nothing to click on at all: anywhere in the region clicks may fall
+        anywhere = torch.ones(h * w, dtype=torch.bool, device=gt.device) if valid is None else valid.flatten()
+        flat = torch.where((counts == 0)[:, None], anywhere, flat)
+        counts = flat.sum(1)
+    # the k-th pixel of the region, k uniform: the first index where the running count reaches k + 1
+    k = (torch.rand(n, generator=generator, device=gt.device) * counts).long().clamp(max=counts - 1)
+    running = flat.cumsum(1, dtype=torch.int32)
+    pick = torch.searchsorted(running, (k + 1).to(torch.int32)[:, None]).clamp(max=h * w - 1)
+    labels = missed.flatten(1).gather(1, pick).to(torch.int32)  # a missed pixel: positive
+    pix = pick[:, 0]
     points = torch.stack([pix % w, pix // w], 1).float()
-    return points[:, None], labels[:, None]
+    return points[:, None], labels
 
 
 def first_prompt(gt: torch.Tensor, settings: PromptSettings, rng: np.random.Generator, generator: torch.Generator,
