@@ -19,8 +19,9 @@ The shipped adapters run the PyTorch modules Ultralytics builds (:class:`~samkit
 field; the engines do not change. Shapes use ``B`` objects (or images), ``S`` the input side, ``r`` the side of the
 decoder's mask logits, ``HW`` a flattened feature map, ``C`` channels.
 
-Every method runs under the caller's ``torch.inference_mode()`` / ``runtime.autocast()``: the adapter sets no
-precision, device or gradient mode of its own.
+Every method runs under the caller's modes (the engines' ``torch.inference_mode()`` and ``runtime.autocast()``;
+:mod:`samkit.train`'s gradients and its own autocast): the adapter sets no precision, device or gradient mode of its
+own.
 """
 
 from __future__ import annotations
